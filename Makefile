@@ -1,0 +1,59 @@
+# riskengine — build, checks, local stack. `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install lint typecheck unit integration test stack-up stack-down stack-status setup demo bench-core clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+install: $(INSTALLED)  ## create .venv and install riskengine with its test tools (pinned in setup.cfg)
+
+$(INSTALLED): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+lint: install  ## ruff
+	$(BIN)/ruff check .
+
+typecheck: install  ## mypy --strict (config in setup.cfg)
+	$(BIN)/mypy
+
+unit: install  ## tests that need no services
+	$(BIN)/pytest -m "not integration"
+
+integration: install  ## tests against the local stack (must be up)
+	$(BIN)/pytest -m integration
+
+# The stack is started for the tests and stopped after them, whatever they return;
+# KEEP_STACK=1 leaves it running for the next run.
+test: lint typecheck  ## lint, type-check, start the stack, run every test, stop the stack
+	@set +e; $(BIN)/riskengine stack up && $(BIN)/pytest; rc=$$?; \
+	if [ -z "$(KEEP_STACK)" ]; then $(BIN)/riskengine stack down; fi; exit $$rc
+
+stack-up: install  ## start Kafka, the schema registry and S3 locally (idempotent)
+	$(BIN)/riskengine stack up
+
+stack-down: install  ## stop what stack-up started
+	$(BIN)/riskengine stack down
+
+stack-status: install  ## show each stack service, its address and state
+	$(BIN)/riskengine stack status
+
+setup: stack-up  ## create the topics and register the schemas
+	$(BIN)/riskengine topics create
+	$(BIN)/riskengine schemas register
+
+bench-core: install  ## the detection core over 1,000,000 generated trades
+	$(BIN)/riskengine bench core
+
+demo: install  ## the whole system (arrives with the search and reporting issue)
+	@echo "make demo arrives with a later issue; for now: make setup, then riskengine replay (see README)"; exit 1
+
+clean:  ## remove caches (not the downloads in .cache or the stack data in .stack)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,1 @@
+"""Faust agents: thin adapters from topics to the detection core and back."""

@@ -1,0 +1,1 @@
+"""The trade simulator service: REST API, scenario injection, audit trail."""

@@ -1,0 +1,122 @@
+"""The Avro contracts in ``schemas/``: loading, expansion and the topic each one travels on.
+
+Every ``.avsc`` file is named after the full name of the type it defines
+(``riskengine.CryptoTrade.avsc``), so records can refer to shared enums and records by name. The
+registry gets each top-level schema fully expanded (no references), which every server speaking
+the Confluent REST API accepts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+
+NAMESPACE = "riskengine"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names (shared/design.md). Keys are userId unless noted."""
+
+    trades: str = "crypto-trades"
+    orders: str = "crypto-orders"
+    user_profiles: str = "user-profiles"
+    risk_rules: str = "risk-rules"
+    analyzed_trades: str = "risk-analyzed-trades"
+    alerts: str = "risk-alerts"
+    trades_dlq: str = "crypto-trades-dlq"
+    orders_dlq: str = "crypto-orders-dlq"
+
+    @property
+    def compacted(self) -> frozenset[str]:
+        """Reference-data topics: the latest value per key is all that matters."""
+        return frozenset({self.user_profiles, self.risk_rules})
+
+    def all(self) -> tuple[str, ...]:
+        """Every topic the engine reads or writes."""
+        return (
+            self.trades,
+            self.orders,
+            self.user_profiles,
+            self.risk_rules,
+            self.analyzed_trades,
+            self.alerts,
+            self.trades_dlq,
+            self.orders_dlq,
+        )
+
+
+TOPICS = Topics()
+
+#: Top-level record name -> the topic whose value subject it is registered under.
+RECORD_TOPICS: dict[str, str] = {
+    "CryptoTrade": TOPICS.trades,
+    "OrderEvent": TOPICS.orders,
+    "UserProfile": TOPICS.user_profiles,
+    "RiskRules": TOPICS.risk_rules,
+    "RiskAnalyzedTrade": TOPICS.analyzed_trades,
+    "RiskAlert": TOPICS.alerts,
+}
+
+
+def value_subject(topic: str) -> str:
+    """The registry subject of a topic's values (Confluent's TopicNameStrategy)."""
+    return f"{topic}-value"
+
+
+def schema_text(name: str) -> str:
+    """The raw text of ``schemas/riskengine.<name>.avsc``."""
+    return resources.files("riskengine.schemas").joinpath(f"{NAMESPACE}.{name}.avsc").read_text()
+
+
+@cache
+def expanded_schema(name: str) -> dict[str, Any]:
+    """The named schema with every referenced type defined inline, as a JSON-able dict."""
+    named: dict[str, Any] = {}
+
+    def expand(node: Any) -> Any:
+        if isinstance(node, str):
+            if "." in node or node[:1].isupper():
+                full = node if "." in node else f"{NAMESPACE}.{node}"
+                if full in named:
+                    return full
+                definition = json.loads(schema_text(full.rsplit(".", 1)[1]))
+                named[full] = True
+                return expand_definition(definition)
+            return node
+        if isinstance(node, list):
+            return [expand(item) for item in node]
+        if isinstance(node, dict):
+            return expand_definition(node)
+        return node
+
+    def expand_definition(node: dict[str, Any]) -> dict[str, Any]:
+        out = dict(node)
+        if node.get("type") == "record":
+            named[f"{node.get('namespace', NAMESPACE)}.{node['name']}"] = True
+            out["fields"] = [{**f, "type": expand(f["type"])} for f in node["fields"]]
+        elif node.get("type") == "array":
+            out["items"] = expand(node["items"])
+        elif node.get("type") == "map":
+            out["values"] = expand(node["values"])
+        elif isinstance(node.get("type"), (dict, list)) or node.get("type") not in (None, "enum", "fixed"):
+            out["type"] = expand(node["type"])
+        return out
+
+    return expand(name)  # type: ignore[no-any-return]
+
+
+@cache
+def parsed_schema(name: str) -> Any:
+    """The fastavro-parsed form of :func:`expanded_schema`, for reading and writing."""
+    return fastavro.parse_schema(expanded_schema(name))
+
+
+def validate_record(name: str, record: dict[str, Any]) -> None:
+    """Raise ``fastavro.validation.ValidationError`` if ``record`` does not fit the contract."""
+    fastavro.validation.validate(record, parsed_schema(name), raise_errors=True)

@@ -1,0 +1,1 @@
+"""Faust table definitions: per-user state, per-symbol state, reference data."""

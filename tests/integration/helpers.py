@@ -1,0 +1,67 @@
+"""Small async helpers shared by the integration tests (real Kafka, no mocks)."""
+
+import asyncio
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from riskengine.kafka import client_options
+from riskengine.settings import Settings
+
+
+async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    """Send (key, value) pairs and wait until the broker acknowledged every one."""
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        for key, value in messages:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    for _ in range(20):
+        await consumer.topics()  # refreshes the metadata
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"topic {topic} has no partitions in the metadata")
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    """The current end offset of every partition of ``topic``."""
+    consumer = AIOKafkaConsumer(**client_options(settings))
+    await consumer.start()
+    try:
+        offsets: dict[TopicPartition, int] = await consumer.end_offsets(await _partitions(consumer, topic))
+        return offsets
+    finally:
+        await consumer.stop()
+
+
+async def consume(
+    settings: Settings,
+    topic: str,
+    count: int,
+    start: dict[TopicPartition, int] | None = None,
+    wait_s: float = 20.0,
+) -> list[Any]:
+    """Read up to ``count`` records of ``topic`` from ``start`` offsets (default: the beginning)."""
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        positions = start or dict.fromkeys(await _partitions(consumer, topic), 0)
+        consumer.assign(list(positions))
+        for tp, offset in positions.items():
+            consumer.seek(tp, offset)
+        records: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while len(records) < count and loop.time() < deadline:
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                records.extend(messages)
+        return records
+    finally:
+        await consumer.stop()

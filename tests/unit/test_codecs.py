@@ -1,0 +1,137 @@
+"""The Avro codec: Confluent wire format, schema evolution, and typed errors for bad input."""
+
+import copy
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from riskengine.codecs import (
+    DecodeError,
+    InvalidRecord,
+    MalformedFrame,
+    SchemaCache,
+    UnknownSchemaId,
+    UnreadableRecord,
+)
+from riskengine.contracts import expanded_schema
+
+TRADE = {
+    "tradeId": "t-1",
+    "userId": "u-1",
+    "customerId": "c-1",
+    "symbol": "BTC/USDT",
+    "side": "BUY",
+    "quantity": 0.5,
+    "price": 60000.0,
+    "notional": 30000.0,
+    "timestamp": 1_764_000_000_000,
+    "exchange": "BINANCE",
+    "orderType": "MARKET",
+    "riskLevel": None,
+    "counterpartyUserId": None,
+    "orderId": "o-1",
+}
+
+
+def trade_schema_v2() -> dict:
+    """CryptoTrade plus one optional field, as a later release would add it."""
+    schema = copy.deepcopy(expanded_schema("CryptoTrade"))
+    schema["fields"].append({"name": "venueRegion", "type": ["null", "string"], "default": None})
+    return schema
+
+
+def cache_writing(schema_id: int, schema: dict, *known: tuple[int, dict]) -> SchemaCache:
+    cache = SchemaCache()
+    for other_id, other in known:
+        cache.add(other_id, other)
+    cache.add(schema_id, schema, writes="CryptoTrade")
+    return cache
+
+
+@pytest.fixture
+def cache() -> SchemaCache:
+    return cache_writing(7, expanded_schema("CryptoTrade"))
+
+
+def test_wire_format_is_magic_byte_schema_id_then_avro(cache):
+    payload = cache.encode("CryptoTrade", TRADE)
+    assert payload[0] == 0
+    assert struct.unpack(">I", payload[1:5]) == (7,)
+    assert cache.decode(payload, "CryptoTrade") == TRADE
+
+
+def test_decode_trade_returns_a_validated_core_trade(cache):
+    trade = cache.decode_trade(cache.encode("CryptoTrade", TRADE))
+    assert trade.trade_id == "t-1"
+    assert trade.notional == 30000.0
+
+
+def test_encode_rejects_a_record_that_does_not_fit(cache):
+    with pytest.raises(ValueError, match="CryptoTrade"):
+        cache.encode("CryptoTrade", {**TRADE, "quantity": "lots"})
+
+
+def test_newer_reader_reads_older_writer():
+    old = cache_writing(1, expanded_schema("CryptoTrade"))
+    new = cache_writing(2, trade_schema_v2(), (1, expanded_schema("CryptoTrade")))
+    record = new.decode(old.encode("CryptoTrade", TRADE), "CryptoTrade")
+    assert record == {**TRADE, "venueRegion": None}
+
+
+def test_older_reader_reads_newer_writer():
+    new = cache_writing(2, trade_schema_v2())
+    old = cache_writing(1, expanded_schema("CryptoTrade"), (2, trade_schema_v2()))
+    payload = new.encode("CryptoTrade", {**TRADE, "venueRegion": "EU"})
+    assert old.decode(payload, "CryptoTrade") == TRADE
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "message"),
+    [
+        (b"", MalformedFrame, "too short"),
+        (b"\x00\x00\x00", MalformedFrame, "too short"),
+        (b"\x01\x00\x00\x00\x07abc", MalformedFrame, "magic byte is 1"),
+        (b"\x00\x00\x00\x00\x63abc", UnknownSchemaId, "schema id 99"),
+        (b"\x00\x00\x00\x00\x07\x02t", UnreadableRecord, "does not parse"),
+    ],
+)
+def test_malformed_values_give_typed_errors(cache, payload, error, message):
+    with pytest.raises(error, match=message):
+        cache.decode_trade(payload)
+
+
+def test_trailing_bytes_are_rejected(cache):
+    with pytest.raises(UnreadableRecord, match="trailing"):
+        cache.decode_trade(cache.encode("CryptoTrade", TRADE) + b"\x00")
+
+
+def test_valid_avro_with_a_negative_quantity_names_the_field(cache):
+    with pytest.raises(InvalidRecord) as info:
+        cache.decode_trade(cache.encode("CryptoTrade", {**TRADE, "quantity": -1.0}))
+    assert info.value.field == "quantity"
+    assert "quantity" in str(info.value)
+
+
+def test_an_unknown_side_from_a_newer_writer_names_the_field():
+    wider = copy.deepcopy(expanded_schema("CryptoTrade"))
+    side = next(f for f in wider["fields"] if f["name"] == "side")
+    side["type"]["symbols"] = ["BUY", "SELL", "HOLD"]
+    writer = cache_writing(3, wider)
+    reader = cache_writing(1, expanded_schema("CryptoTrade"), (3, wider))
+    with pytest.raises(InvalidRecord) as info:
+        reader.decode_trade(writer.encode("CryptoTrade", {**TRADE, "side": "HOLD"}))
+    assert info.value.field == "side"
+    assert "HOLD" in str(info.value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=200))
+def test_any_bytes_decode_or_fail_with_a_decode_error(body):
+    cache = cache_writing(7, expanded_schema("CryptoTrade"))
+    for payload in (body, b"\x00\x00\x00\x00\x07" + body):
+        try:
+            cache.decode_trade(payload)
+        except DecodeError as exc:
+            assert exc.reason
