@@ -4,6 +4,7 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.kafka import client_options
 from riskengine.settings import Settings
@@ -20,14 +21,15 @@ async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | N
         await producer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(20):
-        await consumer.topics()  # refreshes the metadata
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"topic {topic} has no partitions in the metadata")
+async def partitions(settings: Settings, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``, from the broker's metadata."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        return sorted(TopicPartition(topic, int(p["partition"])) for p in described["partitions"])
+    finally:
+        await admin.close()
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
@@ -35,7 +37,7 @@ async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, in
     consumer = AIOKafkaConsumer(**client_options(settings))
     await consumer.start()
     try:
-        offsets: dict[TopicPartition, int] = await consumer.end_offsets(await _partitions(consumer, topic))
+        offsets: dict[TopicPartition, int] = await consumer.end_offsets(await partitions(settings, topic))
         return offsets
     finally:
         await consumer.stop()
@@ -52,7 +54,7 @@ async def consume(
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
-        positions = start or dict.fromkeys(await _partitions(consumer, topic), 0)
+        positions = start or dict.fromkeys(await partitions(settings, topic), 0)
         consumer.assign(list(positions))
         for tp, offset in positions.items():
             consumer.seek(tp, offset)

@@ -3,6 +3,7 @@
 import copy
 import os
 import struct
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,7 @@ from riskengine.codecs import (
     registry_client,
 )
 from riskengine.contracts import RECORD_TOPICS, TOPICS, expanded_schema, value_subject
+from riskengine.core import Trade
 from riskengine.kafka import TopicLayoutError, TopicSpec, ensure_topics, topic_specs
 
 from .helpers import consume, end_offsets, produce
@@ -78,7 +80,7 @@ async def test_avro_round_trip_through_kafka_with_the_registry(settings, unique)
     assert struct.unpack(">bI", records[0].value[:5]) == (0, writer.writer_id("CryptoTrade"))
 
 
-def _v2(schema: dict) -> dict:
+def _v2(schema: dict[str, Any]) -> dict[str, Any]:
     evolved = copy.deepcopy(schema)
     evolved["fields"].append({"name": "venueRegion", "type": ["null", "string"], "default": None})
     return evolved
@@ -153,7 +155,7 @@ async def test_malformed_messages_on_the_trades_topic_give_typed_errors_and_neve
     records = sorted(await consume(settings, TOPICS.trades, len(messages), start), key=lambda r: r.offset)
     assert len(records) == len(messages)
 
-    outcomes: list[object] = []
+    outcomes: list[Trade | DecodeError] = []
     for record in records:
         try:
             try:
