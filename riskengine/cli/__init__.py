@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from riskengine.settings import Settings, SettingsError
 
-from . import schemas, stack, topics
+from . import bench, replay, schemas, stack, topics
 
-COMMANDS = (stack, topics, schemas)
+COMMANDS = (stack, topics, schemas, replay, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,82 @@
+"""The pure detection core: no Faust, no Kafka, no I/O, no clock.
+
+``evaluate_trade(state, trade, reference, rules) -> Evaluation(state, analyzed, alerts)`` scores
+one trade against the user's state; everything else here is the data it works on. The Faust
+agents, ``riskengine replay``, ``riskengine bench core`` and the property tests all call it, so
+they agree on every result. Semantics: :mod:`riskengine.core.evaluate` (event time, suppression,
+alert ids), :mod:`riskengine.core.state` (bounds, encoding), :mod:`riskengine.core.rules`
+(parameters), :mod:`riskengine.core.scoring` (score, level, actions), and one module per pattern
+in :mod:`riskengine.core.patterns`.
+"""
+
+from .evaluate import Evaluation, alert_id, evaluate_many, evaluate_trade
+from .models import (
+    BehavioralAnalysis,
+    ComplianceFlag,
+    Feature,
+    InvalidProfile,
+    InvalidTrade,
+    MarketImpactAnalysis,
+    MitigationAction,
+    PatternType,
+    RiskAlert,
+    RiskAnalyzedTrade,
+    RiskLevel,
+    ScoreBreakdown,
+    Severity,
+    Side,
+    Trade,
+    UserProfile,
+    VolumeAnalysis,
+    parse_profile,
+    parse_trade,
+)
+from .patterns import REGISTRY, Detector, Match, TradeContext, WindowedDetector
+from .reference import EMPTY_REFERENCE, InvalidReference, MarketReference, ReferenceData
+from .rules import DEFAULT_RULES, PARAMETERS, InvalidRule, Rules
+from .state import FORMAT_VERSION, MIGRATIONS, StateFormatError, UserState, decode_state, encode_state
+
+__all__ = [
+    "DEFAULT_RULES",
+    "EMPTY_REFERENCE",
+    "FORMAT_VERSION",
+    "MIGRATIONS",
+    "PARAMETERS",
+    "REGISTRY",
+    "BehavioralAnalysis",
+    "ComplianceFlag",
+    "Detector",
+    "Evaluation",
+    "Feature",
+    "InvalidProfile",
+    "InvalidReference",
+    "InvalidRule",
+    "InvalidTrade",
+    "MarketImpactAnalysis",
+    "MarketReference",
+    "Match",
+    "MitigationAction",
+    "PatternType",
+    "ReferenceData",
+    "RiskAlert",
+    "RiskAnalyzedTrade",
+    "RiskLevel",
+    "Rules",
+    "ScoreBreakdown",
+    "Severity",
+    "Side",
+    "StateFormatError",
+    "Trade",
+    "TradeContext",
+    "UserProfile",
+    "UserState",
+    "VolumeAnalysis",
+    "WindowedDetector",
+    "alert_id",
+    "decode_state",
+    "encode_state",
+    "evaluate_many",
+    "evaluate_trade",
+    "parse_profile",
+    "parse_trade",
+]

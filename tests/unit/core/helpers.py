@@ -1,0 +1,99 @@
+"""Builders shared by the core tests."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from riskengine.core import (
+    DEFAULT_RULES,
+    Evaluation,
+    ReferenceData,
+    RiskAlert,
+    Rules,
+    Side,
+    Trade,
+    UserProfile,
+    UserState,
+    evaluate_trade,
+)
+
+T0 = 1_768_467_600_000  # 2026-01-15T09:00:00Z
+SECOND = 1_000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+
+_ids = itertools.count(1)
+
+
+def trade(
+    at: int,
+    side: str = "BUY",
+    notional: float = 1_000.0,
+    *,
+    symbol: str = "ADA/USDT",
+    quantity: float | None = None,
+    user: str = "u-1",
+    customer: str | None = None,
+    counterparty: str | None = None,
+    trade_id: str | None = None,
+) -> Trade:
+    """A trade at ``T0 + at`` ms; give ``quantity`` to fix it (price = notional / quantity), else price 1."""
+    if quantity is None:
+        quantity, price = notional, 1.0
+    else:
+        price = notional / quantity
+    return Trade(
+        trade_id=trade_id or str(uuid.UUID(int=next(_ids))),
+        user_id=user,
+        customer_id=customer or f"c-{user}",
+        symbol=symbol,
+        side=Side(side),
+        quantity=quantity,
+        price=price,
+        notional=quantity * price,
+        timestamp=T0 + at,
+        exchange="TEST",
+        order_type="LIMIT",
+        counterparty_user_id=counterparty,
+    )
+
+
+def profile(user: str = "u-1", tier: int = 3, country: str = "DE", **extra: object) -> UserProfile:
+    """An institutional (tier 3) profile by default: KYC limits far above the test notionals."""
+    return UserProfile(user_id=user, customer_id=f"c-{user}", kyc_tier=tier, country=country, **extra)  # type: ignore[arg-type]
+
+
+def reference(*profiles: UserProfile, **extra: object) -> ReferenceData:
+    """Reference data with the given profiles, or one tier-3 profile for u-1."""
+    chosen = profiles or (profile(),)
+    return ReferenceData(profiles={p.user_id: p for p in chosen}, **extra)  # type: ignore[arg-type]
+
+
+REFERENCE = reference()
+
+
+def run(
+    trades: list[Trade],
+    rules: Rules = DEFAULT_RULES,
+    ref: ReferenceData = REFERENCE,
+    state: UserState | None = None,
+) -> list[Evaluation]:
+    """Evaluate trades of one user in the given order."""
+    state = state or UserState()
+    results = []
+    for item in trades:
+        result = evaluate_trade(state, item, ref, rules)
+        state = result.state
+        results.append(result)
+    return results
+
+
+def patterns_of(results: list[Evaluation]) -> list[set[str]]:
+    """The triggered patterns of each trade, as names."""
+    return [{p.value for p in r.analyzed.triggered_patterns} for r in results]
+
+
+def alerts_of(results: list[Evaluation], pattern: str | None = None) -> list[RiskAlert]:
+    """Every alert raised, optionally of one pattern."""
+    return [a for r in results for a in r.alerts if pattern is None or a.pattern.value == pattern]

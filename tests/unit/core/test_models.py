@@ -1,0 +1,151 @@
+"""Strict trade and profile parsing, and outputs that fit the Avro contracts."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from riskengine.contracts import validate_record
+from riskengine.core import InvalidProfile, InvalidTrade, Side, parse_profile, parse_trade
+
+from .helpers import SECOND, profile, reference, run, trade
+
+RECORD: dict[str, Any] = {
+    "tradeId": "3f2b1c9e-0000-4000-8000-000000000001",
+    "userId": "u-1",
+    "customerId": "c-1",
+    "symbol": "BTC/USDT",
+    "side": "BUY",
+    "quantity": 0.5,
+    "price": 60000.0,
+    "notional": 30000.0,
+    "timestamp": 1_764_000_000_000,
+    "exchange": "BINANCE",
+    "orderType": "MARKET",
+    "riskLevel": None,
+    "counterpartyUserId": None,
+    "orderId": "o-1",
+}
+
+
+def test_parse_trade_reads_every_field():
+    parsed = parse_trade(RECORD)
+    assert parsed.trade_id == RECORD["tradeId"] and parsed.side is Side.BUY
+    assert parsed.to_record() == RECORD
+
+
+def test_optional_fields_may_be_absent():
+    record = {k: v for k, v in RECORD.items() if k not in ("riskLevel", "counterpartyUserId", "orderId")}
+    parsed = parse_trade(record)
+    assert parsed.risk_level is None and parsed.counterparty_user_id is None and parsed.order_id is None
+
+
+def test_integers_are_accepted_for_numbers_and_unknown_keys_are_ignored():
+    parsed = parse_trade({**RECORD, "quantity": 2, "price": 15000, "notional": 30000, "venue": "x"})
+    assert parsed.quantity == 2.0 and isinstance(parsed.quantity, float)
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "reason"),
+    [
+        ({"tradeId": None}, "tradeId", "must be a string"),
+        ({"userId": ""}, "userId", "non-empty"),
+        ({"userId": " u-1"}, "userId", "surrounding spaces"),
+        ({"tradeId": "x" * 129}, "tradeId", "longer than 128"),
+        ({"symbol": "BTCUSDT"}, "symbol", "BASE/QUOTE"),
+        ({"side": "HOLD"}, "side", "HOLD"),
+        ({"side": None}, "side", "None"),
+        ({"quantity": 0}, "quantity", "> 0"),
+        ({"quantity": -1.0}, "quantity", "> 0"),
+        ({"price": math.nan}, "price", "finite"),
+        ({"price": math.inf}, "price", "finite"),
+        ({"quantity": True}, "quantity", "must be a number"),
+        ({"notional": "30000"}, "notional", "must be a number"),
+        ({"notional": 31000.0}, "notional", "quantity x price"),
+        ({"timestamp": 1.5e12}, "timestamp", "integer"),
+        ({"timestamp": -1}, "timestamp", "between"),
+        ({"timestamp": 10**15}, "timestamp", "between"),
+        ({"riskLevel": "EXTREME"}, "riskLevel", "EXTREME"),
+        ({"counterpartyUserId": 7}, "counterpartyUserId", "string"),
+    ],
+)
+def test_bad_fields_are_named(change, field, reason):
+    with pytest.raises(InvalidTrade) as info:
+        parse_trade({**RECORD, **change})
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    assert reason in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        "tradeId",
+        "userId",
+        "customerId",
+        "symbol",
+        "side",
+        "quantity",
+        "price",
+        "notional",
+        "timestamp",
+        "exchange",
+        "orderType",
+    ],
+)
+def test_missing_required_fields_are_named(missing):
+    with pytest.raises(InvalidTrade, match=f"^{missing}: missing$"):
+        parse_trade({k: v for k, v in RECORD.items() if k != missing})
+
+
+def test_not_an_object():
+    with pytest.raises(InvalidTrade) as info:
+        parse_trade([1, 2])  # type: ignore[arg-type]
+    assert info.value.field == "record"
+
+
+def test_parse_profile():
+    parsed = parse_profile(
+        {"userId": "u-1", "customerId": "c-1", "kycTier": 2, "country": "DE", "linkedAccounts": ["u-2"]}
+    )
+    assert parsed.kyc_tier == 2 and parsed.linked_accounts == frozenset({"u-2"}) and not parsed.sanctioned
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"kycTier": 4}, "kycTier"),
+        ({"country": "Germany"}, "country"),
+        ({"sanctioned": "yes"}, "sanctioned"),
+        ({"linkedAccounts": [""]}, "linkedAccounts"),
+    ]
+    for bad, field in cases:
+        with pytest.raises(InvalidProfile) as info:
+            parse_profile({"userId": "u-1", "customerId": "c-1", "kycTier": 2, "country": "DE", **bad})
+        assert info.value.field == field
+
+
+def test_analyzed_trade_and_alert_records_fit_the_avro_contracts():
+    ref = reference(profile(sanctioned=True), sanctioned_countries=frozenset({"KP"}))
+    results = run(
+        [
+            trade(0, "BUY", 1000.0, quantity=1000.0, counterparty="u-1"),
+            trade(20 * SECOND, "SELL", 950.0, quantity=950.0),
+            trade(45 * SECOND, "BUY", 1050.0, quantity=1050.0),
+        ],
+        ref=ref,
+    )
+    records = [r.analyzed.to_record() for r in results]
+    for record in records:
+        validate_record("RiskAnalyzedTrade", record)
+        assert record["processedAt"] is None
+        assert record["eventTimestamp"] == record["originalTrade"]["timestamp"]
+    alerts = [a.to_record() for r in results for a in r.alerts]
+    assert {a["patternType"] for a in alerts} == {"SELF_TRADE", "SANCTIONS_HIT", "WASH_TRADING"}
+    for alert in alerts:
+        validate_record("RiskAlert", alert)
+    assert set(records[-1]["scoreBreakdown"]["weights"]) == {
+        "volume",
+        "behavioral",
+        "marketImpact",
+        "compliance",
+    }
