@@ -21,8 +21,6 @@ from riskengine.stack.tools import find_java, maven_fetch, staged_dir
 VERSION = "3.3.3"
 ARTIFACT = f"io.apicurio:apicurio-registry-app:{VERSION}:tar.gz:all"
 CCOMPAT_PATH = "/apis/ccompat/v7"
-#: Quarkus' management interface (health, metrics); its default 9000 collides too often.
-MANAGEMENT_PORT = 9011
 JAVA_MINIMUM = 21
 HEAP = ("-Xms64m", "-Xmx384m")
 #: Global compatibility level, set after every start: the registry then rejects (409) a new schema
@@ -70,8 +68,12 @@ class SchemaRegistry(Service):
 
     @property
     def management(self) -> Address:
-        """Quarkus' management listener."""
-        return Address(self.address.host, MANAGEMENT_PORT)
+        """Quarkus' management listener (health, metrics): the HTTP port + 1, as Kafka's controller.
+
+        Its default, 9000, collides too often; deriving it lets a second stack run beside the
+        first on other ports.
+        """
+        return Address(self.address.host, self.address.port + 1)
 
     @property
     def bound_addresses(self) -> tuple[Address, ...]:

@@ -78,7 +78,7 @@ def test_default_settings_give_the_documented_addresses(settings: Settings, path
     kafka, registry = Kafka(settings, paths), SchemaRegistry(settings, paths)
     s3 = ObjectStore(settings, paths)
     assert kafka.bound_addresses == (Address("127.0.0.1", 9092), Address("127.0.0.1", 9093))
-    assert registry.bound_addresses == (Address("127.0.0.1", 8081), Address("127.0.0.1", 9011))
+    assert registry.bound_addresses == (Address("127.0.0.1", 8081), Address("127.0.0.1", 8082))
     assert s3.address == Address("127.0.0.1", 7070)
     assert str(s3.address) == "127.0.0.1:7070"
 
