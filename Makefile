@@ -18,8 +18,9 @@ $(INSTALLED): setup.cfg pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-lint: install  ## ruff
+lint: install  ## ruff: lint and formatting
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: install  ## mypy --strict (config in setup.cfg)
 	$(BIN)/mypy

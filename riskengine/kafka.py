@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ _TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     TOPICS.trades_dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
     TOPICS.orders_dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
 }
+
+
+#: How long a newly created topic may take to show its partitions in the metadata.
+_METADATA_WAIT_S = 15.0
 
 
 class TopicLayoutError(RuntimeError):
@@ -100,8 +105,7 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> dict[str,
             except TopicAlreadyExistsError:
                 log.info("another client created some topics concurrently")
             result.update({spec.name: "created" for spec in missing})
-        described = await admin.describe_topics([spec.name for spec in specs])
-        partitions = {d["topic"]: len(d["partitions"]) for d in described}
+        partitions = await _partition_counts(admin, [spec.name for spec in specs])
         for spec in specs:
             if partitions.get(spec.name) != spec.partitions:
                 raise TopicLayoutError(
@@ -111,3 +115,15 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec]) -> dict[str,
         return result
     finally:
         await admin.close()
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partitions per topic; waits while a just-created topic still shows none (metadata lag)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _METADATA_WAIT_S
+    while True:
+        described = await admin.describe_topics(names)
+        counts = {d["topic"]: len(d["partitions"]) for d in described}
+        if all(counts.get(name) for name in names) or loop.time() > deadline:
+            return counts
+        await asyncio.sleep(0.2)

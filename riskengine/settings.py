@@ -116,6 +116,33 @@ def _optional_file(text: str) -> str:
     return text
 
 
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be a number >= 0")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be an integer >= 0")
+    return value
+
+
+def _name_part(text: str) -> str:
+    if text and not all(c.isalnum() or c in "._-" for c in text):
+        raise ValueError("may only contain letters, digits, '.', '_' and '-'")
+    return text
+
+
+def _app_id(text: str) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return _name_part(text)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every configurable value. Build it with :meth:`from_env`; field ``x_y`` is ``RISKENGINE_X_Y``."""
@@ -173,6 +200,35 @@ class Settings:
     )
     # Process
     log_level: str = _setting("info", "debug, info, warning or error", _choice(*LOG_LEVELS, upper=False))
+    # Worker (faust -A riskengine worker): app id, topic isolation, web, snapshots, RocksDB sizes
+    worker_app_id: str = _setting(
+        "riskengine", "Faust app id: consumer group and prefix of the table changelog topics", _app_id
+    )
+    worker_topic_suffix: str = _setting(
+        "", "appended to every engine topic name (isolated test or staging runs on one cluster)", _name_part
+    )
+    worker_web_host: str = _setting("127.0.0.1", "address the worker's web server binds and advertises")
+    worker_admin_token: Secret = _setting(
+        Secret(""), "bearer token the worker's admin endpoints require (secret; empty: no token)"
+    )
+    worker_snapshot_interval: float = _setting(
+        300.0, "seconds between table snapshots of each worker; 0 disables them", _non_negative_float
+    )
+    worker_snapshot_dir: Path = _setting(
+        Path("snapshots"), "snapshot folder used instead of S3 when RISKENGINE_S3_BUCKET is empty", Path
+    )
+    worker_rocksdb_write_buffer_size: int = _setting(
+        4 * 1024 * 1024, "RocksDB memtable bytes per table partition", _positive_int
+    )
+    worker_rocksdb_block_cache_size: int = _setting(
+        8 * 1024 * 1024, "RocksDB block cache bytes per table partition", _positive_int
+    )
+    worker_session_timeout: float = _setting(
+        60.0, "seconds before the group gives a silent worker's partitions to the others", _positive_float
+    )
+    worker_standby_replicas: int = _setting(
+        1, "standby copies of each table partition kept by other workers", _non_negative_int
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -58,10 +58,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("down", run_down, "stop the processes the stack started, in reverse order"),
         ("status", run_status, "show each service's address and state; exit 0 only if all are ready"),
     ):
-        action = actions.add_parser(name, help=text, description=text, epilog=_EXIT_CODES,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        action = actions.add_parser(
+            name,
+            help=text,
+            description=text,
+            epilog=_EXIT_CODES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         action.add_argument(
-            "--only", type=_service_list, default=[], metavar="NAMES",
+            "--only",
+            type=_service_list,
+            default=[],
+            metavar="NAMES",
             help=f"comma-separated subset of {','.join(service_names())} (default: all)",
         )
         action.set_defaults(handler=handler)

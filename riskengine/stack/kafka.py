@@ -121,18 +121,31 @@ class Kafka(Service):
         with staged_dir(self.home) as partial:
             (partial / "pom.xml").write_text(pom)
             await maven(
-                ["-f", str(partial / "pom.xml"), "dependency:copy-dependencies", "-DincludeScope=runtime",
-                 f"-DoutputDirectory={partial / 'libs'}"],
+                [
+                    "-f",
+                    str(partial / "pom.xml"),
+                    "dependency:copy-dependencies",
+                    "-DincludeScope=runtime",
+                    f"-DoutputDirectory={partial / 'libs'}",
+                ],
                 what=f"Maven download of org.apache.kafka:kafka_2.13:{self.version} and its dependencies",
-                cache_dir=self.paths.cache_dir, log=self.install_log, say=say,
+                cache_dir=self.paths.cache_dir,
+                log=self.install_log,
+                say=say,
             )
         return True
 
     def _java(self, main: str, *args: str, heap: tuple[str, ...] = ()) -> list[str]:
         return [
-            find_java(JAVA_MINIMUM), *heap, "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            find_java(JAVA_MINIMUM),
+            *heap,
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.conf_dir / 'log4j2.properties'}",
-            "-cp", f"{self.home / 'libs'}/*", main, *args,
+            "-cp",
+            f"{self.home / 'libs'}/*",
+            main,
+            *args,
         ]
 
     async def prepare(self) -> None:
@@ -144,9 +157,18 @@ class Kafka(Service):
         if (self.data_dir / "meta.properties").is_file():
             return  # formatted by an earlier start: the data and the cluster id are kept
         await run_logged(
-            self._java("kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c", str(properties),
-                       "--ignore-formatted"),
-            what=f"formatting Kafka storage in {self.data_dir}", log=self.log_file, say=lambda _: None,
+            self._java(
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                new_cluster_id(),
+                "-c",
+                str(properties),
+                "--ignore-formatted",
+            ),
+            what=f"formatting Kafka storage in {self.data_dir}",
+            log=self.log_file,
+            say=lambda _: None,
         )
 
     def command(self) -> list[str]:

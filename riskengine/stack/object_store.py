@@ -24,10 +24,16 @@ _TIMEOUT = aiohttp.ClientTimeout(total=5)
 def versitygw_arguments(address: Address, region: str, metadata: Path, buckets: Path) -> list[str]:
     """Gateway options after the executable; the root credentials travel in the environment."""
     return [
-        "--port", str(address), "--region", region,
+        "--port",
+        str(address),
+        "--region",
+        region,
         # One line per request would soon dwarf every other log of the stack.
         "--quiet",
-        "posix", "--sidecar", str(metadata), str(buckets),
+        "posix",
+        "--sidecar",
+        str(metadata),
+        str(buckets),
     ]
 
 
@@ -59,7 +65,10 @@ class ObjectStore(Service):
         say(f"{self.name:9} building {PACKAGE} (log {self.install_log}; a few minutes on first run)")
         with staged_dir(self.executable.parent.parent) as partial:
             await go_install(
-                PACKAGE, bin_dir=partial / "bin", cache_dir=self.paths.cache_dir, log=self.install_log,
+                PACKAGE,
+                bin_dir=partial / "bin",
+                cache_dir=self.paths.cache_dir,
+                log=self.install_log,
                 say=say,
             )
         return True

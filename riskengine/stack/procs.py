@@ -96,8 +96,13 @@ def start_detached(argv: list[str], *, env: Mapping[str, str], cwd: Path, log: P
         out.write(f"{START_MARKER}{time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n".encode())
         out.flush()
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            cwd=cwd, env=dict(env), start_new_session=True,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=dict(env),
+            start_new_session=True,
         )
     return process.pid
 

@@ -114,8 +114,10 @@ async def _wait_ready(service: Service, pid: int, ready_within: float, say: Say)
         if now - started > ready_within:
             raise TimeoutError
         if now >= next_report:
-            say(f"  ... waiting for {service.name} on {service.address}: {now - started:.0f} s "
-                f"(log {service.log_file})")
+            say(
+                f"  ... waiting for {service.name} on {service.address}: {now - started:.0f} s "
+                f"(log {service.log_file})"
+            )
             next_report = now + PROGRESS_EVERY
         await asyncio.sleep(PROBE_EVERY)
 
@@ -126,8 +128,9 @@ async def _start(service: Service, ready_within: float, say: Say) -> tuple[int, 
         raise StackError(f"{service.name}: cannot start, {'; '.join(taken)}")
     await service.prepare()
     argv = service.command()
-    pid = start_detached(argv, env={**os.environ, **service.environment()}, cwd=service.data_dir,
-                         log=service.log_file)
+    pid = start_detached(
+        argv, env={**os.environ, **service.environment()}, cwd=service.data_dir, log=service.log_file
+    )
     write_pid_file(service.pid_file, pid, argv)
     try:
         return pid, await _wait_ready(service, pid, ready_within, say)
@@ -135,8 +138,10 @@ async def _start(service: Service, ready_within: float, say: Say) -> tuple[int, 
         stopped = await stop_process(pid, service.stop_timeout)
         service.pid_file.unlink(missing_ok=True)
         raise StackError(
-            with_tail(f"{service.name}: not ready after {ready_within:.0f} s; stopped pid {pid} ({stopped})",
-                      service.log_file)
+            with_tail(
+                f"{service.name}: not ready after {ready_within:.0f} s; stopped pid {pid} ({stopped})",
+                service.log_file,
+            )
         ) from None
     except StackError:
         service.pid_file.unlink(missing_ok=True)
@@ -263,4 +268,3 @@ async def status(services: Sequence[Service], say: Say) -> int:
         detail = inspection.detail or (service.product if inspection.state is State.READY else "")
         say(f"{service.name:9} {service.address!s:16} {inspection.state.value:19} {pid:>7}  {detail}")
     return 0 if all(inspection.state is State.READY for inspection in found) else 1
-

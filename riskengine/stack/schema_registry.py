@@ -105,9 +105,12 @@ class SchemaRegistry(Service):
 
     def command(self) -> list[str]:
         return [
-            find_java(JAVA_MINIMUM), *HEAP, "-XX:+ExitOnOutOfMemoryError",
+            find_java(JAVA_MINIMUM),
+            *HEAP,
+            "-XX:+ExitOnOutOfMemoryError",
             *apicurio_properties(self.address, self.management, self.settings.kafka_bootstrap_servers),
-            "-jar", str(self.home / "quarkus-run.jar"),
+            "-jar",
+            str(self.home / "quarkus-run.jar"),
         ]
 
     async def probe(self) -> bool:

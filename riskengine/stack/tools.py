@@ -149,7 +149,10 @@ async def maven_fetch(coordinates: str, *, cache_dir: Path, log: Path, say: Say)
     if not path.is_file():
         await maven(
             [f"{DEPENDENCY_PLUGIN}:get", f"-Dartifact={coordinates}", "-Dtransitive=false"],
-            what=f"Maven download of {coordinates}", cache_dir=cache_dir, log=log, say=say,
+            what=f"Maven download of {coordinates}",
+            cache_dir=cache_dir,
+            log=log,
+            say=say,
         )
     return path
 

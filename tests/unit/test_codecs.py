@@ -2,6 +2,7 @@
 
 import copy
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -35,14 +36,14 @@ TRADE = {
 }
 
 
-def trade_schema_v2() -> dict:
+def trade_schema_v2() -> dict[str, Any]:
     """CryptoTrade plus one optional field, as a later release would add it."""
     schema = copy.deepcopy(expanded_schema("CryptoTrade"))
     schema["fields"].append({"name": "venueRegion", "type": ["null", "string"], "default": None})
     return schema
 
 
-def cache_writing(schema_id: int, schema: dict, *known: tuple[int, dict]) -> SchemaCache:
+def cache_writing(schema_id: int, schema: dict[str, Any], *known: tuple[int, dict[str, Any]]) -> SchemaCache:
     cache = SchemaCache()
     for other_id, other in known:
         cache.add(other_id, other)

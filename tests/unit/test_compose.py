@@ -1,6 +1,7 @@
 """docker/compose.yml serves the same ports and settings as the local stack's defaults."""
 
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -10,11 +11,12 @@ from riskengine.settings import Settings
 COMPOSE = Path(__file__).parents[2] / "docker" / "compose.yml"
 
 
-def _compose() -> dict:
-    return yaml.safe_load(COMPOSE.read_text())
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
 
 
-def _host_port(service: dict) -> int:
+def _host_port(service: dict[str, Any]) -> int:
     (mapping,) = service["ports"]
     host, port, _container = mapping.split(":")
     assert host == "127.0.0.1", "compose services bind to 127.0.0.1 only"

@@ -1,0 +1,168 @@
+"""The Faust application: ``faust -A riskengine worker`` runs it.
+
+:func:`create_app` builds a :class:`RiskApp` from the settings: the broker and its credentials, the
+RocksDB store (rocksdict, small options per table), raw bytes on every topic (agents see the
+original bytes, which the dead-letter topic needs; Avro is done by the warmed
+:class:`~riskengine.codecs.SchemaCatalog`), the engine's topics with the configured partition
+count, no autodiscovery (agents, tables and views are registered explicitly), and the web server
+on ``RISKENGINE_WORKER_WEB_HOST``.
+
+Before anything consumes, :meth:`RiskApp.on_first_start` creates the engine's topics with the
+intended layout (so no client auto-creates one with the broker's default partition count) and
+registers and warms the schema catalog (so processing never waits for the registry).
+
+``riskengine.app`` (the attribute ``faust -A riskengine`` looks up) is created lazily by the
+package's ``__getattr__``, so importing ``riskengine.core`` or the CLI never imports Faust.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections import Counter, deque
+from typing import TYPE_CHECKING, Any
+
+import faust
+
+from riskengine.codecs import SchemaCatalog, registry_client
+from riskengine.contracts import TOPICS, Topics
+from riskengine.kafka import TopicSpec, ensure_topics, ssl_context, topic_specs
+from riskengine.settings import Settings
+
+if TYPE_CHECKING:
+    from riskengine.agents.trade_analysis import TradeAnalysis
+
+log = logging.getLogger(__name__)
+# One line per registry request at info level drowns the worker's own log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+#: Recent alerts kept in memory per worker for the /alerts view.
+RECENT_ALERTS = 1000
+
+
+def topic_names(settings: Settings) -> Topics:
+    """The engine's topic names with ``RISKENGINE_WORKER_TOPIC_SUFFIX`` appended."""
+    suffix = settings.worker_topic_suffix
+    return Topics(**{f.name: getattr(TOPICS, f.name) + suffix for f in dataclasses.fields(Topics)})
+
+
+def worker_topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The layout of every engine topic (compaction, retention) under the suffixed names."""
+    suffix = settings.worker_topic_suffix
+    return [dataclasses.replace(spec, name=spec.name + suffix) for spec in topic_specs(settings)]
+
+
+def broker_credentials(settings: Settings) -> Any:
+    """Faust credentials for SSL / SASL from the settings, or None for PLAINTEXT."""
+    context = ssl_context(settings)
+    if settings.kafka_security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=settings.kafka_sasl_password.get(),
+            ssl_context=context,
+            mechanism=settings.kafka_sasl_mechanism,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+class Metrics:
+    """Counters the web views report; updated by the agents on the event loop (no locks needed)."""
+
+    def __init__(self) -> None:
+        self.started = time.time()
+        self.trades_in = 0
+        self.analyzed = 0
+        self.redelivered = 0
+        self.resent = 0
+        self.invalid_profiles = 0
+        self.alerts_by_pattern: Counter[str] = Counter()
+        self.dead_letters_by_reason: Counter[str] = Counter()
+        self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
+        #: source partition -> last offset seen (for consumer lag)
+        self.positions: dict[int, int] = {}
+        # (monotonic second, trades analyzed in it) for a 10 s throughput figure
+        self._seconds: deque[list[float]] = deque(maxlen=11)
+
+    def count_analyzed(self) -> None:
+        """One more analyzed trade, for the totals and the throughput window."""
+        self.analyzed += 1
+        second = float(int(time.monotonic()))
+        if self._seconds and self._seconds[-1][0] == second:
+            self._seconds[-1][1] += 1
+        else:
+            self._seconds.append([second, 1.0])
+
+    def throughput(self) -> float:
+        """Analyzed trades per second over the last ten complete seconds."""
+        now = int(time.monotonic())
+        done = [count for second, count in self._seconds if now - 10 <= second < now]
+        return sum(done) / 10.0
+
+
+class RiskApp(faust.App):
+    """The Faust app plus what its agents and views share: settings, names, catalog, metrics."""
+
+    settings: Settings
+    names: Topics
+    catalog: SchemaCatalog
+    metrics: Metrics
+    analysis: TradeAnalysis
+
+    async def on_first_start(self) -> None:
+        """Create the topics and fill the schema catalog before any consumer or agent starts."""
+        await super().on_first_start()
+        created = await ensure_topics(self.settings, worker_topic_specs(self.settings))
+        log.info("topics: %s", ", ".join(f"{name} {state}" for name, state in created.items()))
+        ids = await self.catalog.register()
+        cached = await self.catalog.warm()
+        log.info("schema catalog ready: writer ids %s, %d schemas cached", ids, cached)
+        # Profiles and rules are loaded before the first trade is evaluated.
+        await self.analysis.reader.start()
+
+    async def on_stop(self) -> None:
+        """Stop the reference-data reader with the app."""
+        await self.analysis.reader.stop()
+        await super().on_stop()
+
+
+def create_app(settings: Settings) -> RiskApp:
+    """The worker's Faust app for ``settings``, with its tables, agents and web views registered."""
+    app = RiskApp(
+        settings.worker_app_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=broker_credentials(settings),
+        store="rocksdb://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        table_standby_replicas=settings.worker_standby_replicas,
+        autodiscover=False,
+        web_bind=settings.worker_web_host,
+        web_host=settings.worker_web_host,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # The commit interval bounds how much is re-processed after a crash (and how many
+        # pending outputs a busy user's state carries).
+        broker_commit_interval=1.0,
+        broker_session_timeout=settings.worker_session_timeout,
+        broker_heartbeat_interval=settings.worker_session_timeout / 10,
+    )
+    app.settings = settings
+    app.names = topic_names(settings)
+    app.catalog = SchemaCatalog(registry_client(settings))
+    app.metrics = Metrics()
+
+    # Imported here: these modules need the app class and would otherwise import in a cycle.
+    from riskengine.agents.trade_analysis import register_trade_analysis
+    from riskengine.web import register_views
+
+    register_trade_analysis(app)
+    register_views(app)
+    return app
+
+
+app = create_app(Settings.from_env())

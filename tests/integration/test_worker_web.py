@@ -1,0 +1,128 @@
+"""(f) The web views of two workers in one group: any worker answers for any user."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .test_worker import collect
+from .worker_harness import WorkerProcess, isolated, prepare, sample_trades, send
+
+TOKEN = "test-admin-token"
+
+
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with session.get(url) as response:
+        if response.content_type == "application/json":
+            return response.status, await response.json()
+        return response.status, await response.text()
+
+
+@pytest.fixture
+async def two_workers(settings, unique, tmp_path):
+    own = isolated(settings, unique)
+    catalog = await prepare(own)
+    workers = [
+        WorkerProcess(own, tmp_path / f"data-{n}", name=f"w{n}", worker_admin_token=TOKEN) for n in (1, 2)
+    ]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            await worker.wait_ready()
+        yield own, catalog, workers
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+async def owned_partitions(session: aiohttp.ClientSession, workers: list[WorkerProcess], total: int):
+    """Wait until the two workers split the trade partitions between them; returns each one's set."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 45
+    owned: list[set[str]] = []
+    while loop.time() < deadline:
+        owned = []
+        for worker in workers:
+            status, stats = await get(session, f"{worker.url}/stats")
+            owned.append(set(stats["consumerLag"]) if status == 200 else set())
+        if all(owned) and not owned[0] & owned[1] and len(owned[0] | owned[1]) == total:
+            return owned
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"partitions never split between the workers: {owned}")
+
+
+async def test_web_views_answer_from_any_worker(two_workers):
+    settings, catalog, workers = two_workers
+    suffix = settings.worker_topic_suffix
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        await owned_partitions(session, workers, settings.topic_partitions)
+        trades = sample_trades()
+        await send(
+            settings,
+            f"crypto-trades{suffix}",
+            [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in trades],
+        )
+        await collect(settings, f"risk-analyzed-trades{suffix}", lambda rs: len(rs) >= len(trades))
+        counts: dict[str, int] = {}
+        for trade in trades:
+            counts[trade.user_id] = counts.get(trade.user_id, 0) + 1
+
+        partitions_seen = set()
+        for user, count in counts.items():
+            documents = []
+            for worker in workers:
+                status, document = await get(session, f"{worker.url}/users/{user}")
+                assert status == 200, (worker.url, user, document)
+                documents.append(document)
+            assert documents[0] == documents[1], "both workers answer with the owner's state"
+            assert documents[0]["tradeCount"] == count
+            partitions_seen.add(documents[0]["lastApplied"]["partition"])
+        # Users live on several partitions, and each worker owns some: some answers were forwarded.
+        assert len(partitions_seen) >= 2
+
+        status, document = await get(session, f"{workers[0].url}/users/nobody-{suffix}")
+        assert status == 404 and "unknown user" in document["error"]
+
+        statuses = {}
+        for worker in workers:
+            status, stats = await get(session, f"{worker.url}/stats")
+            assert status == 200
+            statuses[worker.url] = stats
+        assert sum(s["analyzed"] for s in statuses.values()) == len(trades)
+        patterns: dict[str, int] = {}
+        for stats in statuses.values():
+            for pattern, n in stats["alertsByPattern"].items():
+                patterns[pattern] = patterns.get(pattern, 0) + n
+        assert patterns.get("WASH_TRADING") == 2
+
+        # Alerts, filtered, from whichever worker raised them.
+        wash = []
+        for worker in workers:
+            status, body = await get(session, f"{worker.url}/alerts?pattern=WASH_TRADING&severity=CRITICAL")
+            assert status == 200
+            wash.extend(body["alerts"])
+        assert len(wash) == 2 and all(a["patternType"] == "WASH_TRADING" for a in wash)
+        status, body = await get(session, f"{workers[0].url}/alerts?since=99999999999999")
+        assert status == 200 and body["alerts"] == []
+        for bad in ("severity=LOUD", "pattern=NOPE", "since=yesterday", "limit=0"):
+            status, body = await get(session, f"{workers[0].url}/alerts?{bad}")
+            assert status == 400 and body["error"], bad
+
+        status, health = await get(session, f"{workers[1].url}/health")
+        assert status == 200 and health["status"] == "ready"
+        status, text = await get(session, f"{workers[0].url}/metrics")
+        assert status == 200 and "riskengine_analyzed_total" in text and "riskengine_consumer_lag{" in text
+
+        clear = f"{workers[0].url}/admin/alerts/clear"
+        async with session.post(clear) as response:
+            assert response.status == 401
+        async with session.post(clear, headers={"Authorization": "Bearer wrong"}) as response:
+            assert response.status == 401
+        async with session.post(clear, headers={"Authorization": f"Bearer {TOKEN}"}) as response:
+            assert response.status == 200
+        status, body = await get(session, f"{workers[0].url}/alerts")
+        assert body["alerts"] == []
