@@ -116,7 +116,6 @@ def _optional_file(text: str) -> str:
     return text
 
 
-
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -198,6 +197,32 @@ class Settings:
     stack_start_timeout: float = _setting(
         180.0, "seconds to wait for one stack service to become ready", _positive_float
     )
+    # Trade producer (producer/, the riskengine-producer service)
+    producer_host: str = _setting("127.0.0.1", "interface the producer's REST API listens on")
+    producer_port: int = _setting(8090, "port of the producer's REST API", _positive_int)
+    producer_admin_token: Secret = _setting(
+        Secret(""), "bearer token the producer's /api/admin endpoints require; empty: none (secret)"
+    )
+    producer_audit_db: Path = _setting(
+        Path("var/producer-audit.sqlite3"), "SQLite file of the producer's audit trail", Path
+    )
+    producer_rate_ms: float = _setting(
+        100.0, "mock trading: mean milliseconds between normal trades", _positive_float
+    )
+    producer_users: int = _setting(1000, "mock trading: simulated accounts (at least 38)", _positive_int)
+    producer_symbols: str = _setting(
+        "", "mock trading: comma-separated symbols; empty: the simulator's whole catalog"
+    )
+    producer_exchanges: str = _setting(
+        "", "mock trading: comma-separated exchanges; empty: BINANCE,COINBASE,KRAKEN,FTX,KUCOIN"
+    )
+    producer_scenarios: str = _setting(
+        "all", "mock trading: scenarios injected by default: all, none or comma-separated names"
+    )
+    producer_scenario_every: int = _setting(
+        400, "mock trading: mean normal trades between two scenario injections", _positive_int
+    )
+    producer_seed: int = _setting(0, "mock trading: random seed; 0 draws a new one per start", int)
     # Process
     log_level: str = _setting("info", "debug, info, warning or error", _choice(*LOG_LEVELS, upper=False))
     # Worker (faust -A riskengine worker): app id, topic isolation, web, snapshots, RocksDB sizes

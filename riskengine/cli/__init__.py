@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from riskengine.settings import Settings, SettingsError
 
-from . import bench, replay, schemas, stack, topics
+from . import bench, evaluate, generate, replay, schemas, stack, topics
 
-COMMANDS = (stack, topics, schemas, replay, bench)
+COMMANDS = (stack, topics, schemas, replay, bench, generate, evaluate)
 
 
 def build_parser() -> argparse.ArgumentParser:
