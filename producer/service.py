@@ -42,6 +42,7 @@ from typing import Any
 from aiohttp import web
 
 from riskengine.codecs import SchemaCache, SchemaCatalog, registry_client
+from riskengine.contracts import expanded_schema
 from riskengine.core import InvalidTrade, parse_trade
 from riskengine.kafka import ensure_topics, topic_specs
 from riskengine.settings import Settings, SettingsError
@@ -56,23 +57,8 @@ from .simulator import InvalidConfig, SimulationConfig, Simulator
 
 log = logging.getLogger(__name__)
 
-#: The CryptoTrade fields a produce request may carry.
-TRADE_FIELDS = (
-    "tradeId",
-    "userId",
-    "customerId",
-    "symbol",
-    "side",
-    "quantity",
-    "price",
-    "notional",
-    "timestamp",
-    "exchange",
-    "orderType",
-    "riskLevel",
-    "counterpartyUserId",
-    "orderId",
-)
+#: The CryptoTrade fields a produce request may carry, in contract order.
+TRADE_FIELDS = tuple(field["name"] for field in expanded_schema("CryptoTrade")["fields"])
 #: Simulation fields -> the query parameter that sets them (for naming the one at fault).
 _PARAMETERS = {
     "rate_ms": "rateMs",

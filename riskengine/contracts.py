@@ -74,41 +74,41 @@ def schema_text(name: str) -> str:
     return resources.files("riskengine.schemas").joinpath(f"{NAMESPACE}.{name}.avsc").read_text()
 
 
+_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
 @cache
 def expanded_schema(name: str) -> dict[str, Any]:
-    """The named schema with every referenced type defined inline, as a JSON-able dict."""
-    named: dict[str, Any] = {}
+    """The named schema with every referenced type defined inline, as a JSON-able dict.
+
+    A named type is defined at its first use and referred to by full name after that, as Avro
+    requires.
+    """
+    defined: set[str] = set()
 
     def expand(node: Any) -> Any:
         if isinstance(node, str):
-            if "." in node or node[:1].isupper():
-                full = node if "." in node else f"{NAMESPACE}.{node}"
-                if full in named:
-                    return full
-                definition = json.loads(schema_text(full.rsplit(".", 1)[1]))
-                named[full] = True
-                return expand_definition(definition)
-            return node
+            if node in _PRIMITIVES:
+                return node
+            full = node if "." in node else f"{NAMESPACE}.{node}"
+            if full in defined:
+                return full
+            return expand(json.loads(schema_text(full.rsplit(".", 1)[1])))
         if isinstance(node, list):
-            return [expand(item) for item in node]
-        if isinstance(node, dict):
-            return expand_definition(node)
+            return [expand(branch) for branch in node]
+        kind = node["type"]
+        if kind in ("record", "enum", "fixed"):
+            defined.add(f"{node.get('namespace', NAMESPACE)}.{node['name']}")
+        if kind == "record":
+            return {**node, "fields": [{**f, "type": expand(f["type"])} for f in node["fields"]]}
+        if kind == "array":
+            return {**node, "items": expand(node["items"])}
+        if kind == "map":
+            return {**node, "values": expand(node["values"])}
         return node
 
-    def expand_definition(node: dict[str, Any]) -> dict[str, Any]:
-        out = dict(node)
-        if node.get("type") == "record":
-            named[f"{node.get('namespace', NAMESPACE)}.{node['name']}"] = True
-            out["fields"] = [{**f, "type": expand(f["type"])} for f in node["fields"]]
-        elif node.get("type") == "array":
-            out["items"] = expand(node["items"])
-        elif node.get("type") == "map":
-            out["values"] = expand(node["values"])
-        elif isinstance(node.get("type"), (dict, list)) or node.get("type") not in (None, "enum", "fixed"):
-            out["type"] = expand(node["type"])
-        return out
-
-    return expand(name)  # type: ignore[no-any-return]
+    expanded: dict[str, Any] = expand(name)
+    return expanded
 
 
 @cache
