@@ -1,8 +1,11 @@
 """`riskengine stack` against the running stack: status, idempotent up, and what up configures."""
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import time
 
 import aioboto3
 import aiohttp
@@ -11,18 +14,23 @@ import pytest
 from riskengine.objectstore import s3_client_options
 from riskengine.settings import Settings
 from riskengine.stack import build_services, service_names
-from riskengine.stack.procs import PidRecord, read_pid_file
+from riskengine.stack.procs import PidRecord, is_alive, read_pid_file
 
 pytestmark = pytest.mark.integration
 
 _JSON = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     # The installed entry point, in a child process: the same settings (environment) and folders.
     code = "import sys; from riskengine.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run(
-        [sys.executable, "-c", code, "stack", *args], capture_output=True, text=True, timeout=600, check=False
+        [sys.executable, "-c", code, "stack", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env,
     )
 
 
@@ -79,3 +87,33 @@ async def test_up_set_the_registry_to_backward_compatibility(settings, unique):
 async def test_up_created_the_snapshot_bucket(settings):
     async with aioboto3.Session().client("s3", **s3_client_options(settings)) as s3:
         await s3.head_bucket(Bucket=settings.s3_bucket)
+
+
+def test_down_stops_what_up_started_and_leaves_other_stacks_alone(settings, tmp_path):
+    # A second, private stack (the S3 server only: it starts in a second) in its own folder and port.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "RISKENGINE_STACK_DIR": str(tmp_path / "stack"),
+        "RISKENGINE_CACHE_DIR": str(settings.cache_dir.absolute()),
+        "RISKENGINE_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    private = Settings.from_env(env)
+    assert _cli("up", "--only", "s3", env=env).returncode == 0
+    (service,) = build_services(private, ["s3"])
+    record = read_pid_file(service.pid_file)
+    assert record is not None and is_alive(record.pid)
+    shared_before = _pids(settings)
+
+    result = _cli("down", "--only", "s3", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    deadline = time.monotonic() + 10
+    while is_alive(record.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not is_alive(record.pid), "stack down left the S3 server running"
+    assert read_pid_file(service.pid_file) is None
+    # The shared stack the other tests use is untouched.
+    assert _pids(settings) == shared_before
+    assert _cli("status").returncode == 0
