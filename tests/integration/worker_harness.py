@@ -46,8 +46,9 @@ def isolated(settings: Settings, unique: str) -> Settings:
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a worker process for ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RISKENGINE_")}
+    """The environment of a worker process for ``settings``: the test's own, plus its isolation."""
+    # Inherit every RISKENGINE_* setting (a stack on other ports, credentials) and add the test's.
+    env = dict(os.environ)
     env["RISKENGINE_WORKER_APP_ID"] = settings.worker_app_id
     env["RISKENGINE_WORKER_TOPIC_SUFFIX"] = settings.worker_topic_suffix
     env["RISKENGINE_TOPIC_PARTITIONS"] = str(settings.topic_partitions)
