@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install lint typecheck unit integration test stack-up stack-down stack-status setup demo bench-core clean
+.PHONY: help install lint typecheck unit integration test stack-up stack-down stack-status setup demo bench-core bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -52,6 +52,9 @@ setup: stack-up  ## create the topics and register the schemas
 
 bench-core: install  ## the detection core over 1,000,000 generated trades
 	$(BIN)/riskengine bench core
+
+bench: install  ## end to end on the local stack (must be up): raw aiokafka vs passthrough Faust agent vs engine, latency at 1,000 trades/s
+	$(BIN)/riskengine bench-e2e
 
 demo: install  ## the whole system (arrives with the search and reporting issue)
 	@echo "make demo arrives with a later issue; for now: make setup, then riskengine replay (see README)"; exit 1

@@ -29,6 +29,7 @@ from riskengine.codecs import SchemaCatalog, registry_client
 from riskengine.contracts import TOPICS, Topics
 from riskengine.kafka import TopicSpec, ensure_topics, ssl_context, topic_specs
 from riskengine.settings import Settings
+from riskengine.snapshots import Snapshotter, snapshot_store
 
 if TYPE_CHECKING:
     from riskengine.agents.trade_analysis import TradeAnalysis
@@ -110,6 +111,7 @@ class RiskApp(faust.App):
     catalog: SchemaCatalog
     metrics: Metrics
     analysis: TradeAnalysis
+    snapshots: Snapshotter
 
     async def on_first_start(self) -> None:
         """Create the topics and fill the schema catalog before any consumer or agent starts."""
@@ -128,10 +130,9 @@ class RiskApp(faust.App):
         await super().on_stop()
 
 
-def create_app(settings: Settings) -> RiskApp:
-    """The worker's Faust app for ``settings``, with its tables, agents and web views registered."""
-    app = RiskApp(
-        settings.worker_app_id,
+def app_options(settings: Settings) -> dict[str, Any]:
+    """The Faust app configuration of the worker (shared with ``riskengine bench-e2e``'s passthrough)."""
+    return dict(
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=broker_credentials(settings),
         store="rocksdb://",
@@ -145,12 +146,21 @@ def create_app(settings: Settings) -> RiskApp:
         web_host=settings.worker_web_host,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Every trade sends a changelog record and an analyzed trade: without a linger almost each
+        # one is its own produce request (measured: 25,600 requests for 30,250 records). A few ms
+        # batch them, at that cost in latency.
+        producer_linger=0.005,
         # The commit interval bounds how much is re-processed after a crash (and how many
         # pending outputs a busy user's state carries).
         broker_commit_interval=1.0,
         broker_session_timeout=settings.worker_session_timeout,
         broker_heartbeat_interval=settings.worker_session_timeout / 10,
     )
+
+
+def create_app(settings: Settings) -> RiskApp:
+    """The worker's Faust app for ``settings``, with its tables, agents and web views registered."""
+    app = RiskApp(settings.worker_app_id, **app_options(settings))
     app.settings = settings
     app.names = topic_names(settings)
     app.catalog = SchemaCatalog(registry_client(settings))
@@ -161,6 +171,9 @@ def create_app(settings: Settings) -> RiskApp:
     from riskengine.web import register_views
 
     register_trade_analysis(app)
+    app.snapshots = Snapshotter(app, snapshot_store(settings))
+    if settings.worker_snapshot_interval:
+        app.timer(settings.worker_snapshot_interval, name="table-snapshots")(app.snapshots.on_timer)
     register_views(app)
     return app
 

@@ -184,7 +184,10 @@ class Settings:
     s3_secret_access_key: Secret = _setting(
         Secret("riskengine-local-secret"), "S3 secret access key (secret; the local stack's default)"
     )
-    s3_bucket: str = _setting("riskengine-snapshots", "bucket for table snapshots")
+    s3_bucket: str = _setting(
+        "riskengine-snapshots",
+        "bucket for table snapshots; empty: no S3, snapshots go to RISKENGINE_WORKER_SNAPSHOT_DIR",
+    )
     # Elasticsearch
     elasticsearch_url: str = _setting("http://127.0.0.1:9200", "Elasticsearch URL", _url)
     elasticsearch_username: str = _setting("", "Elasticsearch user name")
@@ -237,7 +240,9 @@ class Settings:
         Secret(""), "bearer token the worker's admin endpoints require (secret; empty: no token)"
     )
     worker_snapshot_interval: float = _setting(
-        300.0, "seconds between table snapshots of each worker; 0 disables them", _non_negative_float
+        300.0,
+        "seconds between snapshots of each worker's table partitions (POST /admin/snapshot: now); 0 disables",
+        _non_negative_float,
     )
     worker_snapshot_dir: Path = _setting(
         Path("snapshots"), "snapshot folder used instead of S3 when RISKENGINE_S3_BUCKET is empty", Path

@@ -12,6 +12,9 @@
 - ``POST /admin/alerts/clear``: empty this worker's recent-alerts buffer. Admin endpoints (those
   that change anything) require ``Authorization: Bearer <RISKENGINE_WORKER_ADMIN_TOKEN>`` when a
   token is configured (401 otherwise).
+- ``POST /admin/snapshot``: snapshot this worker's table partitions now (see
+  :mod:`riskengine.snapshots`); returns the manifests written. 409 while tables recover, 502 when
+  the snapshot store fails.
 
 Every response is JSON except /metrics.
 """
@@ -25,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from faust.web import View
 
 from riskengine.core import PatternType, Severity, StateFormatError, decode_state
+from riskengine.snapshots import SnapshotError
 from riskengine.tables.user_state import EnvelopeError, decode_envelope
 
 if TYPE_CHECKING:
@@ -217,3 +221,16 @@ def register_views(app: RiskApp) -> None:
             cleared = len(app.metrics.recent_alerts)
             app.metrics.recent_alerts.clear()
             return self.json({"cleared": cleared})
+
+    @app.page("/admin/snapshot")
+    class Snapshot(View):
+        async def post(self, request: Any) -> Any:
+            if not authorized(app, request):
+                return self.json({"error": "a valid bearer token is required"}, status=401)
+            try:
+                manifests = await app.snapshots.snapshot()
+            except SnapshotError as exc:
+                return self.json({"error": str(exc)}, status=409)
+            except Exception as exc:  # The store (S3) failed: report it instead of a bare 500.
+                return self.json({"error": f"snapshot store failed: {exc!r}"}, status=502)
+            return self.json({"snapshots": [m.to_dict() for m in manifests]})

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 #: First byte of an envelope (version 1). Never a valid core FORMAT_VERSION.
 ENVELOPE_MAGIC = 0xE1
+#: The envelope format version, recorded in snapshot manifests (riskengine.snapshots).
+TABLE_FORMAT = 1
 #: Most pending outputs kept per user (a hard bound; normally pruned to the uncommitted ones).
 MAX_PENDING = 32
 #: Output kinds inside a pending entry.
