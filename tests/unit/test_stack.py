@@ -246,7 +246,12 @@ def test_human_sizes() -> None:
 
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    process = subprocess.Popen(argv)
+    # Popen returns before the child has exec'd; until then /proc shows another command line.
+    deadline = time.monotonic() + 10
+    while process_command(process.pid) != shlex.join(argv) and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield process
     process.kill()
     process.wait()
