@@ -20,7 +20,7 @@ from riskengine.tables.user_state import TABLE_NAME, decode_envelope
 
 from .test_worker import collect
 from .test_worker_web import owned_partitions
-from .worker_harness import WorkerProcess, isolated, prepare, send
+from .worker_harness import WorkerProcess, isolated, prepare, running, send
 
 USERS = 40
 TRADES = 3000
@@ -60,15 +60,8 @@ async def crash_workers(settings, unique, tmp_path):
     workers = [
         WorkerProcess(own, tmp_path / f"data-{n}", name=f"w{n}", worker_session_timeout="6") for n in (1, 2)
     ]
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            await worker.wait_ready()
+    async with running(workers):
         yield own, catalog, workers
-    finally:
-        for worker in workers:
-            worker.stop()
 
 
 # Quarantined, not skipped: it runs every time and its failures are reported as XFAIL. One CI-like

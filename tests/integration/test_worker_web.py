@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from .test_worker import collect
-from .worker_harness import WorkerProcess, isolated, prepare, sample_trades, send
+from .worker_harness import WorkerProcess, isolated, prepare, running, sample_trades, send
 
 TOKEN = "test-admin-token"
 
@@ -28,15 +28,8 @@ async def two_workers(settings, unique, tmp_path):
     workers = [
         WorkerProcess(own, tmp_path / f"data-{n}", name=f"w{n}", worker_admin_token=TOKEN) for n in (1, 2)
     ]
-    try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            await worker.wait_ready()
+    async with running(workers):
         yield own, catalog, workers
-    finally:
-        for worker in workers:
-            worker.stop()
 
 
 async def owned_partitions(session: aiohttp.ClientSession, workers: list[WorkerProcess], total: int):

@@ -8,6 +8,7 @@ assertion messages.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,17 @@ def sample_profiles() -> list[dict[str, Any]]:
     document = json.loads(resources.files("riskengine").joinpath("data/sample-reference.json").read_text())
     profiles: list[dict[str, Any]] = document["profiles"]
     return profiles
+
+
+@contextlib.asynccontextmanager
+async def running(workers: list[WorkerProcess]) -> AsyncIterator[list[WorkerProcess]]:
+    """Start ``workers``, wait until each is ready, and stop them all on the way out."""
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            await worker.wait_ready()
+        yield workers
+    finally:
+        for worker in workers:
+            worker.stop()
