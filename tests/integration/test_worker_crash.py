@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
+import warnings
 from collections import defaultdict
 
 import aiohttp
@@ -67,7 +67,7 @@ async def crash_workers(settings, unique, tmp_path):
 # Quarantined, not skipped: it runs every time and its failures are reported as XFAIL. One CI-like
 # run in six (a freshly started broker) saw the surviving worker stop emitting after the rebalance
 # (959 of 3,000 trades without output); it has not reproduced locally, loaded or not. The failure
-# run prints both workers' logs (past pytest's capture, so they reach the CI log) for the diagnosis.
+# run ends with both workers' log tails in pytest's warnings summary, for the diagnosis.
 @pytest.mark.xfail(
     reason="survivor occasionally stalls after the rebalance; under investigation", strict=False
 )
@@ -104,8 +104,9 @@ async def test_sigkill_mid_stream_loses_nothing(crash_workers):
         )
     missing = {t.trade_id for t in trades} - set(copies)
     if missing:
-        for worker in workers:
-            print(f"---- {worker.log_path} ----\n{worker.log()[-20000:]}", file=sys.__stderr__)
+        # A warning reaches the run's summary even for an XFAIL, unlike captured output.
+        tails = "".join(f"\n---- {w.log_path} ----\n{w.log()[-6000:]}" for w in workers)
+        warnings.warn(f"crash test: {len(missing)} trades without output; worker logs:{tails}", stacklevel=1)
     assert not missing, f"{len(missing)} trades without output, e.g. {sorted(missing)[:5]}"
     assert all(len(values) == 1 for values in copies.values()), "duplicates must be byte-identical"
     assert len(records) >= TRADES
