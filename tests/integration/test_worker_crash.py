@@ -104,9 +104,18 @@ async def test_sigkill_mid_stream_loses_nothing(crash_workers):
         )
     missing = {t.trade_id for t in trades} - set(copies)
     if missing:
-        # A warning reaches the run's summary even for an XFAIL, unlike captured output.
+        # A warning reaches the run's summary even for an XFAIL, unlike captured output. The
+        # survivor's /stats tell a stalled consumer (tradesIn flat) from stalled outputs.
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(f"{workers[0].url}/stats") as response,
+        ):
+            stats = await response.text()
         tails = "".join(f"\n---- {w.log_path} ----\n{w.log()[-6000:]}" for w in workers)
-        warnings.warn(f"crash test: {len(missing)} trades without output; worker logs:{tails}", stacklevel=1)
+        warnings.warn(
+            f"crash test: {len(missing)} trades without output; survivor /stats {stats}; logs:{tails}",
+            stacklevel=1,
+        )
     assert not missing, f"{len(missing)} trades without output, e.g. {sorted(missing)[:5]}"
     assert all(len(values) == 1 for values in copies.values()), "duplicates must be byte-identical"
     assert len(records) >= TRADES
