@@ -9,8 +9,11 @@ from riskengine.contracts import TOPICS, Topics
 from riskengine.settings import Secret, Settings, SettingsError
 
 from .market import DEFAULT_SYMBOLS
-from .scenarios import SCENARIOS, parse_scenarios
+from .scenarios import parse_scenarios
 from .simulator import EXCHANGES, InvalidConfig, SimulationConfig
+
+#: The simulator's own defaults: the service's start defaults are these, not a second copy.
+_SIMULATION = SimulationConfig(seed=0)
 
 
 @dataclass(frozen=True)
@@ -21,14 +24,14 @@ class SimulationDefaults:
     so the run can be reproduced).
     """
 
-    rate_ms: float = 100.0
-    users: int = 1000
-    symbols: tuple[str, ...] = DEFAULT_SYMBOLS
-    exchanges: tuple[str, ...] = EXCHANGES
-    scenarios: tuple[str, ...] = tuple(SCENARIOS)
-    scenario_every: int = 400
+    rate_ms: float = _SIMULATION.rate_ms
+    users: int = _SIMULATION.users
+    symbols: tuple[str, ...] = _SIMULATION.symbols
+    exchanges: tuple[str, ...] = _SIMULATION.exchanges
+    scenarios: tuple[str, ...] = _SIMULATION.scenarios
+    scenario_every: int = _SIMULATION.scenario_every
     seed: int = 0
-    quiet_ms: int = 5 * 60_000
+    quiet_ms: int = _SIMULATION.quiet_ms
 
     def simulation(self, seed: int, start_ms: int) -> SimulationConfig:
         """A full simulation configuration with these defaults; InvalidConfig names a bad field."""
