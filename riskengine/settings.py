@@ -192,6 +192,15 @@ class Settings:
     elasticsearch_url: str = _setting("http://127.0.0.1:9200", "Elasticsearch URL", _url)
     elasticsearch_username: str = _setting("", "Elasticsearch user name")
     elasticsearch_password: Secret = _setting(Secret(""), "Elasticsearch password (secret)")
+    # Kafka Connect (the Elasticsearch sink connector)
+    connect_url: str = _setting("http://127.0.0.1:8083", "Kafka Connect REST URL", _url)
+    # Dashboard and reporting views (riskengine dashboard)
+    dashboard_host: str = _setting("127.0.0.1", "interface the dashboard and reporting views listen on")
+    dashboard_port: int = _setting(8088, "port of the dashboard and reporting views", _positive_int)
+    dashboard_worker_urls: str = _setting(
+        "http://127.0.0.1:6066",
+        "comma-separated worker web URLs the dashboard reads /stats and /users/{id} from",
+    )
     # Local service stack
     stack_dir: Path = _setting(Path(".stack"), "runtime data, logs and pid files of the local stack", Path)
     cache_dir: Path = _setting(
