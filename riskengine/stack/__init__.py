@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from riskengine.settings import Settings
+from riskengine.stack.elasticsearch import Elasticsearch
 from riskengine.stack.kafka import Kafka
 from riskengine.stack.object_store import ObjectStore
 from riskengine.stack.schema_registry import SchemaRegistry
 from riskengine.stack.service import Service, StackPaths
 
 #: Every service, in start order (``down`` stops in reverse).
-SERVICES: tuple[type[Service], ...] = (Kafka, SchemaRegistry, ObjectStore)
+SERVICES: tuple[type[Service], ...] = (Kafka, SchemaRegistry, ObjectStore, Elasticsearch)
 
 
 def service_names() -> list[str]:
