@@ -1,30 +1,27 @@
 """The trade-analysis agent: crypto-trades -> core -> risk-analyzed-trades, risk-alerts, dead letters.
 
-Per trade (partitioned by userId, so one worker owns each user): decode the Avro value, read the
-user's state envelope from the RocksDB table, run :func:`riskengine.core.evaluate_trade` with the
-active rules and the profiles global table, encode the analyzed trade (``processedAt`` stamped) and
-the alerts, write the new envelope, send the outputs keyed by userId. Anything that fails for one
-trade (decoding, validation, a key that is not the trade's userId, an exception in the core,
-encoding) sends the original bytes to the dead-letter topic with headers ``reason``,
-``exception``, ``detail``, ``source-topic``, ``source-partition``, ``source-offset``, is counted,
-and processing continues.
+Per trade (partitioned by userId, so one worker owns each user): decode the Avro value, take the
+user's state envelope (from memory, else the RocksDB table), run
+:func:`riskengine.core.evaluate_trade` with the active rules and the profiles, encode the analyzed
+trade (``processedAt`` stamped) and the alerts, write the new envelope to RocksDB. Anything that
+fails for one trade (decoding, validation, a key that is not the trade's userId, an exception in
+the core, encoding) becomes a dead letter: the original bytes go to the dead-letter topic with
+headers ``reason``, ``exception``, ``detail``, ``source-topic``, ``source-partition``,
+``source-offset``, it is counted, and processing continues.
 
-Delivery semantics (at-least-once input, identical duplicates only):
+Output path: the agent writes RocksDB and hands the envelope, the outputs and the event to
+:class:`~riskengine.agents.delivery.Delivery`, which sends them in batches, changelog first, outputs
+once the changelog is acknowledged, and acks the events last (see that module). Outputs are
+co-partitioned with their input: an analyzed trade or alert goes to the partition its trade came
+from (the same one murmur2 of the userId key gives).
 
-- The stream is consumed with manual acks. An event is acked only after everything it produced
-  (outputs or dead letter) has been handed to the producer, and Faust flushes the producer before
-  it commits an offset, so a committed offset never covers an event whose output could be lost.
-- A trade's state write (changelog record) carries, next to the new state, the source
-  partition/offset of the trade and the encoded bytes of its outputs (the "pending outputs",
-  see :mod:`riskengine.tables.user_state`). Its outputs are sent only once that changelog record is
-  acknowledged by the broker (a FIFO completion task awaits it; the agent loop does not wait).
-- After a crash the new owner restores the table from the changelog and re-reads from the last
-  committed offset. For a trade whose offset is at or below the envelope's last applied offset,
-  the state already contains it: it is not applied again, and its stored output bytes are sent
-  again when still pending, so a duplicate is byte-identical (same ``processedAt``). A trade whose
-  state write never became durable had no outputs sent, so it is processed as new.
-- Pending entries below the consumer's committed offset are dropped at the user's next write
-  (they can never be re-delivered); at most ``MAX_PENDING`` are kept per user.
+An envelope carries, next to the new state, the source partition/offset of its last trade and the
+encoded bytes of the outputs not yet known to be delivered (the "pending outputs", see
+:mod:`riskengine.tables.user_state`). After a crash the new owner restores the table from the
+changelog and re-reads from the last committed offset. A trade at or below the envelope's applied
+offset is already in the state: it is not applied again, and its stored output bytes are sent again
+when still pending, so a duplicate is byte-identical (same ``processedAt``). A trade whose state
+never reached the changelog had no outputs sent, so it is processed as new.
 
 Rules: the active version comes from the risk-rules topic, read by every worker (see
 :mod:`riskengine.tables.reference`) and activated as soon as a valid, newer message arrives;
@@ -33,12 +30,14 @@ analyzed trades and alerts carry the ``ruleVersion`` that produced them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from faust.types import TP
+
+from riskengine.agents.delivery import Batch, Delivery, Record
 from riskengine.codecs import DecodeError, RegistryError, UnknownSchemaId
 from riskengine.core import (
     ReferenceData,
@@ -96,7 +95,7 @@ def dead_letter_headers(
 
 
 class TradeAnalysis:
-    """The agent's work per event, and the completion task that sends outputs and acks in order."""
+    """The agent's work per event; a :class:`~riskengine.agents.delivery.Delivery` sends what it produces."""
 
     def __init__(self, app: RiskApp) -> None:
         self.app = app
@@ -111,20 +110,20 @@ class TradeAnalysis:
         self.reader.on_rules = self.rules.offer
         partitions = app.settings.topic_partitions
         self.trades = app.topic(names.trades, key_type=bytes, value_type=bytes, partitions=partitions)
-        self.analyzed = app.topic(
-            names.analyzed_trades, key_type=bytes, value_type=bytes, partitions=partitions
-        )
-        self.alerts = app.topic(names.alerts, key_type=bytes, value_type=bytes, partitions=partitions)
-        self.dlq = app.topic(names.trades_dlq, key_type=bytes, value_type=bytes, partitions=partitions)
+        self.names = names
         self._unknown_ids: set[int] = set()
-        # key -> (table value, its envelope, its decoded state): decoding the state is a third of
-        # the work per trade. The table stays the source of truth: an entry is used only while the
-        # table still holds exactly the bytes it was made from (a restore or another worker's
-        # writes after a rebalance change them). Insertion order is recency: hits are re-inserted.
+        # key -> (table value, its envelope, its decoded state): reading and decoding the state is a
+        # third of the work per trade. Valid while this worker owns the user's partition without
+        # interruption, so it is cleared at every rebalance (another worker may have written since).
+        # Insertion order is recency: hits are re-inserted.
         self._states: dict[bytes, tuple[bytes, Envelope, UserState]] = {}
-        # (event, changelog future or None, [(topic, key, value, headers)], stream)
-        self._done: asyncio.Queue[tuple[Any, Any, list[tuple[Any, bytes | None, bytes, Any]], Any]] | None
-        self._done = None
+        #: source partition -> highest offset whose outputs the broker acknowledged
+        self._delivered: dict[int, int] = {}
+        app.on_partitions_revoked.connect(self._forget_states)
+        app.on_partitions_assigned.connect(self._forget_states)
+
+    def _forget_states(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self._states.clear()
 
     def _invalid_profile(self, user_id: str, exc: Exception) -> None:
         self.metrics.invalid_profiles += 1
@@ -135,37 +134,54 @@ class TradeAnalysis:
     async def run(self, stream: Any) -> None:
         """Consume ``stream`` with manual acks; never raises for one bad trade."""
         manual = stream.noack()
-        self._done = asyncio.Queue()
-        completer = asyncio.ensure_future(self._complete(self._done))
+        delivery = Delivery(
+            self.app.settings,
+            self.table.changelog_topic.get_topic_name(),
+            on_changelog=self._changelog_persisted,
+            on_delivered=self._delivered_up_to,
+            on_failure=self.app.crash,
+        )
+        await delivery.start()
         try:
             async for event in manual.events():
-                await self._handle(event, manual)
+                await delivery.room()
+                decoded = await self._decode(event.message)
+                # Taken after the last await: delivery swaps batches between awaits only.
+                self._handle(event, manual, decoded, delivery.filling)
+                delivery.added()
         finally:
-            completer.cancel()
+            await delivery.stop()
 
-    async def _handle(self, event: Any, stream: Any) -> None:
-        assert self._done is not None
+    def _handle(self, event: Any, stream: Any, decoded: Trade | DeadLetter, batch: Batch) -> None:
         message = event.message
         self.metrics.trades_in += 1
         self.metrics.positions[message.partition] = message.offset
+        batch.events.append((event, stream))
+        batch.offsets[message.partition] = message.offset
         try:
-            trade = await self._decode(message.value)
+            if isinstance(decoded, DeadLetter):
+                raise decoded
             key = message.key
-            if key is None or key != trade.user_id.encode():
+            if key is None or key != decoded.user_id.encode():
                 raise DeadLetter("key-mismatch", ValueError(f"message key {key!r} is not the trade's userId"))
-            sends = self._apply(trade, message.partition, message.offset)
+            self._apply(decoded, message.partition, message.offset, batch)
         except DeadLetter as failed:
-            self._done.put_nowait((event, None, [self._dead_letter(message, failed)], stream))
-            return
+            batch.outputs.append(self._dead_letter(message, failed))
         except Exception as exc:  # Any failure of one trade must become a dead letter, never a loss.
             log.exception("trade at %s/%s failed", message.partition, message.offset)
-            error = DeadLetter("processing-error", exc)
-            self._done.put_nowait((event, None, [self._dead_letter(message, error)], stream))
-            return
-        changelog, outputs = sends
-        self._done.put_nowait((event, changelog, outputs, stream))
+            batch.outputs.append(self._dead_letter(message, DeadLetter("processing-error", exc)))
 
-    async def _decode(self, value: bytes | None) -> Trade:
+    async def _decode(self, message: Any) -> Trade | DeadLetter:
+        """The trade in ``message``, or the dead letter it becomes."""
+        try:
+            return await self._decode_value(message.value)
+        except DeadLetter as failed:
+            return failed
+        except Exception as exc:  # An unexpected decoder failure is one trade's dead letter too.
+            log.exception("trade at %s/%s failed to decode", message.partition, message.offset)
+            return DeadLetter("processing-error", exc)
+
+    async def _decode_value(self, value: bytes | None) -> Trade:
         try:
             return self.catalog.decode_trade(value)
         except UnknownSchemaId as exc:
@@ -184,25 +200,28 @@ class TradeAnalysis:
         except DecodeError as exc:
             raise DeadLetter(exc.reason, exc) from exc
 
-    def _apply(
-        self, trade: Trade, partition: int, offset: int
-    ) -> tuple[Any, list[tuple[Any, bytes | None, bytes, Any]]]:
-        """Evaluate ``trade``, write the envelope; returns (changelog future, outputs to send)."""
+    def _apply(self, trade: Trade, partition: int, offset: int, batch: Batch) -> None:
+        """Evaluate ``trade``, write the envelope, add the changelog record and outputs to ``batch``."""
         key = trade.user_id.encode()
-        raw = self.table.get(key)
         # Popped: the core updates the state in place, so after a failure it must not be reused.
         cached = self._states.pop(key, None)
-        if cached is not None and cached[0] != raw:
-            cached = None
-        envelope = None if raw is None else cached[1] if cached is not None else decode_envelope(raw)
-        if envelope is not None and envelope.applied(partition, offset):
-            # A re-delivery after a crash: the state already has this trade.
+        if cached is not None:
+            raw: bytes | None = cached[0]
+            envelope: Envelope | None = cached[1]
+        else:
+            raw = self.table.data.get(key)
+            envelope = None if raw is None else decode_envelope(raw)
+        if raw is not None and envelope is not None and envelope.applied(partition, offset):
+            # A re-delivery after a crash: the state already has this trade. Its changelog record
+            # goes out again (the local write may never have reached the broker), then any outputs
+            # still pending.
             self.metrics.redelivered += 1
+            batch.changelog[(partition, key)] = raw
             entry = envelope.pending_for(offset)
-            if entry is None:
-                return None, []
-            self.metrics.resent += 1
-            return None, self._sends(key, entry.outputs)
+            if entry is not None:
+                self.metrics.resent += 1
+                batch.outputs.extend(self._records(partition, key, entry.outputs))
+            return
         if cached is not None:
             state = cached[2]
         else:
@@ -215,64 +234,55 @@ class TradeAnalysis:
         alert_records = [alert.to_record() for alert in evaluation.alerts]
         outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
         previous = () if envelope is None else envelope.pending
-        pending = with_pending(previous, Pending(offset, tuple(outputs)), self._committed(partition))
+        delivered = self._delivered.get(partition)
+        pending = with_pending(
+            previous, Pending(offset, tuple(outputs)), None if delivered is None else delivered + 1
+        )
         written = Envelope(partition, offset, encode_state(evaluation.state), pending)
         value = encode_envelope(written)
-        self.table[key] = value
-        changelog = self.table.last_sent
+        self.table.data[key] = value
+        batch.changelog[(partition, key)] = value
+        batch.outputs.extend(self._records(partition, key, outputs))
         self._states[key] = (value, written, evaluation.state)
         if len(self._states) > STATE_CACHE_SIZE:
             del self._states[next(iter(self._states))]
-        self.metrics.count_analyzed()
+        batch.analyzed += 1
         for record in alert_records:
             self.metrics.alerts_by_pattern[record["patternType"]] += 1
             self.metrics.recent_alerts.append(record)
-        return changelog, self._sends(key, tuple(outputs))
 
-    def _sends(
-        self, key: bytes, outputs: Sequence[tuple[int, bytes]]
-    ) -> list[tuple[Any, bytes | None, bytes, Any]]:
+    def _records(self, partition: int, key: bytes, outputs: Sequence[tuple[int, bytes]]) -> list[Record]:
+        names = self.names
         return [
-            (self.analyzed if kind == ANALYZED else self.alerts, key, data, None) for kind, data in outputs
+            (names.analyzed_trades if kind == ANALYZED else names.alerts, partition, key, data, None)
+            for kind, data in outputs
         ]
 
-    def _committed(self, partition: int) -> int | None:
-        """The consumer's committed offset of the trades partition, or None when unknown."""
-        try:
-            from faust.types import TP
-
-            # Faust keeps the committed offsets privately; without them, MAX_PENDING bounds the list.
-            committed = getattr(self.app.consumer, "_committed_offset", {}).get(
-                TP(self.trades.get_topic_name(), partition)
-            )
-        except (AttributeError, KeyError, RuntimeError):
-            return None
-        return committed if isinstance(committed, int) else None
-
-    def _dead_letter(self, message: Any, failed: DeadLetter) -> tuple[Any, bytes | None, bytes, Any]:
+    def _dead_letter(self, message: Any, failed: DeadLetter) -> Record:
         self.metrics.dead_letters_by_reason[failed.reason] += 1
         headers = dead_letter_headers(
             failed.reason, failed.cause, message.topic, message.partition, message.offset
         )
         log.warning("dead letter %s/%s/%s: %s", message.topic, message.partition, message.offset, failed)
-        return (self.dlq, message.key, message.value if message.value is not None else b"", headers)
+        value = message.value if message.value is not None else b""
+        return (self.names.trades_dlq, message.partition, message.key, value, headers)
 
-    async def _complete(
-        self, queue: asyncio.Queue[tuple[Any, Any, list[tuple[Any, bytes | None, bytes, Any]], Any]]
-    ) -> None:
-        """In arrival order: wait for the state write, hand the outputs to the producer, ack."""
-        while True:
-            event, changelog, sends, stream = await queue.get()
+    # -- called by the delivery tasks ----------------------------------------------------------
+
+    def _changelog_persisted(self, highest: dict[int, int]) -> None:
+        """Store the highest acknowledged changelog offset per partition, as Faust does after a write."""
+        topic = self.table.changelog_topic.get_topic_name()
+        for partition, offset in highest.items():
             try:
-                if changelog is not None:
-                    # Outputs go out only once the state holding their bytes is durable.
-                    await changelog
-                for topic, key, value, headers in sends:
-                    topic.send_soon(key=key, value=value, headers=headers)
-            except Exception:  # The producer failed: do not ack; Faust re-delivers after restart.
-                log.exception("could not complete the event at offset %s", event.message.offset)
-                continue
-            await stream.ack(event)
+                self.table.data.set_persisted_offset(TP(topic, partition), offset)
+            except Exception:  # The partition was revoked meanwhile; its new owner recovers it.
+                log.debug("changelog offset of revoked partition %s not stored", partition)
+
+    def _delivered_up_to(self, batch: Batch) -> None:
+        """The outputs of ``batch`` are acknowledged: no longer pending, and counted."""
+        self.metrics.count_analyzed(batch.analyzed)
+        for partition, offset in batch.offsets.items():
+            self._delivered[partition] = max(offset, self._delivered.get(partition, -1))
 
 
 def register_trade_analysis(app: RiskApp) -> TradeAnalysis:

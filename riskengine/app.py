@@ -87,14 +87,14 @@ class Metrics:
         # (monotonic second, trades analyzed in it) for a 10 s throughput figure
         self._seconds: deque[list[float]] = deque(maxlen=11)
 
-    def count_analyzed(self) -> None:
-        """One more analyzed trade, for the totals and the throughput window."""
-        self.analyzed += 1
+    def count_analyzed(self, count: int = 1) -> None:
+        """``count`` more analyzed trades (delivered), for the totals and the throughput window."""
+        self.analyzed += count
         second = float(int(time.monotonic()))
         if self._seconds and self._seconds[-1][0] == second:
-            self._seconds[-1][1] += 1
+            self._seconds[-1][1] += count
         else:
-            self._seconds.append([second, 1.0])
+            self._seconds.append([second, float(count)])
 
     def throughput(self) -> float:
         """Analyzed trades per second over the last ten complete seconds."""

@@ -13,8 +13,9 @@ A table value is an *envelope* around the core's encoded :class:`~riskengine.cor
   :mod:`riskengine.agents.trade_analysis` for why);
 - the core's encoded state.
 
-:class:`StateTable` is a Faust table that remembers the changelog future of its last write, so the
-agent can hold a trade's outputs back until its state is durable.
+The agent writes the table's RocksDB store and its changelog topic itself, in batches (see
+:mod:`riskengine.agents.trade_analysis`); the records have the layout Faust's own changelog writes
+have (raw key and value), so Faust's recovery and standby replicas read them unchanged.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ if TYPE_CHECKING:
 ENVELOPE_MAGIC = 0xE1
 #: The envelope format version, recorded in snapshot manifests (riskengine.snapshots).
 TABLE_FORMAT = 1
-#: Most pending outputs kept per user (a hard bound; normally pruned to the uncommitted ones).
-MAX_PENDING = 32
+#: Most pending outputs kept per user (a hard bound; normally pruned to the undelivered ones).
+MAX_PENDING = 64
 #: Output kinds inside a pending entry.
 ANALYZED = 0
 ALERT = 1
@@ -123,36 +124,23 @@ def decode_envelope(data: bytes) -> Envelope:
     return Envelope(partition, offset, data[position:], tuple(pending))
 
 
-def with_pending(previous: tuple[Pending, ...], entry: Pending, committed: int | None) -> tuple[Pending, ...]:
-    """``previous`` plus ``entry``, without entries the consumer already committed, at most MAX_PENDING.
+def with_pending(
+    previous: tuple[Pending, ...], entry: Pending, undelivered: int | None
+) -> tuple[Pending, ...]:
+    """``previous`` plus ``entry``, without entries below offset ``undelivered``, at most MAX_PENDING.
 
-    An entry below the committed offset can never be re-delivered, so its outputs are never needed
-    again.
+    ``undelivered`` is the lowest source offset whose outputs may not have been acknowledged yet
+    (None: unknown, keep all). Outputs below it reached the broker, so they are never sent again.
     """
-    kept = [p for p in previous if committed is None or p.offset >= committed]
+    kept = [p for p in previous if undelivered is None or p.offset >= undelivered]
     kept.append(entry)
     return tuple(kept[-MAX_PENDING:])
 
 
-class StateTable(faust.Table[bytes, bytes]):
-    """A Faust table that keeps the changelog future of its last write in :attr:`last_sent`."""
-
-    last_sent: Any = None
-
-    def on_key_set(self, key: Any, value: Any) -> None:
-        """Send the changelog record (as Faust does) and remember its future."""
-        fut = self.send_changelog(self.partition_for_key(key), key, value)
-        self.last_sent = fut
-        partition = fut.message.partition
-        assert partition is not None
-        self._maybe_set_key_ttl(key, partition)
-        self._sensor_on_set(self, key, value)
-
-
-def define_state_table(app: RiskApp) -> StateTable:
+def define_state_table(app: RiskApp) -> faust.Table[bytes, bytes]:
     """Declare the per-user state table on ``app`` (RocksDB through rocksdict, small options)."""
     settings = app.settings
-    table = StateTable(
+    table: faust.Table[bytes, bytes] = faust.Table(
         app,
         name=TABLE_NAME,
         beacon=app.tables.beacon,

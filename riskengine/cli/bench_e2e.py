@@ -18,7 +18,8 @@
    ``--seconds``, each stamped with its send time; latency = arrival of its analyzed trade here
    minus that timestamp (one clock: producer and consumer are this process).
 
-``--profile DIR`` runs the engine worker under cProfile and writes ``DIR/engine-<loop>.prof``.
+``--profile DIR`` runs the engine worker under cProfile and writes ``DIR/engine-<loop>.prof``;
+``--logs DIR`` keeps every stage's log there.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import statistics
 import subprocess
@@ -88,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--rate", type=int, default=1_000, help="latency phase: trades/s (default 1,000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency phase: duration (default 20)")
     parser.add_argument("--profile", type=Path, help="run the engine under cProfile, .prof files into DIR")
+    parser.add_argument("--logs", type=Path, help="keep each stage's log (<path>-<loop>.log) in DIR")
     parser.set_defaults(handler=bench_e2e)
 
 
@@ -149,7 +152,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                 for path, out in stages:
 
                     def launch(path: str = path, out: str = out, loop: str = loop) -> Child:
-                        child = _launch(base, path, loop, out, Path(scratch), token, args.profile)
+                        child = _launch(base, path, loop, out, Path(scratch), token, args.profile, args.logs)
                         children.append(child)
                         return child
 
@@ -242,8 +245,9 @@ async def _preproduce(
 class Child:
     """A stage's subprocess; :meth:`stop` always ends it (SIGTERM, then SIGKILL after 30 s)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, keep: Path | None) -> None:
         self.log_path = log_path
+        self.keep = keep
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -262,10 +266,20 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)
+        if self.keep is not None:
+            self.keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(self.log_path, self.keep / self.log_path.name)
 
 
 def _launch(
-    base: Settings, path: str, loop: str, out: str, scratch: Path, token: str, profile: Path | None
+    base: Settings,
+    path: str,
+    loop: str,
+    out: str,
+    scratch: Path,
+    token: str,
+    profile: Path | None,
+    logs: Path | None,
 ) -> Child:
     """Start one stage: the raw loop, the passthrough app or the engine, on ``loop``."""
     env = dict(os.environ)
@@ -285,7 +299,7 @@ def _launch(
             profile.mkdir(parents=True, exist_ok=True)
             argv = [sys.executable, "-m", "cProfile", "-o", str(profile / f"engine-{loop}.prof"), *argv]
     _say(f"{path}[{loop}]: starting")
-    return Child(argv, env, scratch / f"{path}-{loop}.log")
+    return Child(argv, env, scratch / f"{path}-{loop}.log", logs)
 
 
 def _free_port() -> int:

@@ -64,13 +64,6 @@ async def crash_workers(settings, unique, tmp_path):
         yield own, catalog, workers
 
 
-# Quarantined, not skipped: it runs every time and its failures are reported as XFAIL. One CI-like
-# run in six (a freshly started broker) saw the surviving worker stop emitting after the rebalance
-# (959 of 3,000 trades without output); it has not reproduced locally, loaded or not. The failure
-# run ends with both workers' log tails in pytest's warnings summary, for the diagnosis.
-@pytest.mark.xfail(
-    reason="survivor occasionally stalls after the rebalance; under investigation", strict=False
-)
 async def test_sigkill_mid_stream_loses_nothing(crash_workers):
     settings, catalog, workers = crash_workers
     suffix = settings.worker_topic_suffix

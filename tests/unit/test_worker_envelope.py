@@ -60,7 +60,7 @@ def test_unknown_or_truncated_values_are_rejected(raw):
 
 def test_pending_drops_committed_entries_and_is_bounded():
     entries = tuple(Pending(n, ((ANALYZED, b"a"),)) for n in range(5))
-    kept = with_pending(entries, Pending(5, ()), committed=3)
+    kept = with_pending(entries, Pending(5, ()), undelivered=3)
     assert [p.offset for p in kept] == [3, 4, 5]
     many = tuple(Pending(n, ()) for n in range(MAX_PENDING + 10))
-    assert len(with_pending(many, Pending(999, ()), committed=None)) == MAX_PENDING
+    assert len(with_pending(many, Pending(999, ()), undelivered=None)) == MAX_PENDING

@@ -1,0 +1,186 @@
+"""Batched, ordered delivery of what the trade-analysis agent produces: changelog, outputs, acks.
+
+Faust's own send path (a buffer task, a future and callbacks per record) cost more per trade than
+the detection core, so the agent hands its records to :class:`Delivery`, which owns an aiokafka
+producer and sends whole record batches (``send_batch``). Two tasks form a pipeline, so the
+changelog of one batch and the outputs of the previous one travel in the same produce requests:
+
+1. *collect*: take the filling :class:`Batch` (after a short linger unless it is already large),
+   send the envelopes it wrote (the last one per user) to the table's changelog topic;
+2. *deliver*, in batch order: wait for those changelog records to be acknowledged (``acks=all``),
+   report the offsets (``on_changelog``), send the outputs and dead letters, wait for their
+   acknowledgement, report the batch (``on_delivered``), then ack the batch's events, so Faust commits their
+   offsets only after all of that.
+
+A producer failure (after its own retries) crashes the worker through ``on_failure``: nothing of the
+failed batch was acked, so it is re-delivered to whoever owns the partitions next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from riskengine.kafka import client_options
+from riskengine.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Events a filling batch may hold before the agent waits for delivery (backpressure).
+MAX_BATCH = 2_000
+#: A batch smaller than this waits up to :data:`LINGER_S` for more events before it is sent.
+MIN_BATCH = 500
+LINGER_S = 0.010
+#: Batches between collect and deliver (changelog sent, outputs not yet).
+IN_FLIGHT = 2
+
+Headers = list[tuple[str, bytes]]
+#: (topic, partition, key, value, headers) of one record to send.
+Record = tuple[str, int, bytes | None, bytes, Headers | None]
+
+
+@dataclass
+class Batch:
+    """What a run of events produced, delivered together."""
+
+    #: (event, the stream that acks it) in arrival order
+    events: list[tuple[Any, Any]] = field(default_factory=list)
+    #: (partition, key) -> the last envelope written in this batch
+    changelog: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
+    outputs: list[Record] = field(default_factory=list)
+    #: source partition -> highest offset in this batch
+    offsets: dict[int, int] = field(default_factory=dict)
+    #: trades analyzed (not dead-lettered, not re-deliveries) in this batch
+    analyzed: int = 0
+
+
+#: (partition, records in the batch, future of the batch's RecordMetadata)
+Sent = tuple[int, int, "asyncio.Future[Any]"]
+
+
+class Delivery:
+    """The producer and the two pipeline tasks; the agent fills :attr:`filling`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        changelog_topic: str,
+        *,
+        on_changelog: Callable[[dict[int, int]], None],
+        on_delivered: Callable[[Batch], None],
+        on_failure: Callable[[BaseException], Awaitable[None]],
+    ) -> None:
+        self.settings = settings
+        self.changelog_topic = changelog_topic
+        self.on_changelog = on_changelog
+        self.on_delivered = on_delivered
+        self.on_failure = on_failure
+        self.filling = Batch()
+        self._work = asyncio.Event()
+        self._taken = asyncio.Event()
+        self._sent: asyncio.Queue[tuple[Batch, list[Sent]]] = asyncio.Queue(maxsize=IN_FLIGHT)
+        self._producer: AIOKafkaProducer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the producer and the pipeline tasks."""
+        self._producer = AIOKafkaProducer(
+            **client_options(self.settings),
+            acks="all",
+            enable_idempotence=True,
+            max_batch_size=128 * 1024,
+        )
+        await self._producer.start()
+        self._tasks = [asyncio.ensure_future(self._collect()), asyncio.ensure_future(self._deliver())]
+
+    async def stop(self) -> None:
+        """Stop; batches not yet acked are left to re-delivery."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()
+
+    def added(self) -> None:
+        """The agent put an event into :attr:`filling`."""
+        self._work.set()
+
+    async def room(self) -> None:
+        """Wait while the filling batch is full (delivery is behind)."""
+        while len(self.filling.events) >= MAX_BATCH:
+            self._taken.clear()
+            await self._taken.wait()
+
+    async def _collect(self) -> None:
+        try:
+            while True:
+                await self._work.wait()
+                if len(self.filling.events) < MIN_BATCH:
+                    await asyncio.sleep(LINGER_S)
+                self._work.clear()
+                batch, self.filling = self.filling, Batch()
+                self._taken.set()
+                groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]] = {}
+                for (partition, key), value in batch.changelog.items():
+                    groups.setdefault((self.changelog_topic, partition), []).append((key, value, None))
+                await self._sent.put((batch, await self._send(groups)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # The producer refused a batch: nothing of it was acked.
+            await self._fail(exc)
+
+    async def _deliver(self) -> None:
+        try:
+            while True:
+                batch, changelog = await self._sent.get()
+                self.on_changelog(await _highest_offsets(changelog))
+                groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]] = {}
+                for topic, partition, key, value, headers in batch.outputs:
+                    groups.setdefault((topic, partition), []).append((key, value, headers))
+                await _highest_offsets(await self._send(groups))
+                self.on_delivered(batch)
+                for event, stream in batch.events:
+                    await stream.ack(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # The broker did not acknowledge: nothing of the batch was acked.
+            await self._fail(exc)
+
+    async def _fail(self, exc: BaseException) -> None:
+        log.critical("could not deliver the worker's outputs: %r", exc)
+        await self.on_failure(exc)
+
+    async def _send(
+        self, groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]]
+    ) -> list[Sent]:
+        """Send each (topic, partition)'s records as record batches; the futures, unawaited."""
+        producer = self._producer
+        assert producer is not None
+        sent: list[Sent] = []
+        for (topic, partition), records in groups.items():
+            builder, count = producer.create_batch(), 0
+            for key, value, headers in records:
+                if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+                    sent.append(
+                        (partition, count, await producer.send_batch(builder, topic, partition=partition))
+                    )
+                    builder, count = producer.create_batch(), 0
+                    # The first record of an empty batch is always accepted, whatever its size.
+                    builder.append(timestamp=None, key=key, value=value, headers=headers or [])
+                count += 1
+            sent.append((partition, count, await producer.send_batch(builder, topic, partition=partition)))
+        return sent
+
+
+async def _highest_offsets(sent: list[Sent]) -> dict[int, int]:
+    """Wait for the batches; the highest acknowledged offset per partition."""
+    highest: dict[int, int] = {}
+    for partition, count, future in sent:
+        metadata = await future
+        highest[partition] = max(metadata.offset + count - 1, highest.get(partition, -1))
+    return highest
