@@ -1,0 +1,234 @@
+"""The dashboard in a real headless browser, fed by a real worker on the local stack.
+
+A worker runs on this test's own topics; the dashboard app serves in this process on a free port,
+pointed at that worker (behind a second worker URL where nothing listens, which must be reported,
+not fatal) and at the test's topic suffix. Debian's ``chromium``, driven by Playwright, opens the
+page; trades that raise alerts are produced while it is open, and the alerts must appear in the
+live list. Drill-down: a user's window comes from the worker; an alert's evidence trades come from
+Elasticsearch, where the test indexes the analyzed trades and alerts it reads from the worker's
+output topics, as the Kafka Connect sink will.
+
+The page load time and the time from producing an alert-raising trade to its row in the browser
+are printed (``pytest -rP`` shows them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from riskengine.dashboard.server import FEED, serving
+from riskengine.reporting import Indices, elasticsearch_client
+from riskengine.search import install_index_templates
+
+from .test_reporting import index_documents
+from .test_worker import collect, decoded
+from .worker_harness import WorkerProcess, free_port, isolated, prepare, running, sample_trades, send
+
+#: Seconds a browser-side wait may take before the test fails.
+WAIT_MS = 30_000
+
+
+def chromium_path() -> str:
+    """Debian's chromium; a missing browser fails the test with the fix (it is not skipped)."""
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.fail(
+            "chromium is not installed, so the dashboard's browser test cannot run: "
+            "run scripts/ensure-chromium (apt-get install -y --no-install-recommends chromium)"
+        )
+    return path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    executable = chromium_path()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def stack(settings, unique, tmp_path):
+    """A worker on isolated topics, the index templates, and the dashboard serving for both."""
+    own = isolated(settings, unique)
+    catalog = await prepare(own)
+    worker = WorkerProcess(own, tmp_path / "data")
+    indices = Indices.from_settings(own)
+    async with running([worker]), elasticsearch_client(own) as es:
+        await install_index_templates(es)
+        dead = f"http://127.0.0.1:{free_port()}"
+        dashboard_settings = dataclasses.replace(
+            own, dashboard_host="127.0.0.1", dashboard_port=0, dashboard_worker_urls=f"{dead},{worker.url}"
+        )
+        try:
+            async with serving(dashboard_settings) as (app, url):
+                await asyncio.wait_for(app[FEED].live.wait(), 30)
+                yield own, catalog, worker, es, app, url
+        finally:
+            await es.indices.delete(index=[indices.alerts, indices.trades], ignore_unavailable=True)
+
+
+def trade(base: dict[str, Any], trade_id: str, user: str, symbol: str, notional: float) -> dict[str, Any]:
+    """A CryptoTrade record of ``user`` at the current time."""
+    price = 50_000.0 if symbol.startswith("BTC") else 3_000.0
+    return dict(
+        base,
+        tradeId=trade_id,
+        userId=user,
+        customerId=f"c-{user}",
+        symbol=symbol,
+        side="BUY",
+        quantity=notional / price,
+        price=price,
+        notional=notional,
+        timestamp=int(time.time() * 1000),
+        counterpartyUserId=None,
+    )
+
+
+async def open_page(browser: Browser, url: str) -> tuple[Page, float, float]:
+    """A page on the dashboard, once its event stream is open; (page, load s, ready s)."""
+    page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+    started = time.perf_counter()
+    await page.goto(url, wait_until="load")
+    loaded = time.perf_counter() - started
+    await expect(page.get_by_test_id("feed-status")).to_have_text("live", timeout=WAIT_MS)
+    # The chart has its first counts, so live alerts are counted into it.
+    await page.get_by_test_id("risk-chart-svg").wait_for(timeout=WAIT_MS)
+    return page, loaded, time.perf_counter() - started
+
+
+async def test_live_alerts_drill_down_and_evidence_in_a_browser(stack, browser, unique, tmp_path):
+    settings, catalog, _worker, es, _app, url = stack
+    suffix = settings.worker_topic_suffix
+    page, load_s, ready_s = await open_page(browser, url)
+    second, _load, _ready = await open_page(browser, url)
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/api/health") as response:
+        health = await response.json()
+    assert health == {"feed": "live", "topic": f"risk-alerts{suffix}", "subscribers": 2}
+
+    # Produce while the page is open: whale's BTC trade of 600,000 breaks the BTC large-order
+    # threshold and, without a profile (KYC tier 0), the per-trade limit; its first trade is small.
+    base = sample_trades()[0].to_record()
+    whale, fish = f"whale-{unique}", f"fish-{unique}"
+    small = trade(base, f"t-small-{unique}", whale, "BTC/USDT", 500.0)
+    large = trade(base, f"t-large-{unique}", whale, "BTC/USDT", 600_000.0)
+    eth = trade(base, f"t-eth-{unique}", fish, "ETH/USDT", 300_000.0)
+    await send(settings, f"crypto-trades{suffix}", [(whale.encode(), catalog.encode("CryptoTrade", small))])
+    produced = time.perf_counter()
+    await send(settings, f"crypto-trades{suffix}", [(whale.encode(), catalog.encode("CryptoTrade", large))])
+    first_row = page.locator(f'[data-testid="alert-row"][data-user-id="{whale}"]').first
+    await first_row.wait_for(timeout=WAIT_MS)
+    latency_s = time.perf_counter() - produced
+    await send(settings, f"crypto-trades{suffix}", [(fish.encode(), catalog.encode("CryptoTrade", eth))])
+
+    alerts = decoded(
+        catalog,
+        await collect(
+            settings, f"risk-alerts{suffix}", lambda rs: {whale, fish} <= {r.key.decode() for r in rs}
+        ),
+        "RiskAlert",
+    )
+    assert {"LARGE_ORDER"} <= {a["patternType"] for a in alerts if a["userId"] == whale}
+    for shown in (page, second):  # every browser gets every alert from the one consumer
+        for alert in alerts:
+            row = shown.locator(f'[data-testid="alert-row"][data-alert-id="{alert["alertId"]}"]')
+            await expect(row).to_have_count(1, timeout=WAIT_MS)
+            await expect(row).to_have_attribute("data-severity", alert["severity"])
+    await expect(page.get_by_test_id("alert-count")).to_have_text(str(len(alerts)))
+    # Live alerts are counted into the chart before anything is indexed.
+    await expect(page.get_by_test_id("risk-chart-svg")).to_have_attribute("data-total", str(len(alerts)))
+
+    # Drill-down to a user: its detection window, answered by the worker through the dashboard.
+    await page.locator(
+        f'[data-testid="alert-row"][data-user-id="{whale}"] [data-testid="alert-user"]'
+    ).first.click()
+    await expect(page.get_by_test_id("user-detail")).to_be_visible()
+    await expect(page.get_by_test_id("user-detail-id")).to_have_text(whale)
+    await expect(page.get_by_test_id("user-trade-count")).to_have_text("2", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("user-recent-trades")).to_have_text("2")
+
+    # Index what the sink will index, then drill down to an alert's evidence trades.
+    analyzed = decoded(
+        catalog,
+        await collect(settings, f"risk-analyzed-trades{suffix}", lambda rs: len(rs) >= 3),
+        "RiskAnalyzedTrade",
+    )
+    await index_documents(es, Indices.from_settings(settings), analyzed, alerts)
+    large_order = next(a for a in alerts if a["userId"] == whale and a["patternType"] == "LARGE_ORDER")
+    await page.locator(f'[data-testid="alert-row"][data-alert-id="{large_order["alertId"]}"] td').last.click()
+    await expect(page.get_by_test_id("alert-detail")).to_be_visible()
+    await expect(page.get_by_test_id("user-detail")).to_be_hidden()
+    await expect(page.get_by_test_id("alert-detail-pattern")).to_have_text("LARGE_ORDER")
+    evidence = page.get_by_test_id("evidence-row")
+    await expect(evidence).to_have_count(len(large_order["evidence"]), timeout=WAIT_MS)
+    assert [await row.get_attribute("data-trade-id") for row in await evidence.all()] == large_order[
+        "evidence"
+    ]
+    await expect(evidence.first).to_contain_text("BTC/USDT")
+    await expect(page.get_by_test_id("alert-features")).to_contain_text("notional")
+
+    # Refreshed views: worker figures (one worker down, reported), indexed counts, top users.
+    await page.get_by_test_id("refresh").click()
+    await expect(page.get_by_test_id("workers-up")).to_have_text("1 / 2", timeout=WAIT_MS)
+    await expect(page.get_by_test_id("analyzed")).to_have_text("3", timeout=WAIT_MS)
+    await expect(page.locator('[data-testid="worker"][data-up="false"]')).to_have_count(1)
+    await expect(page.get_by_test_id("risk-chart-svg")).to_have_attribute("data-total", str(len(alerts)))
+    top = page.locator(f'[data-testid="top-user-row"][data-user-id="{whale}"]')
+    await top.wait_for(timeout=WAIT_MS)
+    await top.locator("td").last.click()
+    await expect(page.get_by_test_id("user-detail-id")).to_have_text(whale)
+    await expect(page.get_by_test_id("user-history-svg").locator("circle")).to_have_count(2, timeout=WAIT_MS)
+    await expect(page.get_by_test_id("user-alerts").locator("tr")).to_have_count(
+        sum(a["userId"] == whale for a in alerts)
+    )
+
+    # Search: a bad parameter is explained, a good one finds the whale's alerts.
+    await page.get_by_test_id("search-since").fill("tomorrow")
+    await page.get_by_test_id("search-submit").click()
+    await expect(page.get_by_test_id("search-note")).to_contain_text("since")
+    await page.get_by_test_id("search-since").fill("")
+    await page.get_by_test_id("search-user").fill(whale)
+    await page.get_by_test_id("search-submit").click()
+    await expect(page.get_by_test_id("search-row")).to_have_count(sum(a["userId"] == whale for a in alerts))
+
+    await page.screenshot(path=tmp_path / "dashboard.png", full_page=True)
+    navigation_ms = await page.evaluate("performance.getEntriesByType('navigation')[0].loadEventEnd")
+    print(
+        f"dashboard page load {load_s * 1000:.0f} ms (navigation timing {navigation_ms:.0f} ms), "
+        f"live after {ready_s * 1000:.0f} ms; trade produced -> alert row in the browser "
+        f"{latency_s * 1000:.0f} ms; screenshot {tmp_path / 'dashboard.png'}"
+    )
+
+
+async def test_dashboard_api_passes_worker_answers_through(stack):
+    settings, _catalog, worker, _es, _app, url = stack
+    async with aiohttp.ClientSession() as http:
+        # The first worker URL is down: the request goes on to the next, whose 404 passes through.
+        async with http.get(f"{url}/api/users/nobody-{settings.worker_topic_suffix}") as response:
+            assert response.status == 404
+            assert "unknown user" in (await response.json())["error"]
+        async with http.get(f"{url}/api/users/{'x' * 129}") as response:
+            assert response.status == 400
+            assert (await response.json())["parameter"] == "userId"
+        async with http.get(f"{url}/api/stats") as response:
+            stats = await response.json()
+        assert [w["up"] for w in stats["workers"]] == [False, True]
+        assert stats["workers"][1]["url"] == worker.url
+        assert stats["workers"][0]["error"]
+        assert stats["feed"]["state"] == "live"
+        async with http.get(f"{url}/api/reporting/alerts?severity=NONE") as response:
+            assert response.status == 400
+            assert (await response.json())["parameter"] == "severity"
