@@ -110,7 +110,7 @@ async def open_page(browser: Browser, url: str) -> tuple[Page, float, float]:
     return page, loaded, time.perf_counter() - started
 
 
-async def test_live_alerts_drill_down_and_evidence_in_a_browser(stack, browser, unique, tmp_path):
+async def test_live_alerts_drill_down_and_evidence_in_a_browser(browser, stack, unique, tmp_path):
     settings, catalog, _worker, es, _app, url = stack
     suffix = settings.worker_topic_suffix
     page, load_s, ready_s = await open_page(browser, url)
