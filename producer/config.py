@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from riskengine.contracts import TOPICS, Topics
+from riskengine.kafka import topic_names
 from riskengine.settings import Secret, Settings, SettingsError
 
 from .market import DEFAULT_SYMBOLS
@@ -88,6 +89,7 @@ class ProducerConfig:
             port=settings.producer_port,
             admin_token=settings.producer_admin_token,
             audit_db=settings.producer_audit_db,
+            topics=topic_names(settings),
             defaults=defaults,
         )
 

@@ -17,7 +17,6 @@ package's ``__getattr__``, so importing ``riskengine.core`` or the CLI never imp
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections import Counter, deque
@@ -26,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from riskengine.codecs import SchemaCatalog, registry_client
-from riskengine.contracts import TOPICS, Topics
-from riskengine.kafka import TopicSpec, ensure_topics, ssl_context, topic_specs
+from riskengine.contracts import Topics
+from riskengine.kafka import ensure_topics, ssl_context, topic_names, topic_specs
 from riskengine.settings import Settings
 from riskengine.snapshots import Snapshotter, snapshot_store
 
@@ -40,18 +39,6 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 #: Recent alerts kept in memory per worker for the /alerts view.
 RECENT_ALERTS = 1000
-
-
-def topic_names(settings: Settings) -> Topics:
-    """The engine's topic names with ``RISKENGINE_WORKER_TOPIC_SUFFIX`` appended."""
-    suffix = settings.worker_topic_suffix
-    return Topics(**{f.name: getattr(TOPICS, f.name) + suffix for f in dataclasses.fields(Topics)})
-
-
-def worker_topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The layout of every engine topic (compaction, retention) under the suffixed names."""
-    suffix = settings.worker_topic_suffix
-    return [dataclasses.replace(spec, name=spec.name + suffix) for spec in topic_specs(settings)]
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -116,7 +103,7 @@ class RiskApp(faust.App):
     async def on_first_start(self) -> None:
         """Create the topics and fill the schema catalog before any consumer or agent starts."""
         await super().on_first_start()
-        created = await ensure_topics(self.settings, worker_topic_specs(self.settings))
+        created = await ensure_topics(self.settings, topic_specs(self.settings))
         log.info("topics: %s", ", ".join(f"{name} {state}" for name, state in created.items()))
         ids = await self.catalog.register()
         cached = await self.catalog.warm()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from riskengine.contracts import TOPICS
+from riskengine.contracts import TOPICS, Topics
 from riskengine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,17 +70,28 @@ class TopicSpec:
     configs: dict[str, str]
 
 
+def topic_names(settings: Settings) -> Topics:
+    """The engine's topic names with ``RISKENGINE_WORKER_TOPIC_SUFFIX`` appended."""
+    suffix = settings.worker_topic_suffix
+    return Topics(**{f.name: getattr(TOPICS, f.name) + suffix for f in dataclasses.fields(Topics)})
+
+
 def topic_specs(settings: Settings, names: tuple[str, ...] | None = None) -> list[TopicSpec]:
-    """The engine's topics (all of them by default) with the configured partitions and replication.
+    """The engine's topics (:func:`topic_names`, or ``names``) with their layout.
 
     Every topic gets the same partition count: the trade topic and the tables' changelogs must
     match (Faust's PartitionsMismatch), and co-partitioned outputs keep a user on one partition.
+    Compaction and retention follow the topic's name without the suffix.
     """
+    suffix = settings.worker_topic_suffix
     return [
         TopicSpec(
-            name, settings.topic_partitions, settings.topic_replication_factor, _TOPIC_CONFIGS.get(name, {})
+            name,
+            settings.topic_partitions,
+            settings.topic_replication_factor,
+            _TOPIC_CONFIGS.get(name.removesuffix(suffix) if suffix else name, {}),
         )
-        for name in (names or TOPICS.all())
+        for name in (names or topic_names(settings).all())
     ]
 
 

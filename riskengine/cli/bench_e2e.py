@@ -47,7 +47,7 @@ from riskengine.cli.bench import build_stream
 from riskengine.codecs import SchemaCatalog, registry_client
 from riskengine.contracts import TOPICS
 from riskengine.core import Trade
-from riskengine.kafka import TopicSpec, client_options, ensure_topics
+from riskengine.kafka import TopicSpec, client_options, ensure_topics, topic_names, topic_specs
 from riskengine.settings import Settings
 
 FAUST = Path(sys.executable).parent / "faust"
@@ -122,11 +122,10 @@ def _say(text: str) -> None:
 async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, ...]) -> None:
     token = secrets.token_hex(4)
     base = replace(settings, worker_app_id=f"riskengine-bench-{token}", worker_topic_suffix=f"-bench-{token}")
-    from riskengine.app import topic_names, worker_topic_specs
 
     names = topic_names(base)
     outputs = {path: output_topic(path, base) for path in ("raw", "passthrough")}
-    specs = worker_topic_specs(base) + [
+    specs = topic_specs(base) + [
         TopicSpec(name, base.topic_partitions, base.topic_replication_factor, {}) for name in outputs.values()
     ]
     results: list[Outcome] = []
@@ -477,7 +476,7 @@ def _passthrough_app(settings: Settings) -> Any:
     """A Faust app with the worker's configuration and one agent that forwards every event."""
     import faust
 
-    from riskengine.app import app_options, topic_names
+    from riskengine.app import app_options
 
     app = faust.App(settings.worker_app_id, **app_options(settings))
     partitions = settings.topic_partitions

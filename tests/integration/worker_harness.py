@@ -132,9 +132,9 @@ class WorkerProcess:
 
 async def prepare(settings: Settings) -> SchemaCatalog:
     """Create the isolated topics and return a registered catalog for encoding test messages."""
-    from riskengine.app import worker_topic_specs
+    from riskengine.kafka import topic_specs
 
-    await ensure_topics(settings, worker_topic_specs(settings))
+    await ensure_topics(settings, topic_specs(settings))
     catalog = SchemaCatalog(registry_client(settings))
     await catalog.register()
     return catalog
