@@ -1,11 +1,12 @@
 """``riskengine demo`` (``make demo``): the whole system on this machine, until Ctrl-C.
 
 In order: the local stack (Kafka, schema registry, S3, Elasticsearch, Kafka Connect; services
-already running are reused), the topics, the schemas, the Elasticsearch sink connector, two
-workers (``faust -A riskengine worker`` on web ports 6066 and 6067), the dashboard and the trade
-producer with mock trading and every abuse scenario. Then it prints the URLs and, every few
-seconds, a summary line (trades/s produced and analyzed, consumer lag, alerts by pattern), and the
-time from the start of ``make demo`` to the first alert the dashboard pushed to its browsers.
+already running are reused), the topics, the schemas, the Elasticsearch sink connector, two workers
+(``faust -A riskengine worker`` on web ports 6066 and 6067, see ``--worker-ports``), the dashboard
+and the trade producer with mock trading and every abuse scenario. Then it prints the URLs and,
+every few seconds, a summary line (trades/s produced and analyzed, consumer lag, alerts by pattern),
+and the time from the start of ``make demo`` to the first alert the dashboard pushed to its
+browsers.
 
 Ctrl-C (or SIGTERM, or ``--duration``) stops everything it started, in reverse order, including the
 stack services it started (``--keep-stack`` leaves them running). Processes' logs go to
@@ -60,6 +61,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=150,
         help="producer: mean normal trades between two abuse scenarios (default 150)",
     )
+    parser.add_argument(
+        "--worker-ports",
+        type=_ports,
+        default=WORKER_PORTS,
+        help="web ports of the workers, comma-separated (default 6066,6067: two workers)",
+    )
     parser.add_argument("--workdir", type=Path, default=Path("var/demo"), help="logs and worker data")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running at the end")
     parser.add_argument(
@@ -68,6 +75,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="epoch seconds the demo counts from (make demo passes its own start, install included)",
     )
     parser.set_defaults(handler=run_demo)
+
+
+def _ports(text: str) -> tuple[int, ...]:
+    try:
+        ports = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be comma-separated port numbers") from None
+    if not ports or not all(0 < port < 65536 for port in ports):
+        raise argparse.ArgumentTypeError("must be comma-separated port numbers")
+    return ports
 
 
 def run_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -92,7 +109,8 @@ class Demo:
         self.workdir: Path = args.workdir
         self.processes: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.started_services: list[str] = []
-        self.worker_urls = [f"http://{settings.worker_web_host}:{port}" for port in WORKER_PORTS]
+        self.worker_ports: tuple[int, ...] = args.worker_ports
+        self.worker_urls = [f"http://{settings.worker_web_host}:{port}" for port in self.worker_ports]
         self.dashboard_url = f"http://{settings.dashboard_host}:{settings.dashboard_port}"
         self.producer_url = f"http://{settings.producer_host}:{settings.producer_port}"
         self.first_alert: float | None = None
@@ -143,7 +161,7 @@ class Demo:
         for step in (("topics", "create"), ("schemas", "register"), ("connector", "deploy")):
             self.say("riskengine " + " ".join(step))
             await self._run_step([str(BIN / "riskengine"), *step], "-".join(step))
-        for number, port in enumerate(WORKER_PORTS, start=1):
+        for number, port in enumerate(self.worker_ports, start=1):
             datadir = self.workdir / f"worker-{number}"
             argv = [str(BIN / "faust"), "-A", "riskengine", "--datadir", str(datadir), "-l", "info"]
             self._spawn(f"worker-{number}", [*argv, "worker", "--web-port", str(port)])
