@@ -13,9 +13,35 @@ from collections.abc import Sequence
 
 from riskengine.settings import Settings, SettingsError
 
-from . import bench, bench_e2e, dashboard, demo, evaluate, generate, replay, schemas, snapshot, stack, topics
+from . import (
+    bench,
+    bench_e2e,
+    connector,
+    dashboard,
+    demo,
+    evaluate,
+    generate,
+    replay,
+    schemas,
+    snapshot,
+    stack,
+    topics,
+)
 
-COMMANDS = (stack, topics, schemas, replay, bench, bench_e2e, generate, evaluate, snapshot, dashboard, demo)
+COMMANDS = (
+    stack,
+    topics,
+    schemas,
+    replay,
+    bench,
+    bench_e2e,
+    generate,
+    evaluate,
+    snapshot,
+    connector,
+    dashboard,
+    demo,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

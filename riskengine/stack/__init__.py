@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from riskengine.settings import Settings
+from riskengine.stack.connect import KafkaConnect
 from riskengine.stack.elasticsearch import Elasticsearch
 from riskengine.stack.kafka import Kafka
 from riskengine.stack.object_store import ObjectStore
@@ -18,7 +19,7 @@ from riskengine.stack.schema_registry import SchemaRegistry
 from riskengine.stack.service import Service, StackPaths
 
 #: Every service, in start order (``down`` stops in reverse).
-SERVICES: tuple[type[Service], ...] = (Kafka, SchemaRegistry, ObjectStore, Elasticsearch)
+SERVICES: tuple[type[Service], ...] = (Kafka, SchemaRegistry, ObjectStore, Elasticsearch, KafkaConnect)
 
 
 def service_names() -> list[str]:

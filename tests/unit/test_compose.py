@@ -1,11 +1,14 @@
 """docker/compose.yml serves the same ports and settings as the local stack's defaults."""
 
+import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
 
+from riskengine.connector import DEFAULT_NAME, connector_config
+from riskengine.search import TEMPLATES
 from riskengine.settings import Settings
 
 COMPOSE = Path(__file__).parents[2] / "docker" / "compose.yml"
@@ -30,7 +33,7 @@ def test_every_service_is_on_the_port_the_settings_default_to():
     assert _host_port(services["schema-registry"]) == urlsplit(settings.schema_registry_url).port
     assert _host_port(services["s3"]) == urlsplit(settings.s3_endpoint_url).port
     assert _host_port(services["elasticsearch"]) == urlsplit(settings.elasticsearch_url).port
-    assert _host_port(services["kafka-connect"]) == 8083
+    assert _host_port(services["kafka-connect"]) == urlsplit(settings.connect_url).port
 
 
 def test_kafka_runs_in_kraft_mode_and_advertises_the_default_bootstrap():
@@ -57,3 +60,58 @@ def test_object_store_credentials_and_bucket_match_the_settings():
 def test_the_documented_worker_settings_are_real_settings_with_their_defaults():
     documented = _compose()["x-riskengine-settings"]
     assert Settings.from_env(documented) == Settings.from_env({})
+
+
+#: How Kafka Connect reaches Elasticsearch and the registry inside the compose network.
+CONTAINER_URLS = {
+    "RISKENGINE_ELASTICSEARCH_URL": "http://elasticsearch:9200",
+    "RISKENGINE_SCHEMA_REGISTRY_URL": "http://schema-registry:8080/apis/ccompat/v7",
+}
+
+
+def test_the_connector_block_is_connector_config_with_container_host_names():
+    block = _compose()["x-riskengine-connector"]
+    config = json.loads(block["config"])
+    assert config == connector_config(Settings.from_env(CONTAINER_URLS))
+    # Apart from the two URLs, exactly what `riskengine connector deploy` sends with the defaults.
+    local = connector_config(Settings.from_env({}))
+    assert {key for key in config if config[key] != local[key]} == {
+        "connection.url",
+        "value.converter.schema.registry.url",
+    }
+    # The registry container serves on 8080 (published on 8081 for the host).
+    assert _compose()["services"]["schema-registry"]["ports"] == ["127.0.0.1:8081:8080"]
+
+
+def test_the_index_templates_block_is_what_install_index_templates_puts():
+    templates = _compose()["x-riskengine-connector"]["index-templates"]
+    assert set(templates) == set(TEMPLATES)
+    for name, (pattern, mappings) in TEMPLATES.items():
+        assert json.loads(templates[name]) == {
+            "index_patterns": [pattern],
+            "template": {"mappings": mappings},
+        }
+
+
+def test_connector_deploy_puts_the_blocks_and_connect_loads_the_built_plugin():
+    compose = _compose()
+    services = compose["services"]
+    deploy = services["connector-deploy"]
+    env, command = deploy["environment"], deploy["command"][0]
+    block = compose["x-riskengine-connector"]
+    assert env["CONNECTOR_CONFIG"] == block["config"]
+    assert f"/connectors/{DEFAULT_NAME}/config" in command
+    for variable, name in (
+        ("TEMPLATE_TRADES", "riskengine-analyzed-trades"),
+        ("TEMPLATE_ALERTS", "riskengine-alerts"),
+    ):
+        assert env[variable] == block["index-templates"][name]
+        assert f'"$${variable}" http://elasticsearch:9200/_index_template/{name}' in command
+    # The plugin volume the build fills is the plugin.path of the Connect worker.
+    assert "connect-plugins:/plugins" in services["connector-build"]["volumes"]
+    assert "connect-plugins:/opt/connectors:ro" in services["kafka-connect"]["volumes"]
+    properties = (COMPOSE.parent / "connect-distributed.properties").read_text()
+    assert "plugin.path=/opt/connectors" in properties.splitlines()
+    assert services["kafka-connect"]["depends_on"]["connector-build"] == {
+        "condition": "service_completed_successfully"
+    }

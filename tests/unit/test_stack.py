@@ -438,7 +438,7 @@ async def test_a_crash_during_start_up_shows_the_log(settings: Settings, paths: 
 
 
 def test_services_start_in_the_documented_order(settings: Settings) -> None:
-    assert service_names() == ["kafka", "registry", "s3", "elastic"]
+    assert service_names() == ["kafka", "registry", "s3", "elastic", "connect"]
     assert len({service.name for service in SERVICES}) == len(SERVICES)
     assert [service.name for service in build_services(settings, ["s3", "kafka"])] == ["kafka", "s3"]
 
