@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from elasticsearch import ApiError
 
 from riskengine.contracts import TOPICS
-from riskengine.kafka import TopicLayoutError, TopicSpec, ensure_topics
+from riskengine.kafka import TopicLayoutError, TopicSpec, ensure_topics, topic_names
 from riskengine.reporting import elasticsearch_client
 from riskengine.search import install_index_templates
 from riskengine.settings import Settings
@@ -56,9 +56,9 @@ class ConnectorError(Exception):
 
 
 def searchable_topics(settings: Settings) -> list[str]:
-    """The topics the connector indexes, with ``RISKENGINE_WORKER_TOPIC_SUFFIX`` (as ``app.topic_names``)."""
-    suffix = settings.worker_topic_suffix
-    return [TOPICS.analyzed_trades + suffix, TOPICS.alerts + suffix]
+    """The topics the connector indexes, with ``RISKENGINE_WORKER_TOPIC_SUFFIX`` appended."""
+    names = topic_names(settings)
+    return [names.analyzed_trades, names.alerts]
 
 
 def connector_config(
