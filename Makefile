@@ -40,7 +40,7 @@ test: lint typecheck browser  ## lint, type-check, start the stack, run every te
 	@set +e; $(BIN)/riskengine stack up && $(BIN)/pytest; rc=$$?; \
 	if [ -z "$(KEEP_STACK)" ]; then $(BIN)/riskengine stack down; fi; exit $$rc
 
-stack-up: install  ## start Kafka, the schema registry and S3 locally (idempotent)
+stack-up: install  ## start Kafka, the schema registry, S3, Elasticsearch and Kafka Connect locally (idempotent)
 	$(BIN)/riskengine stack up
 
 stack-down: install  ## stop what stack-up started
@@ -49,9 +49,10 @@ stack-down: install  ## stop what stack-up started
 stack-status: install  ## show each stack service, its address and state
 	$(BIN)/riskengine stack status
 
-setup: stack-up  ## create the topics and register the schemas
+setup: stack-up  ## create the topics, register the schemas, deploy the Elasticsearch sink connector
 	$(BIN)/riskengine topics create
 	$(BIN)/riskengine schemas register
+	$(BIN)/riskengine connector deploy
 
 bench-core: install  ## the detection core over 1,000,000 generated trades
 	$(BIN)/riskengine bench core

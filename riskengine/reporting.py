@@ -30,8 +30,8 @@ import elastic_transport
 from aiohttp import web
 from elasticsearch import ApiError, AsyncElasticsearch
 
-from riskengine.contracts import TOPICS
 from riskengine.core import PatternType, RiskLevel, Severity
+from riskengine.kafka import topic_names
 from riskengine.settings import Settings
 
 #: Longest user id and trade id accepted (the contracts' id limit).
@@ -659,7 +659,7 @@ def elasticsearch_client(settings: Settings) -> AsyncElasticsearch:
 
 @dataclass(frozen=True)
 class Indices:
-    """The Elasticsearch indices the views read, named like their topics (see ``app.topic_names``)."""
+    """The Elasticsearch indices the views read, named like their topics (see ``kafka.topic_names``)."""
 
     alerts: str
     trades: str
@@ -667,8 +667,8 @@ class Indices:
     @classmethod
     def from_settings(cls, settings: Settings) -> Indices:
         """The sink's index names: the topic names with ``RISKENGINE_WORKER_TOPIC_SUFFIX``."""
-        suffix = settings.worker_topic_suffix
-        return cls(alerts=TOPICS.alerts + suffix, trades=TOPICS.analyzed_trades + suffix)
+        names = topic_names(settings)
+        return cls(alerts=names.alerts, trades=names.analyzed_trades)
 
 
 class Reporting:

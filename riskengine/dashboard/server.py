@@ -31,8 +31,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from aiohttp import web
 
-from riskengine.contracts import TOPICS
 from riskengine.dashboard.feed import CLOSED, AlertFeed, Broadcaster
+from riskengine.kafka import topic_names
 from riskengine.reporting import ParameterError, check_user_id, create_reporting_app
 from riskengine.settings import Settings
 
@@ -212,7 +212,7 @@ def create_dashboard(settings: Settings) -> web.Application:
     """
     app = web.Application()
     app[WORKERS] = worker_urls(settings)
-    app[FEED] = AlertFeed(settings, TOPICS.alerts + settings.worker_topic_suffix, Broadcaster())
+    app[FEED] = AlertFeed(settings, topic_names(settings).alerts, Broadcaster())
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         app[SESSION] = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WORKER_TIMEOUT_S))

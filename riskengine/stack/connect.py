@@ -20,7 +20,7 @@ import aiohttp
 from riskengine.connector import CONNECTOR_CLASS
 from riskengine.stack.kafka import JAVA_MINIMUM, LOG4J, Kafka, packaged_text
 from riskengine.stack.service import Address, Say, Service, StackError, address_from_url
-from riskengine.stack.tools import find_java, maven, staged_dir
+from riskengine.stack.tools import find_java, maven, rendered_config, staged_dir
 
 #: The plugin's folder name under ``plugin.path`` and the prefix of its cache folder.
 PLUGIN_NAME = "riskengine-elasticsearch-sink"
@@ -92,9 +92,7 @@ def connect_properties(kafka: Address, rest: Address, plugin_path: Path) -> str:
         # With one worker, a restarted worker must get its tasks back at once, not after 5 minutes.
         "scheduled.rebalance.max.delay.ms": "0",
     }
-    lines = ["# Rendered by `riskengine stack up`; edits are overwritten at the next start."]
-    lines += [f"{key}={value}" for key, value in settings.items()]
-    return "\n".join(lines) + "\n"
+    return rendered_config(settings)
 
 
 class KafkaConnect(Service):

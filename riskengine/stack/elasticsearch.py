@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 import aiohttp
 
 from riskengine.stack.service import LOOPBACK, Address, Say, Service, StackError, address_from_url
-from riskengine.stack.tools import find_java, maven_fetch, staged_dir
+from riskengine.stack.tools import find_java, maven_fetch, rendered_config, staged_dir
 
 VERSION = "9.2.0"
 ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{VERSION}:zip"
@@ -57,9 +57,7 @@ def elasticsearch_yml(
     if has_security:
         # The setting is unknown (a start-up error) to a distribution without the security module.
         settings["xpack.security.enabled"] = "false"
-    lines = ["# Rendered by `riskengine stack up`; edits are overwritten at the next start."]
-    lines += [f"{key}: {value}" for key, value in settings.items()]
-    return "\n".join(lines) + "\n"
+    return rendered_config(settings, ": ")
 
 
 def unpack_zip(archive: Path, target: Path) -> None:

@@ -18,7 +18,7 @@ from aiokafka.errors import KafkaError
 
 from riskengine.stack.procs import accepts_connections
 from riskengine.stack.service import LOOPBACK, Address, Say, Service, StackError, address_from_bootstrap
-from riskengine.stack.tools import find_java, maven, run_logged, staged_dir
+from riskengine.stack.tools import find_java, maven, rendered_config, run_logged, staged_dir
 
 POM = "kafka-pom.xml"
 LOG4J = "kafka-log4j2.properties"
@@ -64,9 +64,7 @@ def server_properties(broker: Address, controller: Address, log_dir: Path) -> st
         # Consumer groups in tests should not wait 3 s for more members that never come.
         "group.initial.rebalance.delay.ms": "0",
     }
-    lines = ["# Rendered by `riskengine stack up`; edits are overwritten at the next start."]
-    lines += [f"{key}={value}" for key, value in settings.items()]
-    return "\n".join(lines) + "\n"
+    return rendered_config(settings)
 
 
 def new_cluster_id() -> str:

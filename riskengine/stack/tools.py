@@ -30,6 +30,13 @@ _JVM_DIR = Path("/usr/lib/jvm")
 _MAVEN_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
+def rendered_config(entries: dict[str, str], separator: str = "=") -> str:
+    """A server's config file from ``entries`` (``key=value`` lines, or ``key: value`` for YAML)."""
+    lines = ["# Rendered by `riskengine stack up`; edits are overwritten at the next start."]
+    lines += [f"{key}{separator}{value}" for key, value in entries.items()]
+    return "\n".join(lines) + "\n"
+
+
 def human_size(size: int) -> str:
     """``size`` bytes as ``12.3 MB``."""
     amount = float(size)

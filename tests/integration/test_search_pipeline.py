@@ -25,7 +25,7 @@ from elasticsearch import ApiError, AsyncElasticsearch
 
 from riskengine.codecs import SchemaCatalog
 from riskengine.connector import ConnectorStatus, connect_client, delete, deploy
-from riskengine.core import DEFAULT_RULES, ReferenceData, evaluate_many, parse_profile
+from riskengine.core import DEFAULT_RULES, evaluate_many
 from riskengine.reporting import Indices, elasticsearch_client
 from riskengine.settings import Settings
 from riskengine.stack import build_services
@@ -33,7 +33,16 @@ from riskengine.stack.runner import down, stack_lock, up
 from riskengine.stack.service import StackPaths
 
 from .test_worker import collect, decoded
-from .worker_harness import WorkerProcess, isolated, prepare, running, sample_profiles, sample_trades, send
+from .worker_harness import (
+    WorkerProcess,
+    isolated,
+    prepare,
+    publish_sample_profiles,
+    running,
+    sample_reference,
+    sample_trades,
+    send,
+)
 
 #: The issue's bound: an alert is searchable this long after it reached risk-alerts, at the latest.
 LATENCY_BOUND_S = 10.0
@@ -73,7 +82,7 @@ class Pipeline:
 
 def expected_alert_ids() -> set[str]:
     """The alert ids the detection core raises over the whole sample (what one worker must emit)."""
-    reference = ReferenceData(profiles={p["userId"]: parse_profile(p) for p in sample_profiles()})
+    reference = sample_reference()
     _states, evaluations = evaluate_many(sample_trades(), reference, DEFAULT_RULES)
     return {alert.alert_id for evaluation in evaluations for alert in evaluation.alerts}
 
@@ -83,11 +92,7 @@ async def pipeline(settings: Settings, unique: str, tmp_path: Path) -> AsyncIter
     """A worker and a connector on this test's topics; both removed afterwards, with the indices."""
     own = isolated(settings, unique)
     catalog = await prepare(own)
-    await send(
-        own,
-        f"user-profiles{own.worker_topic_suffix}",
-        [(p["userId"].encode(), catalog.encode("UserProfile", p)) for p in sample_profiles()],
-    )
+    await publish_sample_profiles(own, catalog)
     name = f"riskengine-test-{unique}"
     indices = Indices.from_settings(own)
     worker = WorkerProcess(own, tmp_path / "data")

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from riskengine.codecs import SchemaCatalog
-from riskengine.core import DEFAULT_RULES, ReferenceData, evaluate_many, parse_profile
+from riskengine.core import DEFAULT_RULES, evaluate_many
 from riskengine.kafka import client_options
 from riskengine.settings import Settings
 
@@ -25,7 +25,8 @@ from .worker_harness import (
     WorkerProcess,
     isolated,
     prepare,
-    sample_profiles,
+    publish_sample_profiles,
+    sample_reference,
     sample_trades,
     send,
 )
@@ -62,11 +63,7 @@ async def worker(settings, unique, tmp_path):
     """One worker on isolated topics, with the sample profiles published; always stopped."""
     own = isolated(settings, unique)
     catalog = await prepare(own)
-    await send(
-        own,
-        f"user-profiles{own.worker_topic_suffix}",
-        [(p["userId"].encode(), catalog.encode("UserProfile", p)) for p in sample_profiles()],
-    )
+    await publish_sample_profiles(own, catalog)
     process = WorkerProcess(own, tmp_path / "data")
     process.start()
     try:
@@ -86,7 +83,7 @@ async def test_every_trade_is_analyzed_and_every_pattern_alerts(worker):
         f"crypto-trades{suffix}",
         [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in trades],
     )
-    reference = ReferenceData(profiles={p["userId"]: parse_profile(p) for p in sample_profiles()})
+    reference = sample_reference()
     _states, expected = evaluate_many(trades, reference, DEFAULT_RULES)
     expected_alerts = {a.alert_id: a for e in expected for a in e.alerts}
     assert len({a.pattern for a in expected_alerts.values()}) >= 8, "the sample must hold every pattern"

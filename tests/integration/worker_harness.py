@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from riskengine.codecs import SchemaCatalog, registry_client
-from riskengine.core import Trade, parse_trade
+from riskengine.core import ReferenceData, Trade, parse_profile, parse_trade
 from riskengine.kafka import client_options, ensure_topics
 from riskengine.settings import Settings
 
@@ -162,6 +162,20 @@ def sample_profiles() -> list[dict[str, Any]]:
     document = json.loads(resources.files("riskengine").joinpath("data/sample-reference.json").read_text())
     profiles: list[dict[str, Any]] = document["profiles"]
     return profiles
+
+
+def sample_reference() -> ReferenceData:
+    """The sample profiles as the detection core's reference data."""
+    return ReferenceData(profiles={p["userId"]: parse_profile(p) for p in sample_profiles()})
+
+
+async def publish_sample_profiles(settings: Settings, catalog: SchemaCatalog) -> None:
+    """Put the sample profiles on the (suffixed) user-profiles topic."""
+    await send(
+        settings,
+        f"user-profiles{settings.worker_topic_suffix}",
+        [(p["userId"].encode(), catalog.encode("UserProfile", p)) for p in sample_profiles()],
+    )
 
 
 @contextlib.asynccontextmanager
