@@ -144,6 +144,7 @@ async def test_alerts_are_searchable_within_10_s_of_reaching_risk_alerts(
     """(a) Trades through a real worker become alerts in Elasticsearch, each within 10 s."""
     expected = expected_alert_ids()
     first_seen: dict[str, float] = {}
+    sent_at = time.time()
     await pipeline.send_trades()
     async with elasticsearch_client(pipeline.settings) as es:
         deadline = time.monotonic() + 60
@@ -154,6 +155,8 @@ async def test_alerts_are_searchable_within_10_s_of_reaching_risk_alerts(
                 first_seen.setdefault(alert_id, now)
             await asyncio.sleep(0.05)
         assert set(first_seen) == expected, f"missing in Elasticsearch: {expected - set(first_seen)}"
+        # From the trades' production, through the worker and the connector, to the index.
+        assert max(first_seen.values()) - sent_at < LATENCY_BOUND_S, max(first_seen.values()) - sent_at
 
         records = await collect(pipeline.settings, pipeline.alerts_topic, lambda rs: len(rs) >= len(expected))
         alerts = {r["alertId"]: r for r in decoded(pipeline.catalog, records, "RiskAlert")}
