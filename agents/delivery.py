@@ -53,10 +53,12 @@ class Batch:
     #: (partition, key) -> the last envelope written in this batch
     changelog: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
     outputs: list[Record] = field(default_factory=list)
-    #: source partition -> highest offset in this batch
-    offsets: dict[int, int] = field(default_factory=dict)
     #: trades analyzed (not dead-lettered, not re-deliveries) in this batch
     analyzed: int = 0
+
+    def offsets(self) -> dict[int, int]:
+        """Source partition -> highest offset in this batch (events arrive in offset order)."""
+        return {event.message.partition: event.message.offset for event, _stream in self.events}
 
 
 #: (partition, records in the batch, future of the batch's RecordMetadata)
@@ -125,10 +127,11 @@ class Delivery:
                 self._work.clear()
                 batch, self.filling = self.filling, Batch()
                 self._taken.set()
-                groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]] = {}
-                for (partition, key), value in batch.changelog.items():
-                    groups.setdefault((self.changelog_topic, partition), []).append((key, value, None))
-                await self._sent.put((batch, await self._send(groups)))
+                changelog: list[Record] = [
+                    (self.changelog_topic, partition, key, value, None)
+                    for (partition, key), value in batch.changelog.items()
+                ]
+                await self._sent.put((batch, await self._send(changelog)))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # The producer refused a batch: nothing of it was acked.
@@ -139,10 +142,7 @@ class Delivery:
             while True:
                 batch, changelog = await self._sent.get()
                 self.on_changelog(await _highest_offsets(changelog))
-                groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]] = {}
-                for topic, partition, key, value, headers in batch.outputs:
-                    groups.setdefault((topic, partition), []).append((key, value, headers))
-                await _highest_offsets(await self._send(groups))
+                await _highest_offsets(await self._send(batch.outputs))
                 self.on_delivered(batch)
                 for event, stream in batch.events:
                     await stream.ack(event)
@@ -155,16 +155,17 @@ class Delivery:
         log.critical("could not deliver the worker's outputs: %r", exc)
         await self.on_failure(exc)
 
-    async def _send(
-        self, groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]]
-    ) -> list[Sent]:
-        """Send each (topic, partition)'s records as record batches; the futures, unawaited."""
+    async def _send(self, records: list[Record]) -> list[Sent]:
+        """Send ``records`` as one record batch per (topic, partition); the futures, unawaited."""
         producer = self._producer
         assert producer is not None
+        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]] = {}
+        for topic, partition, key, value, headers in records:
+            groups.setdefault((topic, partition), []).append((key, value, headers))
         sent: list[Sent] = []
-        for (topic, partition), records in groups.items():
+        for (topic, partition), group in groups.items():
             builder, count = producer.create_batch(), 0
-            for key, value, headers in records:
+            for key, value, headers in group:
                 if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
                     sent.append(
                         (partition, count, await producer.send_batch(builder, topic, partition=partition))

@@ -13,7 +13,8 @@ Output path: the agent writes RocksDB and hands the envelope, the outputs and th
 :class:`~riskengine.agents.delivery.Delivery`, which sends them in batches, changelog first, outputs
 once the changelog is acknowledged, and acks the events last (see that module). Outputs are
 co-partitioned with their input: an analyzed trade or alert goes to the partition its trade came
-from (the same one murmur2 of the userId key gives).
+from (the one murmur2 of the userId key gives, when the trade's producer uses Kafka's default
+partitioner).
 
 An envelope carries, next to the new state, the source partition/offset of its last trade and the
 encoded bytes of the outputs not yet known to be delivered (the "pending outputs", see
@@ -157,7 +158,6 @@ class TradeAnalysis:
         self.metrics.trades_in += 1
         self.metrics.positions[message.partition] = message.offset
         batch.events.append((event, stream))
-        batch.offsets[message.partition] = message.offset
         try:
             if isinstance(decoded, DeadLetter):
                 raise decoded
@@ -281,7 +281,7 @@ class TradeAnalysis:
     def _delivered_up_to(self, batch: Batch) -> None:
         """The outputs of ``batch`` are acknowledged: no longer pending, and counted."""
         self.metrics.count_analyzed(batch.analyzed)
-        for partition, offset in batch.offsets.items():
+        for partition, offset in batch.offsets().items():
             self._delivered[partition] = max(offset, self._delivered.get(partition, -1))
 
 
