@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,8 @@ from typing import Any
 import aiohttp
 
 from riskengine.settings import Settings
+from riskengine.stack import build_services
+from riskengine.stack.runner import State, down, inspect, up
 
 BIN = Path(sys.executable).parent
 WORKER_PORTS = (6066, 6067)
@@ -189,9 +190,6 @@ class Demo:
         self.say(f"mock trading started: a trade every {self.args.rate_ms:g} ms on average, all scenarios")
 
     async def _stack_up(self) -> None:
-        from riskengine.stack import build_services
-        from riskengine.stack.runner import State, inspect, up
-
         services = build_services(self.settings)
         before = {service.name: (await inspect(service)).state for service in services}
         self.say("riskengine stack up")
@@ -203,9 +201,6 @@ class Demo:
     async def _stop_stack(self) -> None:
         if self.args.keep_stack or not self.started_services:
             return
-        from riskengine.stack import build_services
-        from riskengine.stack.runner import down
-
         self.say(f"stopping the stack services the demo started: {', '.join(self.started_services)}")
         await down(build_services(self.settings, self.started_services), lambda line: self.say(line))
 
@@ -280,7 +275,9 @@ class Demo:
                             self.say(f"first alert on the dashboard, {after:.1f} s after the demo started")
                             return
             except (TimeoutError, aiohttp.ClientError):
-                await asyncio.sleep(1.0)
+                pass
+            # The stream ended or failed before an alert: connect again, without spinning.
+            await asyncio.sleep(1.0)
 
     async def _summaries(self, session: aiohttp.ClientSession) -> None:
         while True:
@@ -288,24 +285,16 @@ class Demo:
             self.say(await self._summary(session))
 
     async def _summary(self, session: aiohttp.ClientSession) -> str:
+        """One line from the producer's stats and the dashboard's combined worker stats."""
         produced = await _json(session, f"{self.producer_url}/api/admin/stats", self._admin())
-        analyzed = 0.0
-        lag = 0
-        alerts: Counter[str] = Counter()
-        answering = 0
-        for url in self.worker_urls:
-            stats = await _json(session, f"{url}/stats")
-            if not stats:
-                continue
-            answering += 1
-            analyzed += float(stats.get("throughputPerSecond", 0.0))
-            lag += sum(int(v) for v in (stats.get("consumerLag") or {}).values())
-            alerts.update({str(k): int(v) for k, v in (stats.get("alertsByPattern") or {}).items()})
+        workers = await _json(session, f"{self.dashboard_url}/api/stats") or {}
         rate = produced.get("produced", {}).get("tradesPerSecond", "?") if produced else "?"
-        patterns = ", ".join(f"{name} {count}" for name, count in alerts.most_common()) or "none yet"
+        alerts = workers.get("alertsByPattern") or {}
+        patterns = ", ".join(f"{name} {count}" for name, count in alerts.items()) or "none yet"
         return (
-            f"produced {rate}/s, analyzed {analyzed:.1f}/s by {answering}/{len(self.worker_urls)} workers, "
-            f"lag {lag}; alerts: {patterns}"
+            f"produced {rate}/s, analyzed {float(workers.get('throughputPerSecond', 0.0)):.1f}/s "
+            f"by {workers.get('workersUp', 0)}/{len(self.worker_urls)} workers, "
+            f"lag {workers.get('consumerLagTotal', 0)}; alerts: {patterns}"
         )
 
     def _stop_processes(self) -> None:
