@@ -54,16 +54,6 @@ from riskengine.stack.service import (
 from riskengine.stack.tools import human_size, java_major, maven_artifact_path, staged_dir
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return replace(Settings.from_env({}), stack_dir=tmp_path / "stack", cache_dir=tmp_path / "cache")
-
-
-@pytest.fixture
-def paths(settings: Settings) -> StackPaths:
-    return StackPaths.from_settings(settings)
-
-
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -18,13 +18,8 @@ _MAVEN = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return replace(Settings.from_env({}), stack_dir=tmp_path / "stack", cache_dir=tmp_path / "cache")
-
-
-@pytest.fixture
-def service(settings: Settings) -> KafkaConnect:
-    return KafkaConnect(settings, StackPaths.from_settings(settings))
+def service(settings: Settings, paths: StackPaths) -> KafkaConnect:
+    return KafkaConnect(settings, paths)
 
 
 def _properties(text: str) -> dict[str, str]:

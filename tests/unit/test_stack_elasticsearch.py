@@ -15,16 +15,6 @@ from riskengine.stack.elasticsearch import SYSTEM_USER, Elasticsearch, elasticse
 from riskengine.stack.service import Address, StackConfigError, StackPaths
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return replace(Settings.from_env({}), stack_dir=tmp_path / "stack", cache_dir=tmp_path / "cache")
-
-
-@pytest.fixture
-def paths(settings: Settings) -> StackPaths:
-    return StackPaths.from_settings(settings)
-
-
 def _yml(text: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in text.splitlines() if line and not line.startswith("#"))
 
