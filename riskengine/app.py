@@ -74,7 +74,7 @@ class Metrics:
         # (monotonic second, trades analyzed in it) for a 10 s throughput figure
         self._seconds: deque[list[float]] = deque(maxlen=11)
 
-    def count_analyzed(self, count: int = 1) -> None:
+    def count_analyzed(self, count: int) -> None:
         """``count`` more analyzed trades (delivered), for the totals and the throughput window."""
         self.analyzed += count
         second = float(int(time.monotonic()))
