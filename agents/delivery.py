@@ -5,12 +5,19 @@ the detection core, so the agent hands its records to :class:`Delivery`, which o
 producer and sends whole record batches (``send_batch``). Two tasks form a pipeline, so the
 changelog of one batch and the outputs of the previous one travel in the same produce requests:
 
-1. *collect*: take the filling :class:`Batch` (after a short linger unless it is already large),
-   send the envelopes it wrote (the last one per user) to the table's changelog topic;
+1. *collect*: take the filling :class:`Batch` when it is ready (see below), hand it to
+   ``on_taken`` (the agent writes its envelopes to RocksDB), send those envelopes (the last one per
+   user) to the table's changelog topic;
 2. *deliver*, in batch order: wait for those changelog records to be acknowledged (``acks=all``),
    report the offsets (``on_changelog``), send the outputs and dead letters, wait for their
    acknowledgement, report the batch (``on_delivered``), then ack the batch's events, so Faust commits their
    offsets only after all of that.
+
+Batches size themselves ("smart batching"): the filling batch is ready as soon as the agent has no
+further event waiting in its stream's buffer, or once it holds :data:`MIN_BATCH` events. At a low
+rate every trade goes out at once (no linger in the latency); with a backlog batches grow, so the
+per-batch costs (record batches, produce requests, RocksDB writes) are shared by hundreds of trades.
+At most :data:`IN_FLIGHT` batches are between the two stages; while they are, the next one grows.
 
 A producer failure (after its own retries) crashes the worker through ``on_failure``: nothing of the
 failed batch was acked, so it is re-delivered to whoever owns the partitions next.
@@ -19,6 +26,7 @@ failed batch was acked, so it is re-delivered to whoever owns the partitions nex
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -33,9 +41,11 @@ log = logging.getLogger(__name__)
 
 #: Events a filling batch may hold before the agent waits for delivery (backpressure).
 MAX_BATCH = 2_000
-#: A batch smaller than this waits up to :data:`LINGER_S` for more events before it is sent.
+#: A batch is ready at this size even while more events are waiting in the stream's buffer.
 MIN_BATCH = 500
-LINGER_S = 0.010
+#: Longest a non-empty batch waits to become ready (a stream buffer that stays non-empty while the
+#: agent is not reading it, as during a rebalance, must not hold a batch back).
+MAX_LINGER_S = 0.050
 #: Batches between collect and deliver (changelog sent, outputs not yet).
 IN_FLIGHT = 2
 
@@ -73,17 +83,20 @@ class Delivery:
         settings: Settings,
         changelog_topic: str,
         *,
+        on_taken: Callable[[Batch], None],
         on_changelog: Callable[[dict[int, int]], None],
         on_delivered: Callable[[Batch], None],
         on_failure: Callable[[BaseException], Awaitable[None]],
     ) -> None:
         self.settings = settings
         self.changelog_topic = changelog_topic
+        self.on_taken = on_taken
         self.on_changelog = on_changelog
         self.on_delivered = on_delivered
         self.on_failure = on_failure
         self.filling = Batch()
         self._work = asyncio.Event()
+        self._ready = asyncio.Event()
         self._taken = asyncio.Event()
         self._sent: asyncio.Queue[tuple[Batch, list[Sent]]] = asyncio.Queue(maxsize=IN_FLIGHT)
         self._producer: AIOKafkaProducer | None = None
@@ -108,9 +121,11 @@ class Delivery:
         if self._producer is not None:
             await self._producer.stop()
 
-    def added(self) -> None:
-        """The agent put an event into :attr:`filling`."""
+    def added(self, more_waiting: bool) -> None:
+        """The agent put an event into :attr:`filling`; ``more_waiting``: its stream has more buffered."""
         self._work.set()
+        if not more_waiting or len(self.filling.events) >= MIN_BATCH:
+            self._ready.set()
 
     async def room(self) -> None:
         """Wait while the filling batch is full (delivery is behind)."""
@@ -122,11 +137,14 @@ class Delivery:
         try:
             while True:
                 await self._work.wait()
-                if len(self.filling.events) < MIN_BATCH:
-                    await asyncio.sleep(LINGER_S)
+                if not self._ready.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._ready.wait(), MAX_LINGER_S)
                 self._work.clear()
+                self._ready.clear()
                 batch, self.filling = self.filling, Batch()
                 self._taken.set()
+                self.on_taken(batch)
                 changelog: list[Record] = [
                     (self.changelog_topic, partition, key, value, None)
                     for (partition, key), value in batch.changelog.items()

@@ -9,9 +9,12 @@ the core, encoding) becomes a dead letter: the original bytes go to the dead-let
 headers ``reason``, ``exception``, ``detail``, ``source-topic``, ``source-partition``,
 ``source-offset``, it is counted, and processing continues.
 
-Output path: the agent writes RocksDB and hands the envelope, the outputs and the event to
-:class:`~riskengine.agents.delivery.Delivery`, which sends them in batches, changelog first, outputs
-once the changelog is acknowledged, and acks the events last (see that module). Outputs are
+Output path: the agent hands the envelope, the outputs and the event to
+:class:`~riskengine.agents.delivery.Delivery`, which collects them in batches; when a batch is taken,
+its envelopes (the last one per user) are written to RocksDB in one write per partition, then sent
+to the changelog; the outputs follow once the changelog is acknowledged, and the events are acked
+last (see that module). Until its batch is taken, a user's newest envelope is read from the filling
+batch. Outputs are
 co-partitioned with their input: an analyzed trade or alert goes to the partition its trade came
 from (the one murmur2 of the userId key gives, when the trade's producer uses Kafka's default
 partitioner).
@@ -55,6 +58,7 @@ from riskengine.tables.user_state import (
     ANALYZED,
     Envelope,
     Pending,
+    StateStore,
     decode_envelope,
     define_state_table,
     encode_envelope,
@@ -103,6 +107,7 @@ class TradeAnalysis:
         self.catalog = app.catalog
         self.metrics = app.metrics
         self.table = define_state_table(app)
+        self.store = StateStore(self.table)
         names = app.names
         self.reader = ReferenceReader(app.settings, names.user_profiles, names.risk_rules)
         self.profiles = ProfileView(self.reader.profiles, app.catalog, self._invalid_profile)
@@ -138,18 +143,22 @@ class TradeAnalysis:
         delivery = Delivery(
             self.app.settings,
             self.table.changelog_topic.get_topic_name(),
+            on_taken=self._store_envelopes,
             on_changelog=self._changelog_persisted,
             on_delivered=self._delivered_up_to,
             on_failure=self.app.crash,
         )
         await delivery.start()
+        consumer = self.app.consumer
         try:
             async for event in manual.events():
                 await delivery.room()
                 decoded = await self._decode(event.message)
                 # Taken after the last await: delivery swaps batches between awaits only.
                 self._handle(event, manual, decoded, delivery.filling)
-                delivery.added()
+                message = event.message
+                highwater = consumer.highwater(message.tp)
+                delivery.added(more_waiting=highwater is not None and message.offset + 1 < highwater)
         finally:
             await delivery.stop()
 
@@ -164,7 +173,7 @@ class TradeAnalysis:
             key = message.key
             if key is None or key != decoded.user_id.encode():
                 raise DeadLetter("key-mismatch", ValueError(f"message key {key!r} is not the trade's userId"))
-            self._apply(decoded, message.partition, message.offset, batch)
+            self._apply(decoded, message.value, message.partition, message.offset, batch)
         except DeadLetter as failed:
             batch.outputs.append(self._dead_letter(message, failed))
         except Exception as exc:  # Any failure of one trade must become a dead letter, never a loss.
@@ -200,7 +209,7 @@ class TradeAnalysis:
         except DecodeError as exc:
             raise DeadLetter(exc.reason, exc) from exc
 
-    def _apply(self, trade: Trade, partition: int, offset: int, batch: Batch) -> None:
+    def _apply(self, trade: Trade, message_value: bytes, partition: int, offset: int, batch: Batch) -> None:
         """Evaluate ``trade``, write the envelope, add the changelog record and outputs to ``batch``."""
         key = trade.user_id.encode()
         # Popped: the core updates the state in place, so after a failure it must not be reused.
@@ -209,7 +218,9 @@ class TradeAnalysis:
             raw: bytes | None = cached[0]
             envelope: Envelope | None = cached[1]
         else:
-            raw = self.table.data.get(key)
+            raw = batch.changelog.get((partition, key))
+            if raw is None:
+                raw = self.store.get(partition, key)
             envelope = None if raw is None else decode_envelope(raw)
         if raw is not None and envelope is not None and envelope.applied(partition, offset):
             # A re-delivery after a crash: the state already has this trade. Its changelog record
@@ -228,9 +239,7 @@ class TradeAnalysis:
             state = UserState() if envelope is None else decode_state(envelope.state)
         evaluation = evaluate_trade(state, trade, self.reference, self.rules.current)
         analyzed = evaluation.analyzed._replace(processed_at=int(time.time() * 1000))
-        outputs: list[tuple[int, bytes]] = [
-            (ANALYZED, self.catalog.encode("RiskAnalyzedTrade", analyzed.to_record()))
-        ]
+        outputs: list[tuple[int, bytes]] = [(ANALYZED, self.catalog.encode_analyzed(analyzed, message_value))]
         alert_records = [alert.to_record() for alert in evaluation.alerts]
         outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
         previous = () if envelope is None else envelope.pending
@@ -239,11 +248,10 @@ class TradeAnalysis:
             previous, Pending(offset, tuple(outputs)), None if delivered is None else delivered + 1
         )
         written = Envelope(partition, offset, encode_state(evaluation.state), pending)
-        value = encode_envelope(written)
-        self.table.data[key] = value
-        batch.changelog[(partition, key)] = value
+        stored = encode_envelope(written)
+        batch.changelog[(partition, key)] = stored
         batch.outputs.extend(self._records(partition, key, outputs))
-        self._states[key] = (value, written, evaluation.state)
+        self._states[key] = (stored, written, evaluation.state)
         if len(self._states) > STATE_CACHE_SIZE:
             del self._states[next(iter(self._states))]
         batch.analyzed += 1
@@ -268,6 +276,10 @@ class TradeAnalysis:
         return (self.names.trades_dlq, message.partition, message.key, value, headers)
 
     # -- called by the delivery tasks ----------------------------------------------------------
+
+    def _store_envelopes(self, batch: Batch) -> None:
+        """Write the newest envelope of each user in ``batch`` to RocksDB, before its changelog is sent."""
+        self.store.write(batch.changelog)
 
     def _changelog_persisted(self, highest: dict[int, int]) -> None:
         """Store the highest acknowledged changelog offset per partition, as Faust does after a write."""

@@ -26,8 +26,9 @@ from schema_registry.client import AsyncSchemaRegistryClient
 from schema_registry.client.errors import ClientError
 from schema_registry.client.schema import AvroSchema
 
+from riskengine.analyzed_writer import analyzed_body
 from riskengine.contracts import RECORD_TOPICS, expanded_schema, parsed_schema, value_subject
-from riskengine.core import InvalidTrade, Trade, parse_trade
+from riskengine.core import InvalidTrade, RiskAnalyzedTrade, Trade, parse_trade
 from riskengine.settings import Settings
 
 MAGIC_BYTE = 0
@@ -154,6 +155,21 @@ class SchemaCache:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"record does not fit contract {name}: {exc!r}") from exc
         return out.getvalue()
+
+    def encode_analyzed(self, analyzed: RiskAnalyzedTrade, trade_value: bytes | None = None) -> bytes:
+        """Encode ``analyzed`` as a ``RiskAnalyzedTrade`` (see :mod:`riskengine.analyzed_writer`).
+
+        ``trade_value``: the wire-format message the trade was decoded from; when its writer schema is
+        this process's ``CryptoTrade``, its body becomes ``originalTrade`` as it is.
+        """
+        own_trade = self._writer_ids.get("CryptoTrade")
+        original = None
+        if trade_value is not None and own_trade is not None:
+            magic, schema_id = _HEADER.unpack_from(trade_value)
+            if magic == MAGIC_BYTE and schema_id == own_trade:
+                original = trade_value[_HEADER.size :]
+        header = _HEADER.pack(MAGIC_BYTE, self._writer_ids["RiskAnalyzedTrade"])
+        return header + analyzed_body(analyzed, original)
 
     def decode(self, payload: bytes | None, name: str) -> dict[str, Any]:
         """Decode a wire-format value into a record shaped by this process's version of ``name``."""
