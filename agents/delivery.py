@@ -5,9 +5,10 @@ the detection core, so the agent hands its records to :class:`Delivery`, which o
 producer and sends whole record batches (``send_batch``). Two tasks form a pipeline, so the
 changelog of one batch and the outputs of the previous one travel in the same produce requests:
 
-1. *collect*: take the filling :class:`Batch` when it is ready (see below), hand it to
-   ``on_taken`` (the agent writes its envelopes to RocksDB), send those envelopes (the last one per
-   user) to the table's changelog topic;
+1. *collect*: take the filling :class:`Batch` of events when it is ready (see below), hand it to
+   ``on_taken`` (the agent analyzes its events, adding the envelopes it writes, the outputs and the
+   dead letters to the batch), send those envelopes (the last one per user) to the table's changelog
+   topic;
 2. *deliver*, in batch order: wait for those changelog records to be acknowledged (``acks=all``),
    report the offsets (``on_changelog``), send the outputs and dead letters, wait for their
    acknowledgement, report the batch (``on_delivered``), then ack the batch's events, so Faust commits their
@@ -83,7 +84,7 @@ class Delivery:
         settings: Settings,
         changelog_topic: str,
         *,
-        on_taken: Callable[[Batch], None],
+        on_taken: Callable[[Batch], Awaitable[None]],
         on_changelog: Callable[[dict[int, int]], None],
         on_delivered: Callable[[Batch], None],
         on_failure: Callable[[BaseException], Awaitable[None]],
@@ -121,8 +122,9 @@ class Delivery:
         if self._producer is not None:
             await self._producer.stop()
 
-    def added(self, more_waiting: bool) -> None:
-        """The agent put an event into :attr:`filling`; ``more_waiting``: its stream has more buffered."""
+    def add(self, event: Any, stream: Any, more_waiting: bool) -> None:
+        """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow."""
+        self.filling.events.append((event, stream))
         self._work.set()
         if not more_waiting or len(self.filling.events) >= MIN_BATCH:
             self._ready.set()
@@ -144,7 +146,7 @@ class Delivery:
                 self._ready.clear()
                 batch, self.filling = self.filling, Batch()
                 self._taken.set()
-                self.on_taken(batch)
+                await self.on_taken(batch)
                 changelog: list[Record] = [
                     (self.changelog_topic, partition, key, value, None)
                     for (partition, key), value in batch.changelog.items()

@@ -1,23 +1,22 @@
 """The trade-analysis agent: crypto-trades -> core -> risk-analyzed-trades, risk-alerts, dead letters.
 
-Per trade (partitioned by userId, so one worker owns each user): decode the Avro value, take the
-user's state envelope (from memory, else the RocksDB table), run
+The agent's loop only collects events (see :class:`~riskengine.agents.delivery.Delivery`, which
+sizes the batches); each batch is analyzed when it is taken, in one tight loop. Per trade
+(partitioned by userId, so one worker owns each user): decode the Avro value, take the user's state
+envelope (from memory, else the batch, else the RocksDB table), run
 :func:`riskengine.core.evaluate_trade` with the active rules and the profiles, encode the analyzed
-trade (``processedAt`` stamped) and the alerts, write the new envelope to RocksDB. Anything that
-fails for one trade (decoding, validation, a key that is not the trade's userId, an exception in
-the core, encoding) becomes a dead letter: the original bytes go to the dead-letter topic with
-headers ``reason``, ``exception``, ``detail``, ``source-topic``, ``source-partition``,
-``source-offset``, it is counted, and processing continues.
+trade (``processedAt`` stamped) and the alerts, and add the new envelope and the outputs to the
+batch. Anything that fails for one trade (decoding, validation, a key that is not the trade's
+userId, an exception in the core, encoding) becomes a dead letter: the original bytes go to the
+dead-letter topic with headers ``reason``, ``exception``, ``detail``, ``source-topic``,
+``source-partition``, ``source-offset``, it is counted, and processing continues.
 
-Output path: the agent hands the envelope, the outputs and the event to
-:class:`~riskengine.agents.delivery.Delivery`, which collects them in batches; when a batch is taken,
-its envelopes (the last one per user) are written to RocksDB in one write per partition, then sent
-to the changelog; the outputs follow once the changelog is acknowledged, and the events are acked
-last (see that module). Until its batch is taken, a user's newest envelope is read from the filling
-batch. Outputs are
-co-partitioned with their input: an analyzed trade or alert goes to the partition its trade came
-from (the one murmur2 of the userId key gives, when the trade's producer uses Kafka's default
-partitioner).
+Output path: after the batch is analyzed, its envelopes (the last one per user) are written to
+RocksDB in one write per partition, then :class:`~riskengine.agents.delivery.Delivery` sends them to
+the changelog; the outputs follow once the changelog is acknowledged, and the events are acked last
+(see that module). Outputs are co-partitioned with their input: an analyzed trade or alert goes to
+the partition its trade came from (the one murmur2 of the userId key gives, when the trade's
+producer uses Kafka's default partitioner).
 
 An envelope carries, next to the new state, the source partition/offset of its last trade and the
 encoded bytes of the outputs not yet known to be delivered (the "pending outputs", see
@@ -138,12 +137,12 @@ class TradeAnalysis:
     # -- the agent ---------------------------------------------------------------------------
 
     async def run(self, stream: Any) -> None:
-        """Consume ``stream`` with manual acks; never raises for one bad trade."""
+        """Consume ``stream`` with manual acks: collect events; :meth:`_analyze` handles each batch."""
         manual = stream.noack()
         delivery = Delivery(
             self.app.settings,
             self.table.changelog_topic.get_topic_name(),
-            on_taken=self._store_envelopes,
+            on_taken=self._analyze,
             on_changelog=self._changelog_persisted,
             on_delivered=self._delivered_up_to,
             on_failure=self.app.crash,
@@ -153,65 +152,75 @@ class TradeAnalysis:
         try:
             async for event in manual.events():
                 await delivery.room()
-                decoded = await self._decode(event.message)
-                # Taken after the last await: delivery swaps batches between awaits only.
-                self._handle(event, manual, decoded, delivery.filling)
                 message = event.message
                 highwater = consumer.highwater(message.tp)
-                delivery.added(more_waiting=highwater is not None and message.offset + 1 < highwater)
+                more_waiting = highwater is not None and message.offset + 1 < highwater
+                delivery.add(event, manual, more_waiting)
         finally:
             await delivery.stop()
 
-    def _handle(self, event: Any, stream: Any, decoded: Trade | DeadLetter, batch: Batch) -> None:
-        message = event.message
+    async def _analyze(self, batch: Batch) -> None:
+        """Analyze ``batch``'s events in order, then write the users' newest envelopes to RocksDB.
+
+        Never raises for one bad trade. Running a whole batch in one tight loop (rather than one
+        trade per event between Faust's own per-event work) keeps the detection code hot in the
+        CPU caches; the local write comes before the batch's changelog is sent.
+        """
+        processed_at = int(time.time() * 1000)
+        for event, _stream in batch.events:
+            message = event.message
+            try:
+                decoded: Trade | DeadLetter = self.catalog.decode_trade(message.value)
+            except UnknownSchemaId as exc:
+                decoded = await self._decode_with_fetch(message, exc)
+            except DecodeError as exc:
+                decoded = DeadLetter(exc.reason, exc)
+            except Exception as exc:  # An unexpected decoder failure is one trade's dead letter too.
+                log.exception("trade at %s/%s failed to decode", message.partition, message.offset)
+                decoded = DeadLetter("processing-error", exc)
+            self._handle(message, decoded, processed_at, batch)
+        self.store.write(batch.changelog)
+
+    def _handle(self, message: Any, decoded: Trade | DeadLetter, processed_at: int, batch: Batch) -> None:
         self.metrics.trades_in += 1
         self.metrics.positions[message.partition] = message.offset
-        batch.events.append((event, stream))
         try:
             if isinstance(decoded, DeadLetter):
                 raise decoded
             key = message.key
             if key is None or key != decoded.user_id.encode():
                 raise DeadLetter("key-mismatch", ValueError(f"message key {key!r} is not the trade's userId"))
-            self._apply(decoded, message.value, message.partition, message.offset, batch)
+            self._apply(decoded, key, message, processed_at, batch)
         except DeadLetter as failed:
             batch.outputs.append(self._dead_letter(message, failed))
         except Exception as exc:  # Any failure of one trade must become a dead letter, never a loss.
             log.exception("trade at %s/%s failed", message.partition, message.offset)
             batch.outputs.append(self._dead_letter(message, DeadLetter("processing-error", exc)))
 
-    async def _decode(self, message: Any) -> Trade | DeadLetter:
-        """The trade in ``message``, or the dead letter it becomes."""
+    async def _decode_with_fetch(self, message: Any, unknown: UnknownSchemaId) -> Trade | DeadLetter:
+        """A writer with a schema this worker has not seen: fetch it once, then decode again."""
+        if unknown.schema_id in self._unknown_ids:
+            return DeadLetter(unknown.reason, unknown)
         try:
-            return await self._decode_value(message.value)
-        except DeadLetter as failed:
-            return failed
-        except Exception as exc:  # An unexpected decoder failure is one trade's dead letter too.
+            await self.catalog.fetch(unknown.schema_id)
+        except (UnknownSchemaId, RegistryError) as missing:
+            self._unknown_ids.add(unknown.schema_id)
+            return DeadLetter(unknown.reason, missing)
+        except Exception as exc:  # An unexpected registry failure is one trade's dead letter too.
+            log.exception("trade at %s/%s: schema fetch failed", message.partition, message.offset)
+            return DeadLetter("processing-error", exc)
+        try:
+            return self.catalog.decode_trade(message.value)
+        except DecodeError as again:
+            return DeadLetter(again.reason, again)
+        except Exception as exc:
             log.exception("trade at %s/%s failed to decode", message.partition, message.offset)
             return DeadLetter("processing-error", exc)
 
-    async def _decode_value(self, value: bytes | None) -> Trade:
-        try:
-            return self.catalog.decode_trade(value)
-        except UnknownSchemaId as exc:
-            # A writer with a schema this worker has not seen: fetch it once (async), then retry.
-            if exc.schema_id in self._unknown_ids:
-                raise DeadLetter(exc.reason, exc) from exc
-            try:
-                await self.catalog.fetch(exc.schema_id)
-            except (UnknownSchemaId, RegistryError) as missing:
-                self._unknown_ids.add(exc.schema_id)
-                raise DeadLetter(exc.reason, missing) from exc
-            try:
-                return self.catalog.decode_trade(value)
-            except DecodeError as again:
-                raise DeadLetter(again.reason, again) from again
-        except DecodeError as exc:
-            raise DeadLetter(exc.reason, exc) from exc
-
-    def _apply(self, trade: Trade, message_value: bytes, partition: int, offset: int, batch: Batch) -> None:
-        """Evaluate ``trade``, write the envelope, add the changelog record and outputs to ``batch``."""
-        key = trade.user_id.encode()
+    def _apply(self, trade: Trade, key: bytes, message: Any, processed_at: int, batch: Batch) -> None:
+        """Evaluate ``trade``, add its envelope (the changelog record) and its outputs to ``batch``."""
+        partition = message.partition
+        offset = message.offset
         # Popped: the core updates the state in place, so after a failure it must not be reused.
         cached = self._states.pop(key, None)
         if cached is not None:
@@ -238,8 +247,8 @@ class TradeAnalysis:
         else:
             state = UserState() if envelope is None else decode_state(envelope.state)
         evaluation = evaluate_trade(state, trade, self.reference, self.rules.current)
-        analyzed = evaluation.analyzed._replace(processed_at=int(time.time() * 1000))
-        outputs: list[tuple[int, bytes]] = [(ANALYZED, self.catalog.encode_analyzed(analyzed, message_value))]
+        analyzed = evaluation.analyzed._replace(processed_at=processed_at)
+        outputs: list[tuple[int, bytes]] = [(ANALYZED, self.catalog.encode_analyzed(analyzed, message.value))]
         alert_records = [alert.to_record() for alert in evaluation.alerts]
         outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
         previous = () if envelope is None else envelope.pending
@@ -276,10 +285,6 @@ class TradeAnalysis:
         return (self.names.trades_dlq, message.partition, message.key, value, headers)
 
     # -- called by the delivery tasks ----------------------------------------------------------
-
-    def _store_envelopes(self, batch: Batch) -> None:
-        """Write the newest envelope of each user in ``batch`` to RocksDB, before its changelog is sent."""
-        self.store.write(batch.changelog)
 
     def _changelog_persisted(self, highest: dict[int, int]) -> None:
         """Store the highest acknowledged changelog offset per partition, as Faust does after a write."""

@@ -8,15 +8,19 @@
 
    - ``raw``: an aiokafka consume -> produce loop that forwards the bytes (no decoding, no commits);
    - ``passthrough``: a Faust agent on an app with the worker's exact configuration
-     (:func:`riskengine.app.app_options`) that sends each event's key and value to an output topic,
-     so its cost per event includes the send the engine also makes, but no table and no logic;
+     (:func:`riskengine.app.app_options`, and the same garbage-collector tuning) that sends each
+     event's key and value to an output topic, so its cost per event includes the send the engine
+     also makes, but no table and no logic;
    - ``engine``: ``faust -A riskengine worker``, output ``risk-analyzed-trades``.
 
    This process consumes each output topic and times from the first output record's arrival to the
    N-th (start-up and group join are outside the window): trades/s = (N - 1) / elapsed.
 3. Latency, with the engine still running and caught up: trades produced at a steady ``--rate`` for
    ``--seconds``, each stamped with its send time; latency = arrival of its analyzed trade here
-   minus that timestamp (one clock: producer and consumer are this process).
+   minus that timestamp (one clock: producer and consumer are this process). It is split at the
+   analyzed trade's ``processedAt`` (stamped by the worker when it starts analyzing the trade's
+   batch, same machine clock): *in* = trade timestamp to processedAt (produce, fetch, Faust's consumer
+   path, batching), *out* = processedAt to arrival (analysis, changelog and output round trips, fetch).
 
 ``--profile DIR`` runs the engine worker under cProfile and writes ``DIR/engine-<loop>.prof``;
 ``--logs DIR`` keeps every stage's log there.
@@ -60,6 +64,15 @@ STALL_S = 90.0
 def output_topic(path: str, settings: Settings) -> str:
     """The topic the raw or passthrough stage forwards to (named after the run's topic suffix)."""
     return f"bench-{path}-out{settings.worker_topic_suffix}"
+
+
+@dataclass(frozen=True)
+class Latency:
+    """One analyzed trade of the latency phase, in ms from its trade's timestamp."""
+
+    total: float
+    #: to the worker's processedAt stamp
+    to_processed: float
 
 
 @dataclass
@@ -130,7 +143,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     ]
     results: list[Outcome] = []
     children: list[Child] = []
-    latencies: dict[str, list[float]] = {}
+    latencies: dict[str, list[Latency]] = {}
     with tempfile.TemporaryDirectory(prefix="riskengine-bench-") as scratch:
         try:
             await ensure_topics(base, specs)
@@ -170,7 +183,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     _report(args, results, latencies)
 
 
-def _report(args: argparse.Namespace, results: list[Outcome], latencies: dict[str, list[float]]) -> None:
+def _report(args: argparse.Namespace, results: list[Outcome], latencies: dict[str, list[Latency]]) -> None:
     labels = {
         "raw": "raw aiokafka consume->produce (bytes)",
         "passthrough": "Faust passthrough agent (forwards)",
@@ -190,11 +203,24 @@ def _report(args: argparse.Namespace, results: list[Outcome], latencies: dict[st
         f"latency: engine at a steady {args.rate:,} trades/s for {args.seconds:g} s "
         "(trade timestamp -> analyzed trade received)"
     )
-    print(f"{'loop':<8} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(
+        f"{'loop':<8} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
+        f"   {'in p50':>7} {'in p99':>7} {'out p50':>8} {'out p99':>8}"
+    )
     for loop, values in latencies.items():
-        cuts = statistics.quantiles(values, n=100, method="inclusive")
-        p50, p95, p99 = cuts[49], cuts[94], cuts[98]
-        print(f"{loop:<8} {len(values):>9,} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} {max(values):>8.1f}")
+        total = [value.total for value in values]
+        p50, p95, p99 = _percentiles(total, 50, 95, 99)
+        in50, in99 = _percentiles([value.to_processed for value in values], 50, 99)
+        out50, out99 = _percentiles([value.total - value.to_processed for value in values], 50, 99)
+        print(
+            f"{loop:<8} {len(values):>9,} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} {max(total):>8.1f}"
+            f"   {in50:>7.1f} {in99:>7.1f} {out50:>8.1f} {out99:>8.1f}"
+        )
+
+
+def _percentiles(values: list[float], *which: int) -> list[float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return [cuts[p - 1] for p in which]
 
 
 async def _produce_reference(settings: Settings, catalog: SchemaCatalog, profiles: Any, topic: str) -> None:
@@ -375,7 +401,7 @@ async def _latency(
     rate: int,
     seconds: float,
     loop_name: str,
-) -> list[float]:
+) -> list[Latency]:
     """Produce at ``rate`` for ``seconds`` (timestamp = send time); latencies in ms of the outputs."""
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
@@ -387,7 +413,7 @@ async def _latency(
     producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     total = int(rate * seconds)
-    latencies: list[float] = []
+    latencies: list[Latency] = []
 
     async def collect() -> None:
         while len(latencies) < total:
@@ -396,7 +422,9 @@ async def _latency(
             for records in batches.values():
                 for record in records:
                     analyzed = catalog.decode(record.value, "RiskAnalyzedTrade")
-                    latencies.append(arrived - analyzed["eventTimestamp"])
+                    sent_at = analyzed["eventTimestamp"]
+                    processed_at = analyzed["processedAt"]
+                    latencies.append(Latency(arrived - sent_at, processed_at - sent_at))
 
     collector = asyncio.ensure_future(collect())
     _say(f"latency[{loop_name}]: {total:,} trades at {rate:,}/s")
@@ -476,9 +504,10 @@ def _passthrough_app(settings: Settings) -> Any:
     """A Faust app with the worker's configuration and one agent that forwards every event."""
     import faust
 
-    from riskengine.app import app_options
+    from riskengine.app import app_options, tune_garbage_collector
 
     app = faust.App(settings.worker_app_id, **app_options(settings))
+    tune_garbage_collector(app)
     partitions = settings.topic_partitions
     source = app.topic(topic_names(settings).trades, key_type=bytes, value_type=bytes, partitions=partitions)
     out = app.topic(
