@@ -187,6 +187,9 @@ async def test_a_rules_update_changes_alerts_without_restart(worker):
 
     trades_topic, rules_topic = f"crypto-trades{suffix}", f"risk-rules{suffix}"
     await send(settings, trades_topic, [trade(0, "whale", 300_000.0)])
+    # Trades and rules are separate topics with no order between them: the first trade must have
+    # been analyzed before the update is sent for it to be analyzed under the defaults.
+    await collect(settings, f"risk-analyzed-trades{suffix}", lambda rs: len(rs) >= 1, wait_s=30.0)
     await send(settings, rules_topic, [rules(5, {"threshold.btc": "100000"})])
 
     async def probe_until(version: int, first: int) -> int:
