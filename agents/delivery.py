@@ -167,7 +167,7 @@ class Delivery:
                 await self._analyzed.put(batch)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # The producer refused a batch: nothing of it was acked.
+        except Exception as exc:  # Analysis (RocksDB) or the producer failed: nothing of the batch was acked.
             await self._fail(exc)
 
     async def _deliver(self) -> None:
