@@ -63,11 +63,15 @@ def _optional_string(value: str | None) -> bytes:
     return _NULL_BRANCH if value is None else _SECOND_BRANCH + _string(value)
 
 
-def _strings(values: Iterable[str]) -> bytes:
-    items = [_string(value) for value in values]
+def _block(items: list[bytes]) -> bytes:
+    """An Avro array or map of encoded ``items``: one block (count, items), then the empty block."""
     if not items:
         return _EMPTY_BLOCK
     return _long(len(items)) + b"".join(items) + _EMPTY_BLOCK
+
+
+def _strings(values: Iterable[str]) -> bytes:
+    return _block([_string(value) for value in values])
 
 
 _SIDES = _symbol_indexes("Side")
@@ -76,10 +80,7 @@ _PATTERNS = _symbol_indexes("PatternType")
 
 
 def _patterns(values: Iterable[str]) -> bytes:
-    items = [_PATTERNS[value] for value in values]
-    if not items:
-        return _EMPTY_BLOCK
-    return _long(len(items)) + b"".join(items) + _EMPTY_BLOCK
+    return _block([_PATTERNS[value] for value in values])
 
 
 def trade_body(trade: Trade) -> bytes:
@@ -109,7 +110,6 @@ def analyzed_body(analyzed: RiskAnalyzedTrade, original_trade: bytes | None = No
     behavioral = analyzed.behavioral
     impact = analyzed.market_impact
     breakdown = analyzed.breakdown
-    weights = breakdown.weights
     reference_price = impact.reference_price
     processed_at = analyzed.processed_at
     return b"".join(
@@ -140,13 +140,7 @@ def analyzed_body(analyzed: RiskAnalyzedTrade, original_trade: bytes | None = No
             _FOUR_DOUBLES(
                 breakdown.volume, breakdown.behavioral, breakdown.market_impact, breakdown.compliance
             ),
-            (
-                _long(len(weights))
-                + b"".join(_string(name) + _DOUBLE(weight) for name, weight in weights.items())
-                + _EMPTY_BLOCK
-                if weights
-                else _EMPTY_BLOCK
-            ),
+            _block([_string(name) + _DOUBLE(weight) for name, weight in breakdown.weights.items()]),
             _long(analyzed.rule_version),
             _long(analyzed.trade.timestamp),
             _NULL_BRANCH if processed_at is None else _SECOND_BRANCH + _long(processed_at),
