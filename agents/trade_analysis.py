@@ -169,15 +169,9 @@ class TradeAnalysis:
         processed_at = int(time.time() * 1000)
         for event, _stream in batch.events:
             message = event.message
-            try:
-                decoded: Trade | DeadLetter = self.catalog.decode_trade(message.value)
-            except UnknownSchemaId as exc:
-                decoded = await self._decode_with_fetch(message, exc)
-            except DecodeError as exc:
-                decoded = DeadLetter(exc.reason, exc)
-            except Exception as exc:  # An unexpected decoder failure is one trade's dead letter too.
-                log.exception("trade at %s/%s failed to decode", message.partition, message.offset)
-                decoded = DeadLetter("processing-error", exc)
+            decoded = self._decode(message)
+            if isinstance(decoded, DeadLetter) and isinstance(decoded.cause, UnknownSchemaId):
+                decoded = await self._decode_with_fetch(message, decoded.cause)
             self._handle(message, decoded, processed_at, batch)
         self.store.write(batch.changelog)
 
@@ -197,6 +191,16 @@ class TradeAnalysis:
             log.exception("trade at %s/%s failed", message.partition, message.offset)
             batch.outputs.append(self._dead_letter(message, DeadLetter("processing-error", exc)))
 
+    def _decode(self, message: Any) -> Trade | DeadLetter:
+        """The trade in ``message``, or the dead letter it becomes."""
+        try:
+            return self.catalog.decode_trade(message.value)
+        except DecodeError as exc:
+            return DeadLetter(exc.reason, exc)
+        except Exception as exc:  # An unexpected decoder failure is one trade's dead letter too.
+            log.exception("trade at %s/%s failed to decode", message.partition, message.offset)
+            return DeadLetter("processing-error", exc)
+
     async def _decode_with_fetch(self, message: Any, unknown: UnknownSchemaId) -> Trade | DeadLetter:
         """A writer with a schema this worker has not seen: fetch it once, then decode again."""
         if unknown.schema_id in self._unknown_ids:
@@ -209,13 +213,7 @@ class TradeAnalysis:
         except Exception as exc:  # An unexpected registry failure is one trade's dead letter too.
             log.exception("trade at %s/%s: schema fetch failed", message.partition, message.offset)
             return DeadLetter("processing-error", exc)
-        try:
-            return self.catalog.decode_trade(message.value)
-        except DecodeError as again:
-            return DeadLetter(again.reason, again)
-        except Exception as exc:
-            log.exception("trade at %s/%s failed to decode", message.partition, message.offset)
-            return DeadLetter("processing-error", exc)
+        return self._decode(message)
 
     def _apply(self, trade: Trade, key: bytes, message: Any, processed_at: int, batch: Batch) -> None:
         """Evaluate ``trade``, add its envelope (the changelog record) and its outputs to ``batch``."""
