@@ -9,7 +9,9 @@ on ``RISKENGINE_WORKER_WEB_HOST``.
 
 Before anything consumes, :meth:`RiskApp.on_first_start` creates the engine's topics with the
 intended layout (so no client auto-creates one with the broker's default partition count) and
-registers and warms the schema catalog (so processing never waits for the registry).
+registers and warms the schema catalog (so processing never waits for the registry). The Kafka
+transport is Faust's aiokafka driver with the post-rebalance seek corrected
+(:mod:`riskengine.transport`).
 
 ``riskengine.app`` (the attribute ``faust -A riskengine`` looks up) is created lazily by the
 package's ``__getattr__``, so importing ``riskengine.core`` or the CLI never imports Faust.
@@ -24,12 +26,14 @@ from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.types import TransportT
 
 from riskengine.codecs import SchemaCatalog, registry_client
 from riskengine.contracts import Topics
 from riskengine.kafka import ensure_topics, ssl_context, topic_names, topic_specs
 from riskengine.settings import Settings
 from riskengine.snapshots import Snapshotter, snapshot_store
+from riskengine.transport import Transport
 
 if TYPE_CHECKING:
     from riskengine.agents.trade_analysis import TradeAnalysis
@@ -138,6 +142,10 @@ class RiskApp(faust.App):
         log.info("schema catalog ready: writer ids %s, %d schemas cached", ids, cached)
         # Profiles and rules are loaded before the first trade is evaluated.
         await self.analysis.reader.start()
+
+    def _new_transport(self) -> TransportT:
+        """Faust's aiokafka transport, with the consumer of :mod:`riskengine.transport`."""
+        return Transport(self.conf.broker_consumer, self)
 
     async def on_stop(self) -> None:
         """Stop the reference-data reader with the app."""

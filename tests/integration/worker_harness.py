@@ -113,6 +113,11 @@ class WorkerProcess:
             await asyncio.sleep(0.2)
         raise AssertionError(f"worker not ready after {wait_s}s:\n{self.log()[-4000:]}")
 
+    def freeze(self) -> None:
+        """SIGSTOP: the worker neither consumes, commits nor heartbeats until killed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
+
     def kill(self) -> None:
         """SIGKILL: no shutdown, no final commit, no flush."""
         if self.process is not None and self.process.poll() is None:
