@@ -3,7 +3,7 @@
 1. Isolated topics (a unique suffix and app ids, deleted at the end), the generator's profiles on
    ``user-profiles`` and ``--trades`` Avro trades of ``riskengine bench core``'s seeded generator on
    ``crypto-trades``, produced before anything is timed.
-2. For each event loop asked for (``--loop``), three subprocesses consume the same pre-produced
+2. For each event loop asked for (``--event-loop``), three subprocesses consume the same pre-produced
    trades from the beginning, each in its own consumer group, and forward to their own topic:
 
    - ``raw``: an aiokafka consume -> produce loop that forwards the bytes (no decoding, no commits);
@@ -94,8 +94,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--trades", type=int, default=100_000, help="pre-produced trades (default 100,000)")
     parser.add_argument("--users", type=int, default=10_000, help="users (default 10,000)")
     parser.add_argument("--seed", type=int, default=7, help="generator seed (default 7)")
+    # Not "--loop": importing faust reads --loop (and anything starting with it) from sys.argv and
+    # installs that event loop in this process; "both" is no loop at all and failed the import.
     parser.add_argument(
-        "--loop",
+        "--event-loop",
         choices=(*LOOPS, "both"),
         default="both",
         help="event loop of the subprocesses (default both)",
@@ -115,7 +117,7 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    loops = LOOPS if args.loop == "both" else (args.loop,)
+    loops = LOOPS if args.event_loop == "both" else (args.event_loop,)
     try:
         asyncio.run(_run(args, settings, loops))
     except StageFailed as exc:
