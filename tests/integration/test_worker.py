@@ -29,6 +29,7 @@ from .worker_harness import (
     sample_reference,
     sample_trades,
     send,
+    send_trades,
 )
 
 
@@ -78,11 +79,7 @@ async def test_every_trade_is_analyzed_and_every_pattern_alerts(worker):
     settings, catalog, _process = worker
     trades = sample_trades()
     suffix = settings.worker_topic_suffix
-    await send(
-        settings,
-        f"crypto-trades{suffix}",
-        [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in trades],
-    )
+    await send_trades(settings, catalog, trades)
     reference = sample_reference()
     _states, expected = evaluate_many(trades, reference, DEFAULT_RULES)
     expected_alerts = {a.alert_id: a for e in expected for a in e.alerts}

@@ -24,7 +24,7 @@ from riskengine.tables.user_state import TABLE_NAME, decode_envelope
 
 from .test_worker import collect
 from .test_worker_web import owned_partitions
-from .worker_harness import WorkerProcess, isolated, prepare, running, send
+from .worker_harness import WorkerProcess, isolated, prepare, running, send_trades
 
 USERS = 40
 TRADES = 3000
@@ -134,17 +134,12 @@ async def crash_workers(settings, unique, tmp_path):
 
 async def test_sigkill_mid_stream_loses_nothing(crash_workers):
     settings, catalog, workers = crash_workers
-    suffix = settings.worker_topic_suffix
     trades = generated_trades()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         await owned_partitions(session, workers, settings.topic_partitions)
     for start in range(0, TRADES, CHUNK):
         chunk = trades[start : start + CHUNK]
-        await send(
-            settings,
-            f"crypto-trades{suffix}",
-            [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in chunk],
-        )
+        await send_trades(settings, catalog, chunk)
         if start == 4 * CHUNK:
             workers[1].kill()
         await asyncio.sleep(0.2)
@@ -165,10 +160,6 @@ async def test_takeover_of_partitions_never_committed(crash_workers):
         await owned_partitions(session, workers, settings.topic_partitions)
     workers[1].freeze()
     trades = generated_trades()[:1000]
-    await send(
-        settings,
-        f"crypto-trades{settings.worker_topic_suffix}",
-        [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in trades],
-    )
+    await send_trades(settings, catalog, trades)
     workers[1].kill()
     await assert_same_as_one_process(settings, catalog, trades, workers)

@@ -35,7 +35,7 @@ from riskengine.web import state_document
 
 from .helpers import end_offsets
 from .test_worker import collect
-from .worker_harness import WorkerProcess, isolated, prepare, send
+from .worker_harness import WorkerProcess, isolated, prepare, send_trades
 
 TOKEN = "snapshot-admin-token"
 USERS = 24
@@ -71,11 +71,7 @@ def trades(start: int, count: int) -> list[Trade]:
 async def produce_and_wait(settings: Settings, catalog: Any, batch: list[Trade], total: int) -> None:
     """Send ``batch`` and wait until ``total`` distinct trades have an analyzed output."""
     suffix = settings.worker_topic_suffix
-    await send(
-        settings,
-        f"crypto-trades{suffix}",
-        [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in batch],
-    )
+    await send_trades(settings, catalog, batch)
 
     def trade_ids(records: list[Any]) -> set[str]:
         return {catalog.decode(r.value, "RiskAnalyzedTrade")["originalTrade"]["tradeId"] for r in records}

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from .test_worker import collect
-from .worker_harness import WorkerProcess, isolated, prepare, running, sample_trades, send
+from .worker_harness import WorkerProcess, isolated, prepare, running, sample_trades, send_trades
 
 TOKEN = "test-admin-token"
 
@@ -54,11 +54,7 @@ async def test_web_views_answer_from_any_worker(two_workers):
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         await owned_partitions(session, workers, settings.topic_partitions)
         trades = sample_trades()
-        await send(
-            settings,
-            f"crypto-trades{suffix}",
-            [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in trades],
-        )
+        await send_trades(settings, catalog, trades)
         await collect(settings, f"risk-analyzed-trades{suffix}", lambda rs: len(rs) >= len(trades))
         counts: dict[str, int] = {}
         for trade in trades:

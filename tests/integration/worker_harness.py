@@ -156,6 +156,15 @@ async def send(settings: Settings, topic: str, messages: list[tuple[bytes | None
         await producer.stop()
 
 
+async def send_trades(settings: Settings, catalog: SchemaCatalog, trades: list[Trade]) -> None:
+    """Produce ``trades`` (Avro, keyed by userId) to the test's crypto-trades topic, in order."""
+    await send(
+        settings,
+        f"crypto-trades{settings.worker_topic_suffix}",
+        [(t.user_id.encode(), catalog.encode("CryptoTrade", t.to_record())) for t in trades],
+    )
+
+
 def sample_trades() -> list[Trade]:
     """The bundled sample trades (every implemented pattern occurs in them)."""
     text = resources.files("riskengine").joinpath("data/sample-trades.jsonl").read_text()
