@@ -10,12 +10,12 @@ INSTALLED := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
-install: $(INSTALLED)  ## create .venv and install riskengine with its test tools (pinned in setup.cfg)
+install: $(INSTALLED)  ## create .venv and install riskengine with its test tools (pinned in setup.cfg) and the development tools (devtools/)
 
-$(INSTALLED): setup.cfg pyproject.toml
+$(INSTALLED): setup.cfg pyproject.toml devtools/setup.cfg devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./devtools
 	@touch $@
 
 browser:  ## Debian's chromium, for the dashboard's browser test (apt-get when missing; needs root)

@@ -6,14 +6,13 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:
-    # PEP 562: ``faust -A riskengine`` looks up ``riskengine.app``; building the Faust app only then
-    # keeps ``import riskengine.core`` (replay, benchmarks, tests) free of Faust.
+    # PEP 562: ``faust -A riskengine`` looks up ``riskengine.app``, the worker's Faust app. Building
+    # it only then keeps ``import riskengine.core`` (replay, benchmarks, tests) free of Faust.
     if name == "app":
         from importlib import import_module
 
-        found = import_module("riskengine.app").app
-        # Importing the submodule bound ``riskengine.app`` to the module; bind the app instead so
-        # every later look-up (Faust resolves ``-A riskengine`` more than once) finds the same object.
+        found = import_module("riskengine.worker.app").app
+        # Faust resolves ``-A riskengine`` more than once: bind the app so every look-up finds it.
         globals()["app"] = found
         return found
     raise AttributeError(f"module 'riskengine' has no attribute {name!r}")

@@ -3,8 +3,8 @@
 import asyncio
 
 from riskengine.settings import Settings
-from riskengine.stack import build_services
-from riskengine.stack.runner import Inspection, inspect
+from riskengine_devtools.stack import build_services
+from riskengine_devtools.stack.runner import Inspection, inspect
 
 
 def pytest_report_header(config):

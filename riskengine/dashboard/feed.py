@@ -1,7 +1,7 @@
 """Live alerts for the dashboard: one group-less consumer of ``risk-alerts``, fanned out to browsers.
 
 :class:`AlertFeed` assigns itself every partition of the alerts topic (no consumer group, nothing
-committed: the dashboard only watches, like :class:`riskengine.tables.reference.ReferenceReader`),
+committed: the dashboard only watches, like :class:`riskengine.worker.tables.reference_feed.ReferenceReader`),
 starts at the end, decodes each message with the project's :class:`SchemaCatalog`, and publishes
 it to a :class:`Broadcaster`. There is one consumer per dashboard process however many browsers
 are connected.
@@ -23,8 +23,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from riskengine.codecs import DecodeError, SchemaCatalog, UnknownSchemaId, registry_client
-from riskengine.kafka import client_options
+from riskengine.connections import client_options
+from riskengine.contracts.avro_codec import DecodeError, SchemaCatalog, UnknownSchemaId, registry_client
 from riskengine.settings import Settings
 
 log = logging.getLogger(__name__)

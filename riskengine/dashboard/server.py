@@ -6,7 +6,7 @@ Endpoints:
 - ``GET /api/alerts/stream``: Server-Sent Events, one ``alert`` event per RiskAlert read from the
   alerts topic (id = alertId; ``Last-Event-ID`` resumes from the backlog), ``dropped`` when this
   browser fell behind and missed some, and a comment every 15 s to keep the connection open;
-- ``GET /api/reporting/...``: the reporting views (:mod:`riskengine.reporting`);
+- ``GET /api/reporting/...``: the reporting views (:mod:`riskengine.search.reporting`);
 - ``GET /api/stats``: every worker's ``/stats`` combined (a worker that does not answer is listed
   as down, the others still count);
 - ``GET /api/users/{userId}``: the user's detection state from the first worker that answers
@@ -31,9 +31,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from aiohttp import web
 
+from riskengine.contracts.topics import topic_names
 from riskengine.dashboard.feed import CLOSED, AlertFeed, Broadcaster
-from riskengine.kafka import topic_names
-from riskengine.reporting import ParameterError, check_user_id, create_reporting_app
+from riskengine.search.reporting import ParameterError, check_user_id, create_reporting_app
 from riskengine.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from riskengine.kafka import client_options
+from riskengine.connections import client_options
 from riskengine.settings import Settings
 
 

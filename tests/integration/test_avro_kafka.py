@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from riskengine.codecs import (
+from riskengine.contracts.avro_codec import (
     DecodeError,
     InvalidRecord,
     MalformedFrame,
@@ -16,9 +16,17 @@ from riskengine.codecs import (
     UnknownSchemaId,
     registry_client,
 )
-from riskengine.contracts import RECORD_TOPICS, TOPICS, expanded_schema, value_subject
+from riskengine.contracts.schema_files import expanded_schema
+from riskengine.contracts.topics import (
+    RECORD_TOPICS,
+    TOPICS,
+    TopicLayoutError,
+    TopicSpec,
+    ensure_topics,
+    topic_specs,
+    value_subject,
+)
 from riskengine.core import Trade
-from riskengine.kafka import TopicLayoutError, TopicSpec, ensure_topics, topic_specs
 
 from .helpers import consume, end_offsets, produce
 

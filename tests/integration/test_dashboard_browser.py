@@ -26,8 +26,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from riskengine.dashboard.server import FEED, serving
-from riskengine.reporting import Indices, elasticsearch_client
-from riskengine.search import install_index_templates
+from riskengine.search.index_templates import install_index_templates
+from riskengine.search.reporting import Indices, elasticsearch_client
 
 from .test_reporting import index_documents
 from .test_worker import collect, decoded

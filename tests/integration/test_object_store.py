@@ -2,7 +2,7 @@
 
 import aioboto3
 
-from riskengine.objectstore import s3_client_options
+from riskengine.connections import s3_client_options
 
 
 async def test_put_get_and_list(settings, unique):

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from riskengine.codecs import SchemaCatalog, registry_client
-from riskengine.contracts import Topics
+from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
+from riskengine.contracts.topics import Topics
+from riskengine.producer.api import PRODUCER, create_app, kafka_connector
 from riskengine.producer.audit import AuditLog, Outgoing
 from riskengine.producer.config import ProducerConfig, SimulationDefaults
-from riskengine.producer.service import PRODUCER, create_app, kafka_connector
 
 from .helpers import consume, end_offsets
 

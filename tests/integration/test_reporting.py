@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
 from riskengine.core import DEFAULT_RULES, ReferenceData, evaluate_many, parse_profile
-from riskengine.reporting import Indices, create_reporting_app, elasticsearch_client
-from riskengine.search import install_index_templates
+from riskengine.search.index_templates import install_index_templates
+from riskengine.search.reporting import Indices, create_reporting_app, elasticsearch_client
 
 from .worker_harness import sample_profiles, sample_trades
 

@@ -23,14 +23,14 @@ import fastavro
 import pytest
 from elasticsearch import ApiError, AsyncElasticsearch
 
-from riskengine.codecs import SchemaCatalog
-from riskengine.connector import ConnectorStatus, connect_client, delete, deploy
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import DEFAULT_RULES, evaluate_many
-from riskengine.reporting import Indices, elasticsearch_client
+from riskengine.search.reporting import Indices, elasticsearch_client
+from riskengine.search.sink_connector import ConnectorStatus, connect_client, delete, deploy
 from riskengine.settings import Settings
-from riskengine.stack import build_services
-from riskengine.stack.runner import down, stack_lock, up
-from riskengine.stack.service import StackPaths
+from riskengine_devtools.stack import build_services
+from riskengine_devtools.stack.runner import down, stack_lock, up
+from riskengine_devtools.stack.service import StackPaths
 
 from .test_worker import collect, decoded
 from .worker_harness import (

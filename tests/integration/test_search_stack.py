@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from elasticsearch import AsyncElasticsearch
 
-from riskengine.search import TEMPLATES, install_index_templates
-from riskengine.stack.elasticsearch import Elasticsearch
-from riskengine.stack.procs import is_alive, read_pid_file
-from riskengine.stack.runner import down, up
-from riskengine.stack.service import StackPaths
+from riskengine.search.index_templates import TEMPLATES, install_index_templates
+from riskengine_devtools.stack.elasticsearch import Elasticsearch
+from riskengine_devtools.stack.procs import is_alive, read_pid_file
+from riskengine_devtools.stack.runner import down, up
+from riskengine_devtools.stack.service import StackPaths
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ import aioboto3
 import aiohttp
 import pytest
 
-from riskengine.objectstore import s3_client_options
+from riskengine.connections import s3_client_options
 from riskengine.settings import Settings
-from riskengine.stack import build_services, service_names
-from riskengine.stack.procs import PidRecord, is_alive, read_pid_file
+from riskengine_devtools.stack import build_services, service_names
+from riskengine_devtools.stack.procs import PidRecord, is_alive, read_pid_file
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from riskengine.codecs import SchemaCatalog
+from riskengine.connections import client_options
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import DEFAULT_RULES, evaluate_many
-from riskengine.kafka import client_options
 from riskengine.settings import Settings
 
 from .helpers import partitions

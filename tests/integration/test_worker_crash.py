@@ -4,7 +4,7 @@ Afterwards every input trade has an analyzed output, every duplicate output is b
 the first copy (the re-sent pending bytes), alerts likewise, and every user's state (the last
 changelog value per user) equals the detection core run over the same input in one process. The
 second test has the dying worker frozen before any trade arrives, so the partitions it leaves behind
-have no committed offset (see :mod:`riskengine.transport`).
+have no committed offset (see :mod:`riskengine.worker.faust_compat`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from collections import defaultdict
 import aiohttp
 import pytest
 
-from riskengine.codecs import SchemaCatalog
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import DEFAULT_RULES, EMPTY_REFERENCE, Side, Trade, decode_state, evaluate_many
 from riskengine.settings import Settings
-from riskengine.tables.user_state import TABLE_NAME, decode_envelope
+from riskengine.worker.tables.user_state import TABLE_NAME, decode_envelope
 
 from .test_worker import collect
 from .test_worker_web import owned_partitions

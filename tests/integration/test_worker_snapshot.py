@@ -26,12 +26,12 @@ import aioboto3
 import aiohttp
 import pytest
 
+from riskengine.connections import s3_client_options
 from riskengine.core import DEFAULT_RULES, EMPTY_REFERENCE, Side, Trade, encode_state, evaluate_many
-from riskengine.objectstore import s3_client_options
 from riskengine.settings import Settings
-from riskengine.snapshots import LocalStore, Manifest, latest, read_offset, table_path
-from riskengine.tables.user_state import TABLE_NAME, Envelope, encode_envelope
-from riskengine.web import state_document
+from riskengine.worker.snapshots import LocalStore, Manifest, latest, read_offset, table_path
+from riskengine.worker.tables.user_state import TABLE_NAME, Envelope, encode_envelope
+from riskengine.worker.web_views import state_document
 
 from .helpers import end_offsets
 from .test_worker import collect

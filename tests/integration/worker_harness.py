@@ -23,9 +23,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from riskengine.codecs import SchemaCatalog, registry_client
+from riskengine.connections import client_options
+from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
+from riskengine.contracts.topics import ensure_topics
 from riskengine.core import ReferenceData, Trade, parse_profile, parse_trade
-from riskengine.kafka import client_options, ensure_topics
 from riskengine.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +138,7 @@ class WorkerProcess:
 
 async def prepare(settings: Settings) -> SchemaCatalog:
     """Create the isolated topics and return a registered catalog for encoding test messages."""
-    from riskengine.kafka import topic_specs
+    from riskengine.contracts.topics import topic_specs
 
     await ensure_topics(settings, topic_specs(settings))
     catalog = SchemaCatalog(registry_client(settings))

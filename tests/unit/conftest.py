@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from riskengine.settings import Settings
-from riskengine.stack.service import StackPaths
+from riskengine_devtools.stack.service import StackPaths
 
 
 @pytest.fixture

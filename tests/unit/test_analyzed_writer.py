@@ -9,10 +9,9 @@ import fastavro
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskengine.analyzed_writer import analyzed_body, trade_body
-from riskengine.cli.bench import build_stream
-from riskengine.codecs import SchemaCache
-from riskengine.contracts import expanded_schema
+from riskengine.contracts.analyzed_writer import analyzed_body, trade_body
+from riskengine.contracts.avro_codec import SchemaCache
+from riskengine.contracts.schema_files import expanded_schema
 from riskengine.core import (
     BehavioralAnalysis,
     MarketImpactAnalysis,
@@ -28,6 +27,7 @@ from riskengine.core import (
     VolumeAnalysis,
     evaluate_trade,
 )
+from riskengine_devtools.bench_core import build_stream
 
 ANALYZED_SCHEMA = fastavro.parse_schema(expanded_schema("RiskAnalyzedTrade"))
 TRADE_SCHEMA = fastavro.parse_schema(expanded_schema("CryptoTrade"))

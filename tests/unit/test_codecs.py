@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskengine.codecs import (
+from riskengine.contracts.avro_codec import (
     AvroCodec,
     DecodeError,
     InvalidRecord,
@@ -17,7 +17,7 @@ from riskengine.codecs import (
     UnknownSchemaId,
     UnreadableRecord,
 )
-from riskengine.contracts import expanded_schema
+from riskengine.contracts.schema_files import expanded_schema
 
 TRADE = {
     "tradeId": "t-1",

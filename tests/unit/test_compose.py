@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from riskengine.connector import DEFAULT_NAME, connector_config
-from riskengine.search import TEMPLATES
+from riskengine.search.index_templates import TEMPLATES
+from riskengine.search.sink_connector import DEFAULT_NAME, connector_config
 from riskengine.settings import Settings
 
 COMPOSE = Path(__file__).parents[2] / "docker" / "compose.yml"

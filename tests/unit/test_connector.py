@@ -12,8 +12,10 @@ from dataclasses import replace
 import pytest
 
 from riskengine.cli import build_parser
-from riskengine.cli.connector import run_config, run_status
-from riskengine.connector import (
+from riskengine.cli.connector_command import run_config, run_status
+from riskengine.contracts.topics import topic_names
+from riskengine.search.index_templates import TEMPLATES
+from riskengine.search.sink_connector import (
     CONNECTOR_CLASS,
     CONVERTER_CLASS,
     DEFAULT_NAME,
@@ -25,8 +27,6 @@ from riskengine.connector import (
     searchable_topics,
     status,
 )
-from riskengine.kafka import topic_names
-from riskengine.search import TEMPLATES
 from riskengine.settings import Secret, Settings
 
 

@@ -6,7 +6,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from riskengine.contracts import RECORD_TOPICS, TOPICS, expanded_schema, parsed_schema, value_subject
+from riskengine.contracts.schema_files import expanded_schema, parsed_schema
+from riskengine.contracts.topics import RECORD_TOPICS, TOPICS, value_subject
 
 
 def _records(node: Any) -> list[dict[str, Any]]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from riskengine import reporting as r
+from riskengine.search import reporting as r
 from riskengine.settings import Settings
 
 NOW = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -124,7 +124,7 @@ def test_alert_search_body_filters_sorts_and_pages():
 
 def test_every_filtered_field_is_mapped_in_the_index_templates():
     """Terms on an unmapped field match nothing (dynamic: false): the bodies use mapped fields only."""
-    from riskengine.search import TEMPLATES
+    from riskengine.search.index_templates import TEMPLATES
 
     alerts = TEMPLATES["riskengine-alerts"][1]["properties"]
     trades = TEMPLATES["riskengine-analyzed-trades"][1]["properties"]

@@ -1,7 +1,7 @@
 """The index templates: patterns for both topics, keyword ids and enums, dates and numeric scores."""
 
-from riskengine.contracts import Topics
-from riskengine.search import TEMPLATES
+from riskengine.contracts.topics import Topics
+from riskengine.search.index_templates import TEMPLATES
 
 
 def test_each_searchable_topic_has_one_template() -> None:

@@ -11,7 +11,7 @@ import rocksdict
 from riskengine.cli import main
 from riskengine.core import FORMAT_VERSION
 from riskengine.settings import Settings
-from riskengine.snapshots import (
+from riskengine.worker.snapshots import (
     MANIFEST,
     OFFSET_KEY,
     LocalStore,

@@ -21,12 +21,17 @@ from pathlib import Path
 import pytest
 
 from riskengine.cli import build_parser
-from riskengine.cli.stack import run_status
 from riskengine.settings import Settings
-from riskengine.stack import SERVICES, build_services, service_names
-from riskengine.stack.kafka import Kafka, kafka_version, new_cluster_id, packaged_text, server_properties
-from riskengine.stack.object_store import ObjectStore, versitygw_arguments
-from riskengine.stack.procs import (
+from riskengine_devtools.stack import SERVICES, build_services, service_names
+from riskengine_devtools.stack.kafka import (
+    Kafka,
+    kafka_version,
+    new_cluster_id,
+    packaged_text,
+    server_properties,
+)
+from riskengine_devtools.stack.object_store import ObjectStore, versitygw_arguments
+from riskengine_devtools.stack.procs import (
     START_MARKER,
     PidRecord,
     accepts_connections,
@@ -40,9 +45,9 @@ from riskengine.stack.procs import (
     with_tail,
     write_pid_file,
 )
-from riskengine.stack.runner import State, down, inspect, status, up
-from riskengine.stack.schema_registry import SchemaRegistry, apicurio_properties
-from riskengine.stack.service import (
+from riskengine_devtools.stack.runner import State, down, inspect, status, up
+from riskengine_devtools.stack.schema_registry import SchemaRegistry, apicurio_properties
+from riskengine_devtools.stack.service import (
     Address,
     Say,
     Service,
@@ -51,7 +56,8 @@ from riskengine.stack.service import (
     address_from_bootstrap,
     address_from_url,
 )
-from riskengine.stack.tools import human_size, java_major, maven_artifact_path, staged_dir
+from riskengine_devtools.stack.tools import human_size, java_major, maven_artifact_path, staged_dir
+from riskengine_devtools.stack_command import run_status
 
 
 def _free_port() -> int:
@@ -146,7 +152,7 @@ def test_the_pom_pins_kafka_4_1_or_newer_and_the_dependency_plugin() -> None:
 def test_kafka_runs_with_a_1g_heap_and_the_cached_classpath(
     settings: Settings, paths: StackPaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("riskengine.stack.kafka.find_java", lambda minimum: "java")
+    monkeypatch.setattr("riskengine_devtools.stack.kafka.find_java", lambda minimum: "java")
     command = Kafka(settings, paths).command()
     assert "-Xmx1g" in command
     assert "-Xms256m" in command

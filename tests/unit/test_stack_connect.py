@@ -8,11 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from riskengine.connector import CONNECTOR_CLASS, CONVERTER_CLASS
+from riskengine.search.sink_connector import CONNECTOR_CLASS, CONVERTER_CLASS
 from riskengine.settings import Settings
-from riskengine.stack.connect import PLUGIN_NAME, SOURCES, KafkaConnect, connect_properties, source_hash
-from riskengine.stack.kafka import POM, kafka_version, packaged_text
-from riskengine.stack.service import Address, StackConfigError, StackPaths
+from riskengine_devtools.stack.connect import (
+    PLUGIN_NAME,
+    SOURCES,
+    KafkaConnect,
+    connect_properties,
+    source_hash,
+)
+from riskengine_devtools.stack.kafka import POM, kafka_version, packaged_text
+from riskengine_devtools.stack.service import Address, StackConfigError, StackPaths
 
 _MAVEN = {"m": "http://maven.apache.org/POM/4.0.0"}
 

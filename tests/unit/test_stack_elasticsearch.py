@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from riskengine.settings import Settings
-from riskengine.stack import elasticsearch
-from riskengine.stack.elasticsearch import SYSTEM_USER, Elasticsearch, elasticsearch_yml, unpack_zip
-from riskengine.stack.service import Address, StackConfigError, StackPaths
+from riskengine_devtools.stack import elasticsearch
+from riskengine_devtools.stack.elasticsearch import SYSTEM_USER, Elasticsearch, elasticsearch_yml, unpack_zip
+from riskengine_devtools.stack.service import Address, StackConfigError, StackPaths
 
 
 def _yml(text: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from riskengine.core import (
     encode_state,
     evaluate_trade,
 )
-from riskengine.tables.user_state import (
+from riskengine.worker.tables.user_state import (
     ALERT,
     ANALYZED,
     MAX_PENDING,

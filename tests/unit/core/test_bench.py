@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from riskengine.cli.bench import build_stream, register, run_core
 from riskengine.core import DEFAULT_RULES, REGISTRY
+from riskengine_devtools.bench_core import build_stream, register, run_core
 
 
 def test_the_stream_is_deterministic_and_sized():

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from riskengine.contracts import validate_record
+from riskengine.contracts.schema_files import validate_record
 from riskengine.core import InvalidProfile, InvalidTrade, Side, parse_profile, parse_trade
 
 from .helpers import SECOND, profile, reference, run, trade

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from riskengine.cli.replay import ALERTS_FILE, ANALYZED_FILE, register, run_replay, sample_path
-from riskengine.contracts import validate_record
+from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, register, run_replay, sample_path
+from riskengine.contracts.schema_files import validate_record
 from riskengine.settings import Settings
 
 from .test_models import RECORD

@@ -7,8 +7,8 @@ import itertools
 from collections import defaultdict
 from typing import Any
 
-from riskengine.codecs import SchemaCache
-from riskengine.contracts import expanded_schema
+from riskengine.contracts.avro_codec import SchemaCache
+from riskengine.contracts.schema_files import expanded_schema
 from riskengine.producer.simulator import SimulationConfig
 
 

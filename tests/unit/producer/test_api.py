@@ -9,8 +9,8 @@ import asyncio
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from riskengine.producer.api import create_app
 from riskengine.producer.config import ProducerConfig, SimulationDefaults
-from riskengine.producer.service import create_app
 from riskengine.settings import Secret
 
 from .helpers import MemoryTransport, offline_catalog

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from riskengine.contracts import validate_record
+from riskengine.contracts.schema_files import validate_record
 from riskengine.core import parse_profile, parse_trade
 from riskengine.producer.events import Event, EventKind, LabelRole
 from riskengine.producer.oracle import SPEC, PatternOracle, TradeFacts

@@ -1,1 +1,0 @@
-"""Faust agents: thin adapters from topics to the detection core and back."""

@@ -1,0 +1,8 @@
+"""The engine's contracts with the outside: Avro schemas, topics, and the registry's wire format.
+
+- ``schemas/``: one ``.avsc`` file per type (:mod:`.schema_files` loads and expands them);
+- :mod:`.topics`: every topic's name, layout and creation; which contract travels on which topic;
+- :mod:`.avro_codec`: the Confluent wire format through a schema registry (decode errors are
+  typed, for the dead-letter headers);
+- :mod:`.analyzed_writer`: the hot-path writer of ``RiskAnalyzedTrade`` bodies.
+"""

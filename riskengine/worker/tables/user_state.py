@@ -1,0 +1,202 @@
+"""The per-user state table: one RocksDB value per userId, wrapped in a versioned envelope.
+
+A table value is an *envelope* around the core's encoded :class:`~riskengine.core.UserState`:
+
+- byte 0: :data:`ENVELOPE_MAGIC` (the envelope format version, 0xE1 for version 1). The core's own
+  ``encode_state`` bytes start with its ``FORMAT_VERSION`` (a small number), so a bare core state,
+  the layout before envelopes existed, is recognized and read as an envelope without offset or
+  pending outputs: that is the envelope's migration path (see :func:`decode_envelope`). The core
+  state inside migrates through ``riskengine.core.MIGRATIONS`` when :func:`decode_state` reads it.
+- the source partition and offset of the last trade applied to this state (-1 / -1: none);
+- the *pending outputs*: for recently applied trades whose outputs may not have reached the broker
+  yet, the exact encoded bytes of their analyzed trade and alerts (see
+  :mod:`riskengine.worker.agents.trade_analysis` for why);
+- the core's encoded state.
+
+The agent writes the table's RocksDB store (through :class:`StateStore`) and its changelog topic
+itself, in batches (see :mod:`riskengine.worker.agents.trade_analysis`); the records have the layout Faust's
+own changelog writes have (raw key and value), so Faust's recovery and standby replicas read them
+unchanged.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import faust
+import rocksdict
+
+from riskengine.core import FORMAT_VERSION
+
+if TYPE_CHECKING:
+    from riskengine.worker.app import RiskApp
+
+#: First byte of an envelope (version 1). Never a valid core FORMAT_VERSION.
+ENVELOPE_MAGIC = 0xE1
+#: The envelope format version, recorded in snapshot manifests (riskengine.worker.snapshots).
+TABLE_FORMAT = 1
+#: Most pending outputs kept per user (a hard bound; normally pruned to the undelivered ones).
+MAX_PENDING = 64
+#: Output kinds inside a pending entry.
+ANALYZED = 0
+ALERT = 1
+
+TABLE_NAME = "user-state"
+
+_HEAD = struct.Struct("<BiqH")  # magic, partition, offset, pending count
+_ENTRY = struct.Struct("<qH")  # offset, outputs
+_OUTPUT = struct.Struct("<BI")  # kind, length
+
+assert ENVELOPE_MAGIC > FORMAT_VERSION, "the envelope magic must not collide with a core state version"
+
+
+class EnvelopeError(ValueError):
+    """A table value is neither an envelope nor a bare core state."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The encoded outputs of one applied trade, by its source offset."""
+
+    offset: int
+    outputs: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A decoded table value: last applied source position, pending outputs, core state bytes."""
+
+    partition: int
+    offset: int
+    state: bytes
+    pending: tuple[Pending, ...] = field(default=())
+
+    def applied(self, partition: int, offset: int) -> bool:
+        """True if the trade at ``partition``/``offset`` is already part of this state."""
+        return self.partition == partition and offset <= self.offset
+
+    def pending_for(self, offset: int) -> Pending | None:
+        """The stored outputs of the trade at ``offset``, if still kept."""
+        for entry in self.pending:
+            if entry.offset == offset:
+                return entry
+        return None
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """The table value for ``envelope``."""
+    parts = [_HEAD.pack(ENVELOPE_MAGIC, envelope.partition, envelope.offset, len(envelope.pending))]
+    for entry in envelope.pending:
+        parts.append(_ENTRY.pack(entry.offset, len(entry.outputs)))
+        for kind, data in entry.outputs:
+            parts.append(_OUTPUT.pack(kind, len(data)))
+            parts.append(data)
+    parts.append(envelope.state)
+    return b"".join(parts)
+
+
+def decode_envelope(data: bytes) -> Envelope:
+    """Read a table value; a bare core state (pre-envelope layout) reads as an envelope without offset."""
+    if not data:
+        raise EnvelopeError("empty table value")
+    if data[0] != ENVELOPE_MAGIC:
+        if data[0] <= FORMAT_VERSION:
+            return Envelope(-1, -1, data)
+        raise EnvelopeError(f"unknown table value format {data[0]:#x}")
+    try:
+        _magic, partition, offset, count = _HEAD.unpack_from(data)
+        position = _HEAD.size
+        pending = []
+        for _ in range(count):
+            entry_offset, outputs = _ENTRY.unpack_from(data, position)
+            position += _ENTRY.size
+            items = []
+            for _ in range(outputs):
+                kind, length = _OUTPUT.unpack_from(data, position)
+                position += _OUTPUT.size
+                if position + length > len(data):
+                    raise EnvelopeError("truncated pending output")
+                items.append((kind, data[position : position + length]))
+                position += length
+            pending.append(Pending(entry_offset, tuple(items)))
+    except struct.error as exc:
+        raise EnvelopeError(f"truncated envelope: {exc}") from exc
+    return Envelope(partition, offset, data[position:], tuple(pending))
+
+
+def with_pending(
+    previous: tuple[Pending, ...], entry: Pending, undelivered: int | None
+) -> tuple[Pending, ...]:
+    """``previous`` plus ``entry``, without entries below offset ``undelivered``, at most MAX_PENDING.
+
+    ``undelivered`` is the lowest source offset whose outputs may not have been acknowledged yet
+    (None: unknown, keep all). Outputs below it reached the broker, so they are never sent again.
+    """
+    kept = [p for p in previous if undelivered is None or p.offset >= undelivered]
+    kept.append(entry)
+    return tuple(kept[-MAX_PENDING:])
+
+
+def define_state_table(app: RiskApp) -> faust.Table[bytes, bytes]:
+    """Declare the per-user state table on ``app`` (RocksDB through rocksdict, small options)."""
+    settings = app.settings
+    table: faust.Table[bytes, bytes] = faust.Table(
+        app,
+        name=TABLE_NAME,
+        beacon=app.tables.beacon,
+        partitions=settings.topic_partitions,
+        key_type=bytes,
+        value_type=bytes,
+        help="per-user detection state (envelope around riskengine.core.UserState)",
+        options=rocksdb_options(app),
+    )
+    app.tables.add(table)
+    return table
+
+
+def rocksdb_options(app: RiskApp) -> dict[str, Any]:
+    """Small RocksDB options: Faust's defaults are a 2 GiB cache and 3 x 64 MiB memtables per partition."""
+    return {
+        "driver": "rocksdict",
+        "write_buffer_size": app.settings.worker_rocksdb_write_buffer_size,
+        "max_write_buffer_number": 2,
+        "block_cache_size": app.settings.worker_rocksdb_block_cache_size,
+    }
+
+
+class StateStore:
+    """The table's per-partition RocksDB databases, read by key and written one batch at a time.
+
+    Faust's own store API writes one key per call and needs a current event; one
+    :class:`rocksdict.WriteBatch` per partition per delivery batch costs a fraction of that (one
+    WAL append instead of one per trade). Faust keeps the open databases privately (``_dbs``, opened
+    by ``_db_for_partition``); faust-streaming is pinned, and the worker tests exercise this path.
+    """
+
+    def __init__(self, table: faust.Table[bytes, bytes]) -> None:
+        self._store: Any = table.data
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The stored value of ``key`` in ``partition``."""
+        value: bytes | None = self._store._db_for_partition(partition).get(key)
+        return value
+
+    def write(self, values: Mapping[tuple[int, bytes], bytes]) -> None:
+        """Write ``(partition, key) -> value`` atomically per partition.
+
+        Only partitions whose database is open (assigned to this worker) are written: a revoked
+        partition's new owner rebuilds it from the changelog, which these values still go to.
+        """
+        open_dbs = self._store._dbs
+        batches: dict[int, rocksdict.WriteBatch] = {}
+        for (partition, key), value in values.items():
+            if partition in open_dbs:
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
+                batch.put(key, value)
+        for partition, batch in batches.items():
+            open_dbs[partition].write(batch)

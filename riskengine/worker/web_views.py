@@ -1,0 +1,236 @@
+"""The worker's web views, on Faust's web server (``--web-port``, bound to RISKENGINE_WORKER_WEB_HOST).
+
+- ``GET /users/{userId}``: the user's detection state. Routed with ``topic_route`` on the trades
+  topic, so any worker answers: the request is forwarded to the worker owning the user's partition
+  (the same murmur2 partitioner the producer uses for the userId key). 404 for an unknown user.
+- ``GET /alerts?user=&pattern=&severity=&since=&limit=``: recent alerts raised by this worker,
+  newest first (``since`` is an event time in epoch ms). 400 with a message for a bad parameter.
+- ``GET /stats``: throughput, consumer lag per partition, dead letters by reason, alerts by pattern,
+  active rules version, rejected rules messages.
+- ``GET /health``: 200 once table recovery is complete and no rebalance is in progress, else 503.
+- ``GET /metrics``: the same figures in the Prometheus text format.
+- ``POST /admin/alerts/clear``: empty this worker's recent-alerts buffer. Admin endpoints (those
+  that change anything) require ``Authorization: Bearer <RISKENGINE_WORKER_ADMIN_TOKEN>`` when a
+  token is configured (401 otherwise).
+- ``POST /admin/snapshot``: snapshot this worker's table partitions now (see
+  :mod:`riskengine.worker.snapshots`); returns the manifests written. 409 while tables recover, 502 when
+  the snapshot store fails.
+
+Every response is JSON except /metrics.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import TYPE_CHECKING, Any
+
+from faust.web import View
+
+from riskengine.core import PatternType, Severity, StateFormatError, decode_state
+from riskengine.worker.snapshots import SnapshotError
+from riskengine.worker.tables.user_state import EnvelopeError, decode_envelope
+
+if TYPE_CHECKING:
+    from riskengine.worker.app import RiskApp
+
+MAX_LIMIT = 1000
+#: Longest userId accepted (the contract's id limit).
+MAX_USER_ID = 128
+
+
+class BadRequest(ValueError):
+    """A request parameter is invalid; the message is returned with status 400."""
+
+
+def _int_param(query: Any, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def alert_filter(query: Any) -> tuple[str | None, str | None, str | None, int | None, int]:
+    """(user, pattern, severity, since, limit) from the query string; BadRequest names a bad one."""
+    user = query.get("user") or None
+    pattern = query.get("pattern") or None
+    if pattern is not None and pattern not in PatternType.__members__:
+        raise BadRequest(f"pattern must be one of {', '.join(PatternType.__members__)}, got {pattern!r}")
+    severity = query.get("severity") or None
+    if severity is not None and severity not in Severity.__members__:
+        raise BadRequest(f"severity must be one of {', '.join(Severity.__members__)}, got {severity!r}")
+    since = _int_param(query, "since", None, 0, 10**14)
+    limit = _int_param(query, "limit", 100, 1, MAX_LIMIT)
+    assert limit is not None
+    return user, pattern, severity, since, limit
+
+
+def state_document(user_id: str, raw: bytes) -> dict[str, Any]:
+    """A JSON view of one user's table value."""
+    envelope = decode_envelope(raw)
+    state = decode_state(envelope.state)
+    return {
+        "userId": user_id,
+        "lastApplied": {"partition": envelope.partition, "offset": envelope.offset},
+        "pendingOutputs": len(envelope.pending),
+        "watermark": state.watermark,
+        "tradeCount": state.count,
+        "notionalMean": state.mean,
+        "notionalVariance": state.variance,
+        "recentTrades": len(state.recent),
+        "dayNotional": state.day_total,
+        "symbols": {symbol: stats.price for symbol, stats in state.symbols.items()},
+        "lastAlerts": {f"{pattern.value}:{key}": at for (pattern, key), at in state.fired.items()},
+    }
+
+
+def stats_document(app: RiskApp) -> dict[str, Any]:
+    """Throughput, lag, dead letters, alerts and rules of this worker."""
+    metrics = app.metrics
+    analysis = app.analysis
+    lag: dict[str, int] = {}
+    topic = analysis.trades.get_topic_name()
+    try:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
+        for tp in sorted(assigned):
+            highwater = app.consumer.highwater(tp)
+            position = metrics.positions.get(tp.partition, -1) + 1
+            if highwater is not None:
+                lag[str(tp.partition)] = max(0, int(highwater) - position)
+    except (AttributeError, RuntimeError, KeyError):
+        lag = {}
+    return {
+        "uptimeSeconds": round(time.time() - metrics.started, 1),
+        "tradesIn": metrics.trades_in,
+        "analyzed": metrics.analyzed,
+        "throughputPerSecond": metrics.throughput(),
+        "consumerLag": lag,
+        "deadLetters": dict(metrics.dead_letters_by_reason),
+        "deadLettersTotal": sum(metrics.dead_letters_by_reason.values()),
+        "alertsByPattern": dict(metrics.alerts_by_pattern),
+        "redelivered": metrics.redelivered,
+        "resentOutputs": metrics.resent,
+        "invalidProfiles": metrics.invalid_profiles,
+        "rulesVersion": analysis.rules.current.version,
+        "rulesRejected": analysis.rules.rejected,
+        "rulesIgnoredStale": analysis.rules.stale,
+    }
+
+
+def prometheus_text(app: RiskApp) -> str:
+    """The /stats figures in the Prometheus text exposition format."""
+    stats = stats_document(app)
+    lines = [
+        "# TYPE riskengine_trades_in_total counter",
+        f"riskengine_trades_in_total {stats['tradesIn']}",
+        "# TYPE riskengine_analyzed_total counter",
+        f"riskengine_analyzed_total {stats['analyzed']}",
+        "# TYPE riskengine_throughput_per_second gauge",
+        f"riskengine_throughput_per_second {stats['throughputPerSecond']}",
+        "# TYPE riskengine_consumer_lag gauge",
+        *(f'riskengine_consumer_lag{{partition="{p}"}} {v}' for p, v in stats["consumerLag"].items()),
+        "# TYPE riskengine_dead_letters_total counter",
+        *(f'riskengine_dead_letters_total{{reason="{r}"}} {v}' for r, v in stats["deadLetters"].items()),
+        "# TYPE riskengine_alerts_total counter",
+        *(f'riskengine_alerts_total{{pattern="{p}"}} {v}' for p, v in stats["alertsByPattern"].items()),
+        "# TYPE riskengine_rules_version gauge",
+        f"riskengine_rules_version {stats['rulesVersion']}",
+        "# TYPE riskengine_rules_rejected_total counter",
+        f"riskengine_rules_rejected_total {stats['rulesRejected']}",
+        "# TYPE riskengine_redelivered_total counter",
+        f"riskengine_redelivered_total {stats['redelivered']}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def authorized(app: RiskApp, request: Any) -> bool:
+    """True when no admin token is configured or the request carries it as a bearer token."""
+    token = app.settings.worker_admin_token
+    if not token:
+        return True
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token.get())
+
+
+def register_views(app: RiskApp) -> None:
+    """Add the worker's pages to ``app`` (needs ``app.analysis``)."""
+    analysis = app.analysis
+
+    @app.page("/users/{user_id}")
+    @app.topic_route(topic=analysis.trades, match_info="user_id")
+    async def user_state(web: Any, request: Any, user_id: str) -> Any:
+        if not user_id or len(user_id) > MAX_USER_ID:
+            return web.json({"error": "userId must be 1 to 128 characters"}, status=400)
+        raw = analysis.table.get(user_id.encode())
+        if raw is None:
+            return web.json({"error": f"unknown user {user_id!r}"}, status=404)
+        try:
+            return web.json(state_document(user_id, raw))
+        except (EnvelopeError, StateFormatError) as exc:
+            return web.json({"error": f"state of {user_id!r} is unreadable: {exc}"}, status=500)
+
+    @app.page("/alerts")
+    async def alerts(web: Any, request: Any) -> Any:
+        try:
+            user, pattern, severity, since, limit = alert_filter(request.query)
+        except BadRequest as exc:
+            return web.json({"error": str(exc)}, status=400)
+        found = []
+        for alert in reversed(app.metrics.recent_alerts):
+            if user is not None and alert["userId"] != user:
+                continue
+            if pattern is not None and alert["patternType"] != pattern:
+                continue
+            if severity is not None and alert["severity"] != severity:
+                continue
+            if since is not None and alert["timestamp"] < since:
+                continue
+            found.append(alert)
+            if len(found) >= limit:
+                break
+        return web.json({"alerts": found, "count": len(found)})
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json(stats_document(app))
+
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        recovery = getattr(app.tables, "recovery", None)
+        recovering = bool(app.rebalancing) or recovery is None or not recovery.completed.is_set()
+        if recovering:
+            return web.json({"status": "recovering"}, status=503)
+        return web.json({"status": "ready", "rulesVersion": analysis.rules.current.version})
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        return web.text(prometheus_text(app), content_type="text/plain; version=0.0.4")
+
+    @app.page("/admin/alerts/clear")
+    class ClearAlerts(View):
+        async def post(self, request: Any) -> Any:
+            if not authorized(app, request):
+                return self.json({"error": "a valid bearer token is required"}, status=401)
+            cleared = len(app.metrics.recent_alerts)
+            app.metrics.recent_alerts.clear()
+            return self.json({"cleared": cleared})
+
+    @app.page("/admin/snapshot")
+    class Snapshot(View):
+        async def post(self, request: Any) -> Any:
+            if not authorized(app, request):
+                return self.json({"error": "a valid bearer token is required"}, status=401)
+            try:
+                manifests = await app.snapshots.snapshot()
+            except SnapshotError as exc:
+                return self.json({"error": str(exc)}, status=409)
+            except Exception as exc:  # The store (S3) failed: report it instead of a bare 500.
+                return self.json({"error": f"snapshot store failed: {exc!r}"}, status=502)
+            return self.json({"snapshots": [m.to_dict() for m in manifests]})

@@ -1,1 +1,0 @@
-"""Faust table definitions: per-user state, per-symbol state, reference data."""
