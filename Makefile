@@ -21,9 +21,10 @@ $(INSTALLED): setup.cfg pyproject.toml devtools/setup.cfg devtools/pyproject.tom
 browser:  ## Debian's chromium, for the dashboard's browser test (apt-get when missing; needs root)
 	@scripts/ensure-chromium
 
-lint: install  ## ruff: lint and formatting
+lint: install  ## ruff: lint and formatting; import-linter: the dependency rules between the packages (.importlinter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install  ## mypy --strict (config in setup.cfg)
 	$(BIN)/mypy
@@ -65,4 +66,4 @@ demo:  ## the whole system: stack, topics, schemas, connector, two workers, dash
 	@start=$$(date +%s.%N); $(MAKE) --no-print-directory install && $(BIN)/riskengine demo --started-at $$start
 
 clean:  ## remove caches (not the downloads in .cache or the stack data in .stack)
-	rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info
+	rm -rf .mypy_cache .ruff_cache .pytest_cache .import_linter_cache .hypothesis build *.egg-info

@@ -9,10 +9,11 @@ def __getattr__(name: str) -> Any:
     # PEP 562: ``faust -A riskengine`` looks up ``riskengine.app``, the worker's Faust app. Building
     # it only then keeps ``import riskengine.core`` (replay, benchmarks, tests) free of Faust.
     if name == "app":
-        from importlib import import_module
+        from riskengine.settings import Settings
+        from riskengine.worker.app import create_app
 
-        found = import_module("riskengine.worker.app").app
+        app = create_app(Settings.from_env())
         # Faust resolves ``-A riskengine`` more than once: bind the app so every look-up finds it.
-        globals()["app"] = found
-        return found
+        globals()["app"] = app
+        return app
     raise AttributeError(f"module 'riskengine' has no attribute {name!r}")

@@ -6,3 +6,9 @@ the ``riskengine`` command through the ``riskengine.commands`` entry points:
 ``riskengine stack up|down|status``, ``riskengine demo``, ``riskengine bench core`` and
 ``riskengine bench-e2e``.
 """
+
+from riskengine.errors import RiskEngineError
+
+
+class DevtoolsError(RiskEngineError):
+    """The development tooling failed: a stack service, a demo step, a benchmark stage."""

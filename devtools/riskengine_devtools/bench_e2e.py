@@ -52,6 +52,8 @@ from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
 from riskengine.contracts.topics import TOPICS, TopicSpec, ensure_topics, topic_names, topic_specs
 from riskengine.core import Trade
 from riskengine.settings import Settings
+from riskengine.worker.faust_compat import refresh_metadata
+from riskengine_devtools import DevtoolsError
 from riskengine_devtools.bench_core import build_stream
 
 FAUST = Path(sys.executable).parent / "faust"
@@ -126,7 +128,7 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class StageFailed(RuntimeError):
+class StageFailed(DevtoolsError):
     """A subprocess died or stopped producing output."""
 
 
@@ -349,7 +351,7 @@ async def _output_consumer(settings: Settings, topic: str) -> AIOKafkaConsumer:
     await consumer.start()
     partitions = consumer.partitions_for_topic(topic) or set()
     if not partitions:
-        await consumer._client.force_metadata_update()
+        await refresh_metadata(consumer)
         partitions = consumer.partitions_for_topic(topic) or set()
     tps = [TopicPartition(topic, p) for p in sorted(partitions)]
     consumer.assign(tps)
@@ -506,7 +508,8 @@ def _passthrough_app(settings: Settings) -> Any:
     """A Faust app with the worker's configuration and one agent that forwards every event."""
     import faust
 
-    from riskengine.worker.app import app_options, tune_garbage_collector
+    from riskengine.worker.app import app_options
+    from riskengine.worker.gc_tuning import tune_garbage_collector
 
     app = faust.App(settings.worker_app_id, **app_options(settings))
     tune_garbage_collector(app)

@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 
 from riskengine.settings import Settings
+from riskengine_devtools import DevtoolsError
 from riskengine_devtools.stack import build_services
 from riskengine_devtools.stack.runner import State, down, inspect, up
 
@@ -96,7 +97,7 @@ def run_demo(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(Demo(args, settings).run())
 
 
-class StepFailed(Exception):
+class StepFailed(DevtoolsError):
     """A demo step failed; the message says which and where its log is."""
 
 

@@ -17,7 +17,8 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Protocol
 
-from riskengine.settings import Settings, SettingsError
+from riskengine.errors import SettingsError
+from riskengine.settings import Settings
 
 from . import (
     connector_command,

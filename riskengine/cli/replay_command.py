@@ -45,6 +45,7 @@ from riskengine.core import (
     evaluate_trade,
     parse_trade,
 )
+from riskengine.errors import CommandError
 from riskengine.settings import Settings
 
 ANALYZED_FILE = "analyzed-trades.jsonl"
@@ -56,7 +57,7 @@ def sample_path(name: str = "sample-trades.jsonl") -> Path:
     return Path(str(resources.files("riskengine").joinpath("data", name)))
 
 
-class ReplayError(Exception):
+class ReplayError(CommandError):
     """The run cannot start: an unreadable input, rules or reference file."""
 
 

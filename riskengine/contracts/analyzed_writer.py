@@ -10,9 +10,9 @@ per analyzed trade, as much as the whole detection core. This writer is speciali
   bytes are the same as re-encoding the decoded trade); otherwise the trade is encoded here;
 - the fixed runs of doubles are packed with one ``struct`` call each.
 
-Everything else (alerts, profiles, rules) goes through fastavro. ``tests/unit/test_analyzed_writer.py``
-checks this writer byte for byte against fastavro and the schema files, so a contract change that
-this module does not follow fails there.
+Everything else (alerts, profiles, rules) goes through fastavro.
+``tests/unit/contracts/test_analyzed_writer.py`` checks this writer byte for byte against fastavro and
+the schema files, so a contract change that this module does not follow fails there.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from riskengine.contracts.analyzed_writer import analyzed_body
 from riskengine.contracts.schema_files import expanded_schema, parsed_schema
 from riskengine.contracts.topics import RECORD_TOPICS, value_subject
 from riskengine.core import InvalidTrade, RiskAnalyzedTrade, Trade, parse_trade
+from riskengine.errors import ContractError, EventRejected, FatalError
 from riskengine.settings import Settings
 
 MAGIC_BYTE = 0
@@ -47,7 +48,7 @@ _AVRO_READ_ERRORS = (
 )
 
 
-class DecodeError(ValueError):
+class DecodeError(ContractError, EventRejected, ValueError):
     """A message value could not be turned into a valid record. ``reason`` is short and stable."""
 
     reason = "decode-error"
@@ -64,8 +65,10 @@ class UnknownSchemaId(DecodeError):
 
     reason = "unknown-schema-id"
 
-    def __init__(self, schema_id: int) -> None:
-        super().__init__(f"schema id {schema_id} is not known to this worker")
+    def __init__(self, schema_id: int, detail: str = "") -> None:
+        super().__init__(
+            f"schema id {schema_id} is not known to this worker" + (f": {detail}" if detail else "")
+        )
         self.schema_id = schema_id
 
 
@@ -97,7 +100,7 @@ class InvalidRecord(DecodeError):
         self.field = field
 
 
-class RegistryError(RuntimeError):
+class RegistryError(ContractError, FatalError):
     """The registry refused or failed a request (unreachable, unauthorized, incompatible schema)."""
 
 

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from riskengine.connections import client_options
+from riskengine.errors import ContractError, FatalError
 from riskengine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Topics:
-    """Topic names (shared/design.md). Keys are userId unless noted."""
+    """Every topic the engine reads or writes (README, "Data contracts"). Keys are userId unless noted."""
 
     trades: str = "crypto-trades"
     orders: str = "crypto-orders"
@@ -86,7 +87,7 @@ _TOPIC_CONFIGS: dict[str, dict[str, str]] = {
 _METADATA_WAIT_S = 15.0
 
 
-class TopicLayoutError(RuntimeError):
+class TopicLayoutError(ContractError, FatalError):
     """An existing topic has a partition count other than the one the engine needs."""
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from riskengine.errors import CoreError
+
 
 class Side(StrEnum):
     """Trade side (``riskengine.Side``)."""
@@ -98,7 +100,7 @@ class MitigationAction(StrEnum):
     REPORT_TO_COMPLIANCE = "REPORT_TO_COMPLIANCE"
 
 
-class InvalidTrade(ValueError):
+class InvalidTrade(CoreError):
     """A trade record has a missing or bad field; ``field`` names it, ``reason`` says why."""
 
     def __init__(self, field: str, reason: str) -> None:
@@ -107,7 +109,7 @@ class InvalidTrade(ValueError):
         self.reason = reason
 
 
-class InvalidProfile(ValueError):
+class InvalidProfile(CoreError):
     """A user-profile record has a missing or bad field; ``field`` names it, ``reason`` says why."""
 
     def __init__(self, field: str, reason: str) -> None:

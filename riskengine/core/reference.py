@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from riskengine.errors import CoreError
+
 from .models import InvalidProfile, UserProfile, parse_profile
 
 
@@ -28,7 +30,7 @@ class MarketReference:
     recent_volume: float | None = None
 
 
-class InvalidReference(ValueError):
+class InvalidReference(CoreError):
     """A reference-data document has a bad entry; the message names it."""
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from riskengine.errors import CoreError
+
 from .models import PatternType
 
 MINUTE_MS = 60_000
@@ -40,7 +42,7 @@ MAX_STRUCTURING_CANDIDATES = 32
 MAX_SHORT_WINDOW_MINUTES = 24 * 60
 
 
-class InvalidRule(ValueError):
+class InvalidRule(CoreError):
     """A rule parameter is unknown or has a bad value; ``parameter`` names it."""
 
     def __init__(self, parameter: str, reason: str) -> None:

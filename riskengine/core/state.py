@@ -38,6 +38,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 
+from riskengine.errors import CoreError
+
 from .models import PatternType
 from .rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from .sketch import BINS, QuantileSketch
@@ -61,7 +63,7 @@ _DAY = struct.Struct("<Hd")
 _SWAP = sys.byteorder == "big"
 
 
-class StateFormatError(ValueError):
+class StateFormatError(CoreError):
     """Bytes that are not an encoded user state this version can read."""
 
 

@@ -45,7 +45,8 @@ from riskengine.contracts.avro_codec import SchemaCache, SchemaCatalog, registry
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.core import InvalidTrade, parse_trade
-from riskengine.settings import Settings, SettingsError
+from riskengine.errors import SettingsError
+from riskengine.settings import Settings
 
 from .audit import AuditLog, Outgoing
 from .config import ProducerConfig

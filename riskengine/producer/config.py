@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from riskengine.contracts.topics import TOPICS, Topics, topic_names
-from riskengine.settings import Secret, Settings, SettingsError
+from riskengine.errors import SettingsError
+from riskengine.settings import Secret, Settings
 
 from .market import DEFAULT_SYMBOLS
 from .scenarios import parse_scenarios

@@ -1,4 +1,4 @@
-"""The typology definitions of shared/typologies.md, checked trade by trade on the simulated stream.
+"""The typology definitions (README, "Detection core"), checked trade by trade on the simulated stream.
 
 The simulator uses one :class:`PatternOracle` for two jobs:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 
-#: LARGE_ORDER thresholds by base asset (typologies.md), and the documented default for others.
+#: LARGE_ORDER thresholds by base asset, and the documented default for others.
 LARGE_ORDER_THRESHOLDS: dict[str, float] = {"BTC": 500_000.0, "ETH": 250_000.0, "SOL": 100_000.0}
 LARGE_ORDER_DEFAULT = 100_000.0
 
@@ -53,7 +53,7 @@ def large_order_threshold(symbol: str) -> float:
 
 @dataclass(frozen=True)
 class Limits:
-    """Every parameter of the checked definitions; :data:`SPEC` is typologies.md verbatim."""
+    """Every parameter of the checked definitions; :data:`SPEC` holds the definitions verbatim."""
 
     spike_ratio: float = 1.5
     spike_window_ms: int = 2 * MINUTE_MS

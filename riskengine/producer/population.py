@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from riskengine.errors import ProducerError
+
 from .market import SYMBOL_CATALOG
 from .oracle import Subject
 
@@ -122,7 +124,7 @@ class User:
         )
 
 
-class PopulationError(ValueError):
+class PopulationError(ProducerError, ValueError):
     """The requested population cannot be built (too few users for the roles)."""
 
 

@@ -7,7 +7,7 @@ carries the scenario's label. Sizes stay outside the structuring band (7,500-10,
 the large-order thresholds unless that is the point, so one scenario does not look like another;
 whatever the oracle still finds besides the intended pattern is labelled as incidental.
 
-Definitions (shared/typologies.md) and how each injector meets them:
+Definitions (the typology tables of the README, "Detection core") and how each injector meets them:
 
 ==================  ===================  ===============================================================
 scenario            pattern              what is injected
@@ -389,7 +389,7 @@ def pump_and_dump(venue: Venue) -> Iterator[int]:
 _SHORT = 30 * MINUTE_MS
 _DAY_PLUS = 25 * HOUR_MS
 
-#: Every scenario by name, in the order of shared/typologies.md.
+#: Every scenario by name, in the order of the typology tables.
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (

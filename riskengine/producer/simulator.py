@@ -44,6 +44,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from riskengine.errors import ProducerError
+
 from .events import Event, EventKind, Label, LabelRole
 from .market import DEFAULT_SYMBOLS, SYMBOL_CATALOG, Market, heavy_tailed, notional_of
 from .oracle import GUARD, KYC_LIMITS, SPEC, PatternOracle, TradeFacts, large_order_threshold
@@ -65,7 +67,7 @@ _CHURN_MAX = 100
 _TRADE, _CHURN, _SCENARIO = 0, 1, 2
 
 
-class InvalidConfig(ValueError):
+class InvalidConfig(ProducerError, ValueError):
     """A simulation parameter is out of range; ``field`` names it."""
 
     def __init__(self, field_name: str, reason: str) -> None:

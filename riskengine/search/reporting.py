@@ -32,6 +32,7 @@ from elasticsearch import ApiError, AsyncElasticsearch
 
 from riskengine.contracts.topics import topic_names
 from riskengine.core import PatternType, RiskLevel, Severity
+from riskengine.errors import SearchError
 from riskengine.settings import Settings
 
 #: Longest user id and trade id accepted (the contracts' id limit).
@@ -72,7 +73,7 @@ SPLIT_FIELDS: dict[CountSource, dict[str, str]] = {
 }
 
 
-class ParameterError(ValueError):
+class ParameterError(SearchError, ValueError):
     """A request parameter is missing, unknown or invalid; ``parameter`` names it (HTTP 400)."""
 
     def __init__(self, parameter: str, message: str) -> None:
@@ -80,7 +81,7 @@ class ParameterError(ValueError):
         self.parameter = parameter
 
 
-class SearchUnavailable(RuntimeError):
+class SearchUnavailable(SearchError):
     """Elasticsearch could not be reached or could not answer (HTTP 503)."""
 
 

@@ -28,6 +28,7 @@ from aiokafka.errors import KafkaError
 from elasticsearch import ApiError
 
 from riskengine.contracts.topics import TOPICS, TopicLayoutError, TopicSpec, ensure_topics, topic_names
+from riskengine.errors import SearchError
 from riskengine.search.index_templates import install_index_templates
 from riskengine.search.reporting import elasticsearch_client
 from riskengine.settings import Settings
@@ -50,7 +51,7 @@ _TIMEOUT = aiohttp.ClientTimeout(total=15)
 Say = Callable[[str], None]
 
 
-class ConnectorError(Exception):
+class ConnectorError(SearchError):
     """Connect or Elasticsearch is unreachable, refused the connector, or the connector failed."""
 
 

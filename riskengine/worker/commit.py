@@ -1,76 +1,76 @@
-"""Batched, ordered delivery of what the trade-analysis agent produces: changelog, outputs, acks.
+"""The commit protocol: the one place that orders what a batch of events makes durable.
 
-Faust's own send path (a buffer task, a future and callbacks per record) cost more per trade than
-the detection core, so the agent hands its records to :class:`Delivery`, which owns an aiokafka
-producer and sends whole record batches (``send_batch``). Two tasks form a pipeline:
+An agent analyzes a :class:`Batch` of source events and fills it with the users' new state
+envelopes (the table's changelog records) and the records to send (analyzed trades, alerts, dead
+letters). :class:`CommitProtocol` then makes the batch durable in five steps, each started only
+when the one before it has completed for the whole batch:
 
-1. *collect*: take the filling :class:`Batch` of events when it is ready (see below), hand it to
-   ``on_taken`` (the agent analyzes its events, adding the envelopes it writes, the outputs and the
-   dead letters to the batch), send those envelopes (the last one per user) to the table's changelog
-   topic, wait for their acknowledgement (``acks=all``) and report the offsets (``on_changelog``);
-2. *deliver*, in batch order: send the outputs and dead letters, wait for their acknowledgement,
-   report the batch (``on_delivered``), then ack the batch's events, so Faust commits their offsets
-   only after all of that.
+1. **State written.** The envelopes go to the local RocksDB store, one write per partition.
+2. **Changelog acknowledged.** The same envelopes are sent to the table's changelog topic and
+   acknowledged by the broker (``acks=all``).
+3. **Stored changelog offset advanced.** Each partition database records the highest acknowledged
+   changelog offset (as Faust does after its own writes), so recovery replays only what follows.
+4. **Outputs and dead letters acknowledged.** The analyzed trades, alerts and dead letters are sent
+   and acknowledged.
+5. **Events acked.** The batch's source events are acked; Faust commits their offsets from then on.
 
-Batches size themselves ("smart batching"). The filling batch is ready as soon as the agent has no
-further event waiting (its partition's consumer lag is zero), or once it holds :data:`MIN_BATCH`
-events; collect takes it when the previous batch's changelog is acknowledged and at least
-:data:`BATCH_INTERVAL_S` after the previous take (unless it already holds :data:`MIN_BATCH`
-events). With a backlog, batches grow to hundreds of events, so the per-batch costs (produce
-requests above all) are shared; at a low rate a trade waits a few milliseconds at most. At most
-:data:`IN_FLIGHT` analyzed batches wait for the deliver stage.
+Steps 1-3 are :meth:`CommitProtocol.persist`, steps 4-5 :meth:`CommitProtocol.publish`; the
+pipeline (:mod:`riskengine.worker.pipeline`) persists batches one at a time and publishes them in
+the same order, so one batch's publish overlaps the next one's persist.
 
-A producer failure (after its own retries) crashes the worker through ``on_failure``: nothing of the
-failed batch was acked, so it is re-delivered to whoever owns the partitions next.
+Why this order, and what a crash at each point leaves:
+
+- An envelope carries, next to the state, the offset of its last event and the exact bytes of the
+  outputs not yet known to be delivered (see :mod:`riskengine.worker.tables.user_state`). After a
+  crash the partition's next owner restores the table from the changelog and re-reads the events
+  from the last committed offset; an event at or below its user's envelope offset is already in
+  the state, so it is not applied again and its stored outputs are sent again, byte for byte.
+- Crash before step 2: nothing of the batch left the worker but its local store. The events are
+  re-read; if the same worker's store already holds their state, the re-read treats them as
+  re-deliveries and sends the envelope to the changelog again before their outputs.
+- Crash after step 2, before step 5: the changelog holds the state and the pending outputs; the
+  outputs are sent again on re-delivery (duplicates are byte-identical, so downstream upserts by
+  id deduplicate).
+- A failure to write or to get an acknowledgement at any step raises :class:`DeliveryFailed`:
+  nothing of the batch is acked, and the worker stops (the pipeline crashes the app), so whoever
+  owns the partitions next processes the batch again.
+
+Revocation: Faust drops a revoked partition's database from its store before it waits for the
+events in flight to be acked. Steps 1 and 3 skip the partitions the store no longer holds (their
+next owner rebuilds them from the changelog, which still gets the batch's records); steps 2, 4 and
+5 complete for every event, so Faust's wait ends and the acked offsets are committed while the
+group still assigns them here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
-
-from riskengine.connections import client_options
-from riskengine.settings import Settings
-
-log = logging.getLogger(__name__)
-
-#: Events a filling batch may hold before the agent waits for delivery (backpressure).
-MAX_BATCH = 2_000
-#: A batch is ready at this size even while more events are waiting on the broker.
-MIN_BATCH = 500
-#: Longest a non-empty batch waits to become ready: the lag the agent sees comes from the consumer's
-#: last fetch and may be stale (during a rebalance, for instance), which must not hold a batch back.
-MAX_LINGER_S = 0.050
-#: Shortest time between two batches below MIN_BATCH. At 1,000 trades/s batches were otherwise
-#: taken some 450 times a second with 2 trades each; their produce requests and Faust's fetch cycle
-#: kept the event loop busy enough to delay the next fetch. Measured at 1,000 trades/s (p99 of the
-#: end-to-end latency, two runs each): 26.6 and 26.0 ms with 5 ms, 35.8 and 29.6 ms without,
-#: 39.9 and 35.6 ms with 8 ms.
-BATCH_INTERVAL_S = 0.005
-#: Analyzed batches (changelog acknowledged) waiting for the deliver stage.
-IN_FLIGHT = 2
+from riskengine.errors import FatalError, WorkerError
 
 Headers = list[tuple[str, bytes]]
 #: (topic, partition, key, value, headers) of one record to send.
 Record = tuple[str, int, bytes | None, bytes, Headers | None]
 
 
+class DeliveryFailed(WorkerError, FatalError):
+    """A write or a send of the commit protocol failed; the message names the step."""
+
+
 @dataclass
 class Batch:
-    """What a run of events produced, delivered together."""
+    """A run of source events and what analyzing them produced, made durable together."""
 
-    #: (event, the stream that acks it) in arrival order
+    #: (event, the stream that acks it), in arrival order (offset order per partition)
     events: list[tuple[Any, Any]] = field(default_factory=list)
-    #: (partition, key) -> the last envelope written in this batch
+    #: (partition, key) -> the newest envelope of that user in this batch (a changelog record)
     changelog: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
+    #: analyzed trades, alerts and dead letters, in event order
     outputs: list[Record] = field(default_factory=list)
-    #: trades analyzed (not dead-lettered, not re-deliveries) in this batch
+    #: trades analyzed (not dead-lettered, not re-deliveries)
     analyzed: int = 0
 
     def offsets(self) -> dict[int, int]:
@@ -78,142 +78,131 @@ class Batch:
         return {event.message.partition: event.message.offset for event, _stream in self.events}
 
 
-#: (partition, records in the batch, future of the batch's RecordMetadata)
-Sent = tuple[int, int, "asyncio.Future[Any]"]
+class StateWriter(Protocol):
+    """The local side of a state table: which partitions it holds, batched writes, stored offsets."""
+
+    def holds(self, partition: int) -> bool:
+        """True while this worker's store serves ``partition`` (active or standby)."""
+        ...
+
+    def write(self, values: Mapping[tuple[int, bytes], bytes]) -> None:
+        """Write ``(partition, key) -> value``, atomically per partition."""
+        ...
+
+    def set_changelog_offset(self, partition: int, offset: int) -> None:
+        """Record ``offset`` as the last changelog record applied to ``partition``."""
+        ...
 
 
-class Delivery:
-    """The producer and the two pipeline tasks; the agent fills :attr:`filling`."""
+class BatchProducer(Protocol):
+    """The part of :class:`aiokafka.AIOKafkaProducer` the protocol sends with."""
+
+    def create_batch(self) -> Any:
+        """An empty record batch builder."""
+        ...
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
+        """Queue ``batch`` for ``topic``/``partition``; the future resolves to its RecordMetadata."""
+        ...
+
+
+class DeliveryProgress:
+    """Per source partition, the highest offset whose outputs the broker acknowledged (step 4).
+
+    The agent reads it to drop delivered outputs from the envelopes' pending outputs.
+    """
+
+    def __init__(self) -> None:
+        self._delivered: dict[int, int] = {}
+
+    def delivered(self, partition: int) -> int | None:
+        """The highest source offset of ``partition`` whose outputs are acknowledged, if any."""
+        return self._delivered.get(partition)
+
+    def advance(self, offsets: Mapping[int, int]) -> None:
+        """Outputs up to ``offsets`` (source partition -> offset) are acknowledged."""
+        for partition, offset in offsets.items():
+            if offset > self._delivered.get(partition, -1):
+                self._delivered[partition] = offset
+
+
+class CommitProtocol:
+    """Makes a batch durable in the order of the module docstring; raises :class:`DeliveryFailed`."""
 
     def __init__(
         self,
-        settings: Settings,
+        store: StateWriter,
+        producer: BatchProducer,
         changelog_topic: str,
-        *,
-        on_taken: Callable[[Batch], Awaitable[None]],
-        on_changelog: Callable[[dict[int, int]], None],
-        on_delivered: Callable[[Batch], None],
-        on_failure: Callable[[BaseException], Awaitable[None]],
+        progress: DeliveryProgress,
     ) -> None:
-        self.settings = settings
+        self.store = store
+        self.producer = producer
         self.changelog_topic = changelog_topic
-        self.on_taken = on_taken
-        self.on_changelog = on_changelog
-        self.on_delivered = on_delivered
-        self.on_failure = on_failure
-        self.filling = Batch()
-        self._work = asyncio.Event()
-        self._ready = asyncio.Event()
-        self._taken = asyncio.Event()
-        self._analyzed: asyncio.Queue[Batch] = asyncio.Queue(maxsize=IN_FLIGHT)
-        self._last_take = 0.0
-        self._producer: AIOKafkaProducer | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self.progress = progress
 
-    async def start(self) -> None:
-        """Start the producer and the pipeline tasks."""
-        self._producer = AIOKafkaProducer(
-            **client_options(self.settings),
-            acks="all",
-            enable_idempotence=True,
-            max_batch_size=128 * 1024,
-        )
-        await self._producer.start()
-        self._tasks = [asyncio.ensure_future(self._collect()), asyncio.ensure_future(self._deliver())]
-
-    async def stop(self) -> None:
-        """Stop; batches not yet acked are left to re-delivery."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._producer is not None:
-            await self._producer.stop()
-
-    def add(self, event: Any, stream: Any, more_waiting: bool) -> None:
-        """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow."""
-        self.filling.events.append((event, stream))
-        self._work.set()
-        if not more_waiting or len(self.filling.events) >= MIN_BATCH:
-            self._ready.set()
-
-    async def room(self) -> None:
-        """Wait while the filling batch is full (delivery is behind)."""
-        while len(self.filling.events) >= MAX_BATCH:
-            self._taken.clear()
-            await self._taken.wait()
-
-    async def _collect(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def persist(self, batch: Batch) -> None:
+        """Steps 1-3: state written, changelog acknowledged, stored changelog offset advanced."""
+        store = self.store
+        held = {partition for partition, _key in batch.changelog if store.holds(partition)}
+        # 1. State written (partitions revoked meanwhile are left to their next owner).
         try:
-            while True:
-                await self._work.wait()
-                if not self._ready.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._ready.wait(), MAX_LINGER_S)
-                early = self._last_take + BATCH_INTERVAL_S - loop.time()
-                if early > 0 and len(self.filling.events) < MIN_BATCH:
-                    await asyncio.sleep(early)
-                self._last_take = loop.time()
-                self._work.clear()
-                self._ready.clear()
-                batch, self.filling = self.filling, Batch()
-                self._taken.set()
-                await self.on_taken(batch)
-                changelog: list[Record] = [
-                    (self.changelog_topic, partition, key, value, None)
-                    for (partition, key), value in batch.changelog.items()
-                ]
-                self.on_changelog(await _highest_offsets(await self._send(changelog)))
-                await self._analyzed.put(batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # Analysis (RocksDB) or the producer failed: nothing of the batch was acked.
-            await self._fail(exc)
-
-    async def _deliver(self) -> None:
+            store.write({key: value for key, value in batch.changelog.items() if key[0] in held})
+        except Exception as exc:
+            raise DeliveryFailed(f"step 1, writing the state store: {exc!r}") from exc
+        # 2. Changelog acknowledged.
+        records: list[Record] = [
+            (self.changelog_topic, partition, key, value, None)
+            for (partition, key), value in batch.changelog.items()
+        ]
+        highest = await self._send(records, "step 2, the changelog")
+        # 3. Stored changelog offset advanced.
         try:
-            while True:
-                batch = await self._analyzed.get()
-                await _highest_offsets(await self._send(batch.outputs))
-                self.on_delivered(batch)
-                for event, stream in batch.events:
-                    await stream.ack(event)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # The broker did not acknowledge: nothing of the batch was acked.
-            await self._fail(exc)
+            for (_topic, partition), offset in highest.items():
+                if partition in held and store.holds(partition):
+                    store.set_changelog_offset(partition, offset)
+        except Exception as exc:
+            raise DeliveryFailed(f"step 3, storing the changelog offset: {exc!r}") from exc
 
-    async def _fail(self, exc: BaseException) -> None:
-        log.critical("could not deliver the worker's outputs: %r", exc)
-        await self.on_failure(exc)
+    async def publish(self, batch: Batch) -> None:
+        """Steps 4-5: outputs and dead letters acknowledged, then the events acked."""
+        # 4. Outputs and dead letters acknowledged.
+        await self._send(batch.outputs, "step 4, the outputs")
+        self.progress.advance(batch.offsets())
+        # 5. Events acked.
+        for event, stream in batch.events:
+            await stream.ack(event)
 
-    async def _send(self, records: list[Record]) -> list[Sent]:
-        """Send ``records`` as one record batch per (topic, partition); the futures, unawaited."""
-        producer = self._producer
-        assert producer is not None
+    async def _send(self, records: list[Record], step: str) -> dict[tuple[str, int], int]:
+        """Send ``records`` as one record batch per (topic, partition), wait for every acknowledgement.
+
+        Returns the highest acknowledged offset per (topic, partition). Acknowledgements may arrive
+        in any order; the step is complete only when all have.
+        """
+        producer = self.producer
         groups: dict[tuple[str, int], list[tuple[bytes | None, bytes, Headers | None]]] = {}
         for topic, partition, key, value, headers in records:
             groups.setdefault((topic, partition), []).append((key, value, headers))
-        sent: list[Sent] = []
-        for (topic, partition), group in groups.items():
-            builder, count = producer.create_batch(), 0
-            for key, value, headers in group:
-                if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
-                    sent.append(
-                        (partition, count, await producer.send_batch(builder, topic, partition=partition))
-                    )
-                    builder, count = producer.create_batch(), 0
-                    # The first record of an empty batch is always accepted, whatever its size.
-                    builder.append(timestamp=None, key=key, value=value, headers=headers or [])
-                count += 1
-            sent.append((partition, count, await producer.send_batch(builder, topic, partition=partition)))
-        return sent
-
-
-async def _highest_offsets(sent: list[Sent]) -> dict[int, int]:
-    """Wait for the batches; the highest acknowledged offset per partition."""
-    highest: dict[int, int] = {}
-    for partition, count, future in sent:
-        metadata = await future
-        highest[partition] = max(metadata.offset + count - 1, highest.get(partition, -1))
-    return highest
+        sent: list[tuple[tuple[str, int], int, asyncio.Future[Any]]] = []
+        try:
+            for (topic, partition), group in groups.items():
+                builder, count = producer.create_batch(), 0
+                for key, value, headers in group:
+                    if builder.append(timestamp=None, key=key, value=value, headers=headers or []) is None:
+                        future = await producer.send_batch(builder, topic, partition=partition)
+                        sent.append(((topic, partition), count, future))
+                        builder, count = producer.create_batch(), 0
+                        # The first record of an empty batch is always accepted, whatever its size.
+                        builder.append(timestamp=None, key=key, value=value, headers=headers or [])
+                    count += 1
+                future = await producer.send_batch(builder, topic, partition=partition)
+                sent.append(((topic, partition), count, future))
+            highest: dict[tuple[str, int], int] = {}
+            for where, count, future in sent:
+                metadata = await future
+                highest[where] = max(metadata.offset + count - 1, highest.get(where, -1))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise DeliveryFailed(f"{step} was not acknowledged: {exc!r}") from exc
+        return highest

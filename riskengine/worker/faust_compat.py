@@ -1,38 +1,161 @@
-"""The worker's Kafka transport: Faust's aiokafka driver, with its post-rebalance seek corrected.
+"""The one seam to Faust's and aiokafka's internals.
 
-After every rebalance Faust seeks each stream partition back to its committed offset
-(:meth:`~faust.transport.consumer.Consumer.perform_seek`), because records fetched during the
-rebalance may have been dropped. Two faults in that step lost trades in the crash tests; both are
-corrected in :meth:`Consumer.perform_seek`:
+Faust owns the group membership, the tables' changelogs and standby recovery, and the web server;
+the worker needs a little more than Faust's public API gives (batched store writes, a corrected
+post-rebalance seek, a metadata refresh). Every reach into a private attribute of faust-streaming
+or aiokafka is in this module and listed in :data:`SURFACE` with why it is needed and the version
+it was checked against. ``tests/unit/worker/test_faust_compat.py`` checks the whole surface against
+the installed packages, so an upgrade that changes it fails there, naming the reach, instead of in
+a crash test.
 
-1. *The seek did not stop the flow.* Faust resumes the stream partitions, then seeks, then clears
-   the agents' input queues. Records fetched before the seek kept reaching the queue while it ran,
-   the clear dropped those, and the same fetch then went on with the records after them: the
-   agent saw offset 202 and then 222 of one partition, and 203-221 were never analyzed. The flow
-   is now stopped for the seek; Faust resumes it after the clear, from the new positions.
-2. *A partition without a committed offset was not moved.* aiokafka's ``seek_to_committed`` skips a
-   partition whose committed offset is missing or 0. When a worker died before its first commit on
-   a partition, the worker that took it over had fetched it from the start, dropped those records
-   during the rebalance, and went on from the end of that fetch (944 of 3,000 trades in one crash
-   test). Such partitions are now sought to their beginning, which is where ``auto_offset_reset``
-   (``earliest``, see :func:`riskengine.worker.app.app_options`) put them.
+Checked against faust-streaming 0.15.3 and aiokafka 0.14.0 (pinned in ``setup.cfg``).
 
-A trade read again after the seek is recognized by its offset and not applied twice (see
-:mod:`riskengine.worker.agents.trade_analysis`).
+The reaches:
+
+- ``faust.stores.rocksdb.Store._dbs`` and ``._db_for_partition``: the open rocksdict database of
+  each table partition. The worker writes a batch's states in one ``WriteBatch`` per partition (one
+  WAL append instead of one per trade) and checkpoints those databases for snapshots; Faust's store
+  API writes one key per call and needs a current event.
+- ``faust.transport.consumer.Consumer._committed_offset`` and ``._is_changelog_tp``: which stream
+  partitions have a committed offset after Faust's post-rebalance seek (see
+  :class:`Consumer.perform_seek` for why that seek needs correcting).
+- ``aiokafka.AIOKafkaConsumer._client``: ``force_metadata_update`` on a group-less consumer whose
+  topics were created moments ago (their partitions are otherwise unknown until the next periodic
+  refresh).
+- ``faust.App._new_transport`` (overridden by :class:`TransportApp`): the one hook that gives the
+  app a transport of its own, here :class:`Transport`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
+import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as driver
+from faust.types import TransportT
 
 log = logging.getLogger(__name__)
 
+#: The versions this surface was checked against (``setup.cfg`` pins them).
+CHECKED_VERSIONS = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0"}
+
+
+@dataclass(frozen=True)
+class Reach:
+    """One private attribute the worker uses: where it is, what it must be, and why."""
+
+    owner: str
+    attribute: str
+    #: "instance attribute" (set in ``__init__``), "method" or "class attribute"
+    kind: str
+    why: str
+
+
+SURFACE: tuple[Reach, ...] = (
+    Reach(
+        "faust.stores.rocksdb.Store",
+        "_dbs",
+        "instance attribute",
+        "partition -> open rocksdict database: which partitions the store holds, for batched writes "
+        "(StateStore) and checkpoints (snapshots)",
+    ),
+    Reach(
+        "faust.stores.rocksdb.Store",
+        "_db_for_partition",
+        "method",
+        "the open rocksdict database of a partition (opened on first use), for batched writes and reads",
+    ),
+    Reach(
+        "faust.transport.consumer.Consumer",
+        "_committed_offset",
+        "instance attribute",
+        "tp -> committed offset, filled by perform_seek: partitions without one are rewound",
+    ),
+    Reach(
+        "faust.transport.consumer.Consumer",
+        "_is_changelog_tp",
+        "method",
+        "tells table changelog partitions (never rewound here) from stream partitions",
+    ),
+    Reach(
+        "faust.app.base.App",
+        "_new_transport",
+        "method",
+        "overridden by TransportApp to install Transport (the corrected post-rebalance seek)",
+    ),
+    Reach(
+        "aiokafka.consumer.consumer.AIOKafkaConsumer",
+        "_client",
+        "instance attribute",
+        "its AIOKafkaClient, for force_metadata_update on topics created moments ago",
+    ),
+)
+
+
+# -- stores -----------------------------------------------------------------------------------
+
+
+def held_partitions(table: Any) -> Mapping[int, Any]:
+    """Partition -> open rocksdict database of ``table``'s RocksDB store (active and standby).
+
+    Faust opens a partition's database when the partition is assigned and drops it from this
+    mapping when the partition is revoked.
+    """
+    dbs: Mapping[int, Any] = table.data._dbs
+    return dbs
+
+
+def partition_db(table: Any, partition: int) -> Any:
+    """The open rocksdict database of ``table``'s ``partition`` (Faust opens it on first use)."""
+    return table.data._db_for_partition(partition)
+
+
+def recovering(app: faust.App) -> bool:
+    """True while ``app`` rebalances or its tables recover (their databases are being rewritten)."""
+    recovery = getattr(app.tables, "recovery", None)  # created when the app starts
+    return bool(app.rebalancing) or recovery is None or not recovery.completed.is_set()
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+async def refresh_metadata(consumer: AIOKafkaConsumer) -> None:
+    """Fetch the cluster metadata now (topics created moments ago show their partitions)."""
+    await consumer._client.force_metadata_update()
+
+
+# -- the post-rebalance seek ------------------------------------------------------------------
+
 
 class Consumer(driver.Consumer):
-    """Faust's aiokafka consumer with the corrected :meth:`perform_seek`."""
+    """Faust's aiokafka consumer with a corrected :meth:`perform_seek`.
+
+    After every rebalance Faust seeks each stream partition back to its committed offset, because
+    records fetched during the rebalance may have been dropped. Two faults in that step lost
+    trades in the crash tests:
+
+    1. *The seek did not stop the flow.* Faust resumes the stream partitions, then seeks, then
+       clears the agents' input queues. Records fetched before the seek kept reaching the queue
+       while it ran, the clear dropped those, and the same fetch then went on with the records
+       after them: the agent saw offset 202 and then 222 of one partition, and 203-221 were never
+       analyzed. The flow is now stopped for the seek; Faust resumes it after the clear, from the
+       new positions.
+    2. *A partition without a committed offset was not moved.* aiokafka's ``seek_to_committed``
+       skips a partition whose committed offset is missing or 0. When a worker died before its
+       first commit on a partition, the worker that took it over had fetched it from the start,
+       dropped those records during the rebalance, and went on from the end of that fetch (944 of
+       3,000 trades in one crash test). Such partitions are now sought to their beginning, which is
+       where ``auto_offset_reset`` (``earliest``, see :func:`riskengine.worker.app.app_options`)
+       put them.
+
+    A trade read again after the seek is recognized by its offset and not applied twice (see
+    :mod:`riskengine.worker.agents.trade_analysis`).
+    """
 
     async def perform_seek(self) -> None:
         """Stop the flow, then seek every stream partition to its committed offset or beginning."""
@@ -67,3 +190,10 @@ class Transport(driver.Transport):
     """Faust's aiokafka transport with :class:`Consumer`."""
 
     Consumer = Consumer
+
+
+class TransportApp(faust.App):
+    """A Faust app whose Kafka transport is :class:`Transport`."""
+
+    def _new_transport(self) -> TransportT:
+        return Transport(self.conf.broker_consumer, self)

@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from riskengine.core import FORMAT_VERSION
+from riskengine.errors import WorkerError
 from riskengine.settings import Settings
 
 if TYPE_CHECKING:
-    from riskengine.worker.app import RiskApp
+    import faust
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ OFFSET_KEY = b"__faust\x00offset__"
 APP_VERSION = 1
 
 
-class SnapshotError(RuntimeError):
+class SnapshotError(WorkerError):
     """A snapshot cannot be taken, read or restored; the message says why."""
 
 
@@ -409,17 +410,13 @@ class _Checkpoint:
 class Snapshotter:
     """Checkpoints the worker's active table partitions and uploads them (timer and admin view)."""
 
-    def __init__(self, app: RiskApp, store: SnapshotStore) -> None:
+    def __init__(self, app: faust.App, store: SnapshotStore) -> None:
         self.app = app
         self.store = store
         # One snapshot at a time: the timer and the admin view may both ask.
         self._lock = asyncio.Lock()
         #: (table, partition) -> changelog offset of the last snapshot uploaded by this worker
         self.uploaded: dict[tuple[str, int], int] = {}
-
-    def _recovering(self) -> bool:
-        recovery = getattr(self.app.tables, "recovery", None)
-        return bool(self.app.rebalancing) or recovery is None or not recovery.completed.is_set()
 
     async def snapshot(self) -> list[Manifest]:
         """Snapshot every active partition now; returns the manifests written.
@@ -428,8 +425,10 @@ class Snapshotter:
         skipped: its snapshot would hold the same state. Raises :class:`SnapshotError` while tables
         recover (their DBs are then being rewritten).
         """
+        from riskengine.worker.faust_compat import recovering
+
         async with self._lock:
-            if self._recovering():
+            if recovering(self.app):
                 raise SnapshotError("tables are recovering or rebalancing; try again later")
             work = Path(self.app.conf.datadir) / "snapshot-work" / f"{time.time_ns()}"
             try:
@@ -473,14 +472,13 @@ class Snapshotter:
         """
         import rocksdict
 
+        from riskengine.worker.faust_compat import held_partitions
+
         actives = self.app.assignor.assigned_actives()
         done = []
         for table in self.app.tables.values():
-            dbs = getattr(table.data, "_dbs", None)  # Faust keeps the open Rdicts privately.
-            if not isinstance(dbs, dict):
-                continue
             topic = table.changelog_topic.get_topic_name()
-            for partition, db in sorted(dbs.items()):
+            for partition, db in sorted(held_partitions(table).items()):
                 # Standby partitions are skipped: their owner snapshots them.
                 if (topic, partition) not in actives:
                     continue

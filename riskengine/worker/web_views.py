@@ -23,23 +23,25 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import faust
 from faust.web import View
 
 from riskengine.core import PatternType, Severity, StateFormatError, decode_state
-from riskengine.worker.snapshots import SnapshotError
+from riskengine.errors import WorkerError
+from riskengine.worker.agents.trade_analysis import TradeAgent
+from riskengine.worker.context import WorkerContext
+from riskengine.worker.faust_compat import recovering
+from riskengine.worker.snapshots import SnapshotError, Snapshotter
 from riskengine.worker.tables.user_state import EnvelopeError, decode_envelope
-
-if TYPE_CHECKING:
-    from riskengine.worker.app import RiskApp
 
 MAX_LIMIT = 1000
 #: Longest userId accepted (the contract's id limit).
 MAX_USER_ID = 128
 
 
-class BadRequest(ValueError):
+class BadRequest(WorkerError, ValueError):
     """A request parameter is invalid; the message is returned with status 400."""
 
 
@@ -90,12 +92,12 @@ def state_document(user_id: str, raw: bytes) -> dict[str, Any]:
     }
 
 
-def stats_document(app: RiskApp) -> dict[str, Any]:
+def stats_document(app: faust.App, context: WorkerContext, trades: TradeAgent) -> dict[str, Any]:
     """Throughput, lag, dead letters, alerts and rules of this worker."""
-    metrics = app.metrics
-    analysis = app.analysis
+    metrics = context.metrics
+    rules = context.reference.rules
     lag: dict[str, int] = {}
-    topic = analysis.trades.get_topic_name()
+    topic = trades.topic.get_topic_name()
     try:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
         for tp in sorted(assigned):
@@ -117,15 +119,14 @@ def stats_document(app: RiskApp) -> dict[str, Any]:
         "redelivered": metrics.redelivered,
         "resentOutputs": metrics.resent,
         "invalidProfiles": metrics.invalid_profiles,
-        "rulesVersion": analysis.rules.current.version,
-        "rulesRejected": analysis.rules.rejected,
-        "rulesIgnoredStale": analysis.rules.stale,
+        "rulesVersion": rules.current.version,
+        "rulesRejected": rules.rejected,
+        "rulesIgnoredStale": rules.stale,
     }
 
 
-def prometheus_text(app: RiskApp) -> str:
-    """The /stats figures in the Prometheus text exposition format."""
-    stats = stats_document(app)
+def prometheus_text(stats: dict[str, Any]) -> str:
+    """The /stats figures (:func:`stats_document`) in the Prometheus text exposition format."""
     lines = [
         "# TYPE riskengine_trades_in_total counter",
         f"riskengine_trades_in_total {stats['tradesIn']}",
@@ -149,9 +150,9 @@ def prometheus_text(app: RiskApp) -> str:
     return "\n".join(lines) + "\n"
 
 
-def authorized(app: RiskApp, request: Any) -> bool:
+def authorized(context: WorkerContext, request: Any) -> bool:
     """True when no admin token is configured or the request carries it as a bearer token."""
-    token = app.settings.worker_admin_token
+    token = context.settings.worker_admin_token
     if not token:
         return True
     header = request.headers.get("Authorization", "")
@@ -159,16 +160,19 @@ def authorized(app: RiskApp, request: Any) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token.get())
 
 
-def register_views(app: RiskApp) -> None:
-    """Add the worker's pages to ``app`` (needs ``app.analysis``)."""
-    analysis = app.analysis
+def register_views(
+    app: faust.App, context: WorkerContext, trades: TradeAgent, snapshots: Snapshotter
+) -> None:
+    """Add the worker's pages to ``app``."""
+    recent_alerts = context.metrics.recent_alerts
+    table = trades.user_state.table
 
     @app.page("/users/{user_id}")
-    @app.topic_route(topic=analysis.trades, match_info="user_id")
+    @app.topic_route(topic=trades.topic, match_info="user_id")
     async def user_state(web: Any, request: Any, user_id: str) -> Any:
         if not user_id or len(user_id) > MAX_USER_ID:
             return web.json({"error": "userId must be 1 to 128 characters"}, status=400)
-        raw = analysis.table.get(user_id.encode())
+        raw = table.get(user_id.encode())
         if raw is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         try:
@@ -183,7 +187,7 @@ def register_views(app: RiskApp) -> None:
         except BadRequest as exc:
             return web.json({"error": str(exc)}, status=400)
         found = []
-        for alert in reversed(app.metrics.recent_alerts):
+        for alert in reversed(recent_alerts):
             if user is not None and alert["userId"] != user:
                 continue
             if pattern is not None and alert["patternType"] != pattern:
@@ -199,36 +203,36 @@ def register_views(app: RiskApp) -> None:
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
-        return web.json(stats_document(app))
+        return web.json(stats_document(app, context, trades))
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
-        recovery = getattr(app.tables, "recovery", None)
-        recovering = bool(app.rebalancing) or recovery is None or not recovery.completed.is_set()
-        if recovering:
+        if recovering(app):
             return web.json({"status": "recovering"}, status=503)
-        return web.json({"status": "ready", "rulesVersion": analysis.rules.current.version})
+        return web.json({"status": "ready", "rulesVersion": context.reference.rules.current.version})
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.text(prometheus_text(app), content_type="text/plain; version=0.0.4")
+        return web.text(
+            prometheus_text(stats_document(app, context, trades)), content_type="text/plain; version=0.0.4"
+        )
 
     @app.page("/admin/alerts/clear")
     class ClearAlerts(View):
         async def post(self, request: Any) -> Any:
-            if not authorized(app, request):
+            if not authorized(context, request):
                 return self.json({"error": "a valid bearer token is required"}, status=401)
-            cleared = len(app.metrics.recent_alerts)
-            app.metrics.recent_alerts.clear()
+            cleared = len(recent_alerts)
+            recent_alerts.clear()
             return self.json({"cleared": cleared})
 
     @app.page("/admin/snapshot")
     class Snapshot(View):
         async def post(self, request: Any) -> Any:
-            if not authorized(app, request):
+            if not authorized(context, request):
                 return self.json({"error": "a valid bearer token is required"}, status=401)
             try:
-                manifests = await app.snapshots.snapshot()
+                manifests = await snapshots.snapshot()
             except SnapshotError as exc:
                 return self.json({"error": str(exc)}, status=409)
             except Exception as exc:  # The store (S3) failed: report it instead of a bare 500.

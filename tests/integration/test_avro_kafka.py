@@ -28,7 +28,7 @@ from riskengine.contracts.topics import (
 )
 from riskengine.core import Trade
 
-from .helpers import consume, end_offsets, produce
+from .kafka_io import consume, end_offsets, produce
 
 
 def trade(n: int, **changes):

@@ -29,7 +29,7 @@ from riskengine.dashboard.server import FEED, serving
 from riskengine.search.index_templates import install_index_templates
 from riskengine.search.reporting import Indices, elasticsearch_client
 
-from .test_reporting import index_documents
+from .test_reporting_elasticsearch import index_documents
 from .test_worker import collect, decoded
 from .worker_harness import WorkerProcess, free_port, isolated, prepare, running, sample_trades, send
 

@@ -18,7 +18,7 @@ from riskengine.producer.api import PRODUCER, create_app, kafka_connector
 from riskengine.producer.audit import AuditLog, Outgoing
 from riskengine.producer.config import ProducerConfig, SimulationDefaults
 
-from .helpers import consume, end_offsets
+from .kafka_io import consume, end_offsets
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import DEFAULT_RULES, evaluate_many
 from riskengine.settings import Settings
 
-from .helpers import partitions
+from .kafka_io import partitions
 from .worker_harness import (
     WorkerProcess,
     isolated,

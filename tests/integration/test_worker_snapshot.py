@@ -33,7 +33,7 @@ from riskengine.worker.snapshots import LocalStore, Manifest, latest, read_offse
 from riskengine.worker.tables.user_state import TABLE_NAME, Envelope, encode_envelope
 from riskengine.worker.web_views import state_document
 
-from .helpers import end_offsets
+from .kafka_io import end_offsets
 from .test_worker import collect
 from .worker_harness import WorkerProcess, isolated, prepare, send_trades
 

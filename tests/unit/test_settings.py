@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from riskengine.settings import Secret, Settings, SettingsError
+from riskengine.errors import SettingsError
+from riskengine.settings import Secret, Settings
 
 
 def test_defaults_point_at_the_local_stack():

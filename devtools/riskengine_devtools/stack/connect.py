@@ -26,7 +26,7 @@ from riskengine_devtools.stack.tools import find_java, maven, rendered_config, s
 PLUGIN_NAME = "riskengine-elasticsearch-sink"
 #: Where the plugin's Maven project lives in a checkout (the repository's top level).
 SOURCES = Path(__file__).resolve().parents[3] / "connectors" / "elasticsearch-sink"
-#: infra.md budgets 512 MB for Connect.
+#: The stack budgets 512 MB for Connect.
 HEAP = ("-Xms256m", "-Xmx512m")
 #: The Connect worker group and its internal topics (configs, source offsets, statuses).
 GROUP_ID = "riskengine-connect"

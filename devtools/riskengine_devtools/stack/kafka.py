@@ -32,7 +32,7 @@ LOG4J = "kafka-log4j2.properties"
 _MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 #: Kafka 4 needs Java 17 for the broker.
 JAVA_MINIMUM = 17
-#: Kafka's own check: at least 512 MB; 1 GB is what infra.md budgets.
+#: Kafka's own check: at least 512 MB; the stack budgets 1 GB.
 HEAP = ("-Xms256m", "-Xmx1g")
 
 

@@ -17,6 +17,7 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from riskengine.settings import PREFIX, Settings
+from riskengine_devtools import DevtoolsError
 
 #: Every stack service binds here, whatever host name the settings use for it.
 LOOPBACK = "127.0.0.1"
@@ -26,7 +27,7 @@ _LOCAL_HOSTS = ("127.0.0.1", "localhost")
 Say = Callable[[str], None]
 
 
-class StackError(Exception):
+class StackError(DevtoolsError):
     """A stack operation failed; the message names the service, the artifact or the log to read."""
 
 

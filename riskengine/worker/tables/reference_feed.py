@@ -13,6 +13,8 @@ Avro messages, decoded when they change, never per trade:
 - :class:`RulesHolder` holds the active :class:`~riskengine.core.Rules`: a message with a higher
   version than the active one is activated as soon as it is read; an invalid message is logged and
   counted and the previous version stays active; a lower version is ignored (and counted).
+
+:class:`ReferenceFeed` puts the three together: what the worker's context holds.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import DecodeError, SchemaCache
-from riskengine.core import InvalidProfile, InvalidRule, Rules, UserProfile, parse_profile
+from riskengine.contracts.topics import Topics
+from riskengine.core import InvalidProfile, InvalidRule, ReferenceData, Rules, UserProfile, parse_profile
 from riskengine.settings import Settings
+from riskengine.worker.faust_compat import refresh_metadata
+from riskengine.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +60,7 @@ class ReferenceReader:
             for partition in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         if not tps:
-            await consumer._client.force_metadata_update()
+            await refresh_metadata(consumer)
             tps = [
                 TopicPartition(topic, partition)
                 for topic in (self._profiles_topic, self._rules_topic)
@@ -182,3 +187,28 @@ class RulesHolder:
         log.info("rules version %d active (was %d)", rules.version, self.current.version)
         self.current = rules
         return True
+
+
+class ReferenceFeed:
+    """The worker's reference data: profiles and rules from their topics, live."""
+
+    def __init__(self, settings: Settings, names: Topics, catalog: SchemaCache, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.reader = ReferenceReader(settings, names.user_profiles, names.risk_rules)
+        self.profiles = ProfileView(self.reader.profiles, catalog, self._invalid_profile)
+        self.rules = RulesHolder(catalog, Rules.default())
+        self.reader.on_rules = self.rules.offer
+        #: What the core reads: the live profiles.
+        self.data = ReferenceData(profiles=self.profiles)
+
+    def _invalid_profile(self, user_id: str, exc: Exception) -> None:
+        self._metrics.invalid_profiles += 1
+        log.warning("profile of %s ignored: %s", user_id, exc)
+
+    async def start(self) -> None:
+        """Read both topics up to their end, then follow them (before the first trade is analyzed)."""
+        await self.reader.start()
+
+    async def stop(self) -> None:
+        """Stop following the topics."""
+        await self.reader.stop()

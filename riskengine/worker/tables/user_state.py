@@ -13,8 +13,8 @@ A table value is an *envelope* around the core's encoded :class:`~riskengine.cor
   :mod:`riskengine.worker.agents.trade_analysis` for why);
 - the core's encoded state.
 
-The agent writes the table's RocksDB store (through :class:`StateStore`) and its changelog topic
-itself, in batches (see :mod:`riskengine.worker.agents.trade_analysis`); the records have the layout Faust's
+The agent writes the table's RocksDB store (through :class:`UserStateTable`) and its changelog
+topic itself, in batches (see :mod:`riskengine.worker.commit`); the records have the layout Faust's
 own changelog writes have (raw key and value), so Faust's recovery and standby replicas read them
 unchanged.
 """
@@ -24,15 +24,16 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faust
 import rocksdict
+from faust.types import TP
 
 from riskengine.core import FORMAT_VERSION
-
-if TYPE_CHECKING:
-    from riskengine.worker.app import RiskApp
+from riskengine.errors import WorkerError
+from riskengine.settings import Settings
+from riskengine.worker.faust_compat import held_partitions, partition_db
 
 #: First byte of an envelope (version 1). Never a valid core FORMAT_VERSION.
 ENVELOPE_MAGIC = 0xE1
@@ -53,7 +54,7 @@ _OUTPUT = struct.Struct("<BI")  # kind, length
 assert ENVELOPE_MAGIC > FORMAT_VERSION, "the envelope magic must not collide with a core state version"
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(WorkerError, ValueError):
     """A table value is neither an envelope nor a bare core state."""
 
 
@@ -140,63 +141,66 @@ def with_pending(
     return tuple(kept[-MAX_PENDING:])
 
 
-def define_state_table(app: RiskApp) -> faust.Table[bytes, bytes]:
-    """Declare the per-user state table on ``app`` (RocksDB through rocksdict, small options)."""
-    settings = app.settings
-    table: faust.Table[bytes, bytes] = faust.Table(
-        app,
-        name=TABLE_NAME,
-        beacon=app.tables.beacon,
-        partitions=settings.topic_partitions,
-        key_type=bytes,
-        value_type=bytes,
-        help="per-user detection state (envelope around riskengine.core.UserState)",
-        options=rocksdb_options(app),
-    )
-    app.tables.add(table)
-    return table
-
-
-def rocksdb_options(app: RiskApp) -> dict[str, Any]:
+def rocksdb_options(settings: Settings) -> dict[str, Any]:
     """Small RocksDB options: Faust's defaults are a 2 GiB cache and 3 x 64 MiB memtables per partition."""
     return {
         "driver": "rocksdict",
-        "write_buffer_size": app.settings.worker_rocksdb_write_buffer_size,
+        "write_buffer_size": settings.worker_rocksdb_write_buffer_size,
         "max_write_buffer_number": 2,
-        "block_cache_size": app.settings.worker_rocksdb_block_cache_size,
+        "block_cache_size": settings.worker_rocksdb_block_cache_size,
     }
 
 
-class StateStore:
-    """The table's per-partition RocksDB databases, read by key and written one batch at a time.
+class UserStateTable:
+    """The per-user state table: Faust's table (changelog, recovery, standbys) and batched access.
 
-    Faust's own store API writes one key per call and needs a current event; one
-    :class:`rocksdict.WriteBatch` per partition per delivery batch costs a fraction of that (one
-    WAL append instead of one per trade). Faust keeps the open databases privately (``_dbs``, opened
-    by ``_db_for_partition``); faust-streaming is pinned, and the worker tests exercise this path.
+    Declared on the app at construction. Faust's own store API writes one key per call and needs a
+    current event; the agent instead reads by key and writes one :class:`rocksdict.WriteBatch` per
+    partition per batch (one WAL append instead of one per trade), through the partition databases
+    :mod:`riskengine.worker.faust_compat` reaches. It is the
+    :class:`~riskengine.worker.commit.StateWriter` of the commit protocol.
     """
 
-    def __init__(self, table: faust.Table[bytes, bytes]) -> None:
-        self._store: Any = table.data
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.table: faust.Table[bytes, bytes] = faust.Table(
+            app,
+            name=TABLE_NAME,
+            beacon=app.tables.beacon,
+            partitions=settings.topic_partitions,
+            key_type=bytes,
+            value_type=bytes,
+            help="per-user detection state (envelope around riskengine.core.UserState)",
+            options=rocksdb_options(settings),
+        )
+        app.tables.add(self.table)
+
+    @property
+    def changelog_topic(self) -> str:
+        """The name of the table's changelog topic."""
+        name: str = self.table.changelog_topic.get_topic_name()
+        return name
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         """The stored value of ``key`` in ``partition``."""
-        value: bytes | None = self._store._db_for_partition(partition).get(key)
+        value: bytes | None = partition_db(self.table, partition).get(key)
         return value
 
-    def write(self, values: Mapping[tuple[int, bytes], bytes]) -> None:
-        """Write ``(partition, key) -> value`` atomically per partition.
+    def holds(self, partition: int) -> bool:
+        """True while this worker's store serves ``partition`` (Faust drops it at revocation)."""
+        return partition in held_partitions(self.table)
 
-        Only partitions whose database is open (assigned to this worker) are written: a revoked
-        partition's new owner rebuilds it from the changelog, which these values still go to.
-        """
-        open_dbs = self._store._dbs
+    def write(self, values: Mapping[tuple[int, bytes], bytes]) -> None:
+        """Write ``(partition, key) -> value``, one atomic write per partition."""
         batches: dict[int, rocksdict.WriteBatch] = {}
         for (partition, key), value in values.items():
-            if partition in open_dbs:
-                batch = batches.get(partition)
-                if batch is None:
-                    batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
-                batch.put(key, value)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
+            batch.put(key, value)
         for partition, batch in batches.items():
-            open_dbs[partition].write(batch)
+            partition_db(self.table, partition).write(batch)
+
+    def set_changelog_offset(self, partition: int, offset: int) -> None:
+        """Record ``offset`` as the last changelog record applied to ``partition`` (Faust's own key)."""
+        topic = self.changelog_topic
+        self.table.data.set_persisted_offset(TP(topic, partition), offset)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from riskengine.core import PatternType, Rules, Trade, alert_id
 
-from .helpers import HOUR, MINUTE, SECOND, alerts_of, profile, reference, run, trade
+from .builders import HOUR, MINUTE, SECOND, alerts_of, profile, reference, run, trade
 
 # sha256 of b"12:WASH_TRADING12:u-1/ADA/USDT1:a1:b1:c", first 32 hex digits.
 PINNED = "67df365ef3010b4a4d37edee1e11cd48"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from riskengine.core import Rules, Trade
 
-from .helpers import MINUTE, SECOND, alerts_of, patterns_of, run, trade
+from .builders import MINUTE, SECOND, alerts_of, patterns_of, run, trade
 
 
 def wash_trades() -> list[Trade]:

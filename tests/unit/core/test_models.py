@@ -10,7 +10,7 @@ import pytest
 from riskengine.contracts.schema_files import validate_record
 from riskengine.core import InvalidProfile, InvalidTrade, Side, parse_profile, parse_trade
 
-from .helpers import SECOND, profile, reference, run, trade
+from .builders import SECOND, profile, reference, run, trade
 
 RECORD: dict[str, Any] = {
     "tradeId": "3f2b1c9e-0000-4000-8000-000000000001",

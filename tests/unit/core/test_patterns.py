@@ -15,7 +15,7 @@ from riskengine.core import (
     UserProfile,
 )
 
-from .helpers import HOUR, MINUTE, SECOND, alerts_of, patterns_of, profile, reference, run, trade
+from .builders import HOUR, MINUTE, SECOND, alerts_of, patterns_of, profile, reference, run, trade
 
 
 def test_registry_holds_every_pattern_of_this_issue_in_contract_order():

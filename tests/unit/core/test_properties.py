@@ -26,7 +26,7 @@ from riskengine.core import (
 from riskengine.core.rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from riskengine.core.state import DAY_BUCKET_MS, DAY_MS, MAX_SYMBOLS
 
-from .helpers import T0
+from .builders import T0
 
 USERS = ["u-a", "u-b", "u-c"]
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "ADA/USDT", "SOL/USDT"]

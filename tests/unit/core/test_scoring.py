@@ -7,7 +7,7 @@ import pytest
 from riskengine.core import DEFAULT_RULES, PatternType, RiskLevel, Rules
 from riskengine.core.scoring import combine, mitigation_actions, risk_level, volume_component
 
-from .helpers import MINUTE, profile, reference, run, trade
+from .builders import MINUTE, profile, reference, run, trade
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from riskengine.core import (
 from riskengine.core.rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from riskengine.core.state import MAX_SYMBOLS
 
-from .helpers import HOUR, MINUTE, REFERENCE, SECOND, trade
+from .builders import HOUR, MINUTE, REFERENCE, SECOND, trade
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "XRP/USDT"]
 

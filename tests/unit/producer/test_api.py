@@ -13,7 +13,7 @@ from riskengine.producer.api import create_app
 from riskengine.producer.config import ProducerConfig, SimulationDefaults
 from riskengine.settings import Secret
 
-from .helpers import MemoryTransport, offline_catalog
+from .offline_doubles import MemoryTransport, offline_catalog
 
 VALID = {"userId": "U000001", "symbol": "BTC/USDT", "side": "BUY", "quantity": 0.5, "price": 60_000}
 

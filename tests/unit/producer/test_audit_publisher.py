@@ -10,7 +10,7 @@ from riskengine.producer.audit import AuditLog, Outgoing
 from riskengine.producer.events import Label, LabelRole
 from riskengine.producer.publisher import Publisher
 
-from .helpers import MemoryTransport, offline_catalog
+from .offline_doubles import MemoryTransport, offline_catalog
 
 
 def trade_message(n: int, scenario: str | None = None, order_id: str | None = None) -> Outgoing:

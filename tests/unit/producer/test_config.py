@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
+from riskengine.errors import SettingsError
 from riskengine.producer.config import ProducerConfig
 from riskengine.producer.market import DEFAULT_SYMBOLS
 from riskengine.producer.scenarios import SCENARIOS
 from riskengine.producer.simulator import EXCHANGES
-from riskengine.settings import Settings, SettingsError
+from riskengine.settings import Settings
 
 
 def test_defaults():

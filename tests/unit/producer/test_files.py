@@ -9,7 +9,7 @@ from riskengine.cli import main
 from riskengine.core import ReferenceData, parse_profile, parse_trade
 from riskengine.producer.files import RunFiles, read_labels, write_run
 
-from .helpers import small_config
+from .offline_doubles import small_config
 
 
 def test_side_files_are_named_after_the_output():

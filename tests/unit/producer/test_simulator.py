@@ -1,7 +1,8 @@
 """The simulated stream: reproducible, time-ordered, consistent, and labelled correctly.
 
 Order-event typologies (spoofing, layering, quote stuffing) and the pump-and-dump are checked here
-with small spec-literal checkers written from shared/typologies.md, independent of the producer.
+with small spec-literal checkers written from the typology definitions (README, "Detection core"),
+independent of the producer.
 """
 
 import json
@@ -20,7 +21,7 @@ from riskengine.producer.population import SANCTIONED_COUNTRIES, Role
 from riskengine.producer.scenarios import SCENARIOS
 from riskengine.producer.simulator import LEAD_MS, InvalidConfig, SimulationConfig, Simulator
 
-from .helpers import small_config
+from .offline_doubles import small_config
 
 TRADES = 30_000
 

@@ -13,7 +13,7 @@ from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, register, 
 from riskengine.contracts.schema_files import validate_record
 from riskengine.settings import Settings
 
-from .test_models import RECORD
+from ..core.test_models import RECORD
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -6,8 +6,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from riskengine.contracts.schema_files import expanded_schema, parsed_schema
-from riskengine.contracts.topics import RECORD_TOPICS, TOPICS, value_subject
+from riskengine.contracts.schema_files import expanded_schema
+from riskengine.contracts.topics import RECORD_TOPICS
 
 
 def _records(node: Any) -> list[dict[str, Any]]:
@@ -46,9 +46,3 @@ def test_optional_fields_default_to_null_so_they_can_be_added_and_removed(name):
                 assert f["type"][0] == "null" and "default" in f and f["default"] is None, (
                     f"{record['name']}.{f['name']}"
                 )
-
-
-def test_every_contract_travels_on_an_engine_topic_under_its_value_subject():
-    assert set(RECORD_TOPICS.values()) <= set(TOPICS.all())
-    assert value_subject(TOPICS.trades) == "crypto-trades-value"
-    assert parsed_schema("CryptoTrade") is parsed_schema("CryptoTrade")

@@ -1,0 +1,158 @@
+"""The commit protocol's steps and their order, on in-process fakes (no Kafka, no RocksDB)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, DeliveryProgress, Record
+from tests.unit.worker.worker_fakes import FakeProducer, FakeStore, FakeStream, Journal, events
+
+CHANGELOG = "user-state-changelog"
+OUTPUTS = "risk-analyzed-trades"
+
+
+def protocol(journal: Journal) -> tuple[CommitProtocol, FakeStore, FakeProducer]:
+    """The protocol over a store holding partitions 0 and 1, and a producer acknowledging at once."""
+    store = FakeStore(journal, {0, 1}, CHANGELOG)
+    producer = FakeProducer(journal)
+    return CommitProtocol(store, producer, CHANGELOG, DeliveryProgress()), store, producer
+
+
+def batch_of(journal: Journal, per_partition: int = 4) -> tuple[Batch, FakeStream]:
+    """A batch with ``per_partition`` events on partitions 0 and 1, one user per event, outputs each."""
+    stream = FakeStream(journal)
+    taken = events(
+        "crypto-trades", [(p, f"u{p}-{i}".encode(), b"trade") for i in range(per_partition) for p in (0, 1)]
+    )
+    batch = Batch(events=[(event, stream) for event in taken])
+    for event in taken:
+        message = event.message
+        assert message.key is not None
+        batch.changelog[(message.partition, message.key)] = b"state of " + message.key
+        record: Record = (OUTPUTS, message.partition, message.key, b"analyzed " + message.key, None)
+        batch.outputs.append(record)
+    return batch, stream
+
+
+async def test_the_five_steps_run_in_order_for_the_whole_batch():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    batch, stream = batch_of(journal)
+
+    await commit.persist(batch)
+    await commit.publish(batch)
+
+    # 1. state written (both partitions) < 2. changelog acknowledged < 3. offsets stored
+    # < 4. outputs acknowledged < 5. events acked
+    assert journal.last("state") < journal.first("sent", CHANGELOG)
+    assert journal.last("acked", CHANGELOG) < journal.first("offset")
+    assert journal.last("offset") < journal.first("sent", OUTPUTS)
+    assert journal.last("acked", OUTPUTS) < journal.first("ack")
+    assert store.values[0][b"u0-3"] == b"state of u0-3"
+    # Four records per partition in batches of three: offsets 0-3, the stored offset is the last.
+    assert store.offsets == {0: 3, 1: 3}
+    assert producer.latest_values(CHANGELOG) == batch.changelog
+    assert [r[3] for r in producer.records(OUTPUTS)] == sorted(r[3] for r in batch.outputs)
+    assert stream.acked == [(e.message.partition, e.message.offset) for e, _s in batch.events]
+    assert commit.progress.delivered(0) == 3 and commit.progress.delivered(1) == 3
+
+
+async def test_a_changelog_failure_acks_nothing():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    producer.failing.add(CHANGELOG)
+    batch, stream = batch_of(journal)
+
+    with pytest.raises(DeliveryFailed, match="step 2, the changelog"):
+        await commit.persist(batch)
+
+    assert stream.acked == []
+    assert store.offsets == {}  # step 3 never ran
+    assert producer.records(OUTPUTS) == []  # step 4 never ran
+    assert commit.progress.delivered(0) is None
+
+
+async def test_an_output_failure_acks_nothing():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    producer.failing.add(OUTPUTS)
+    batch, stream = batch_of(journal)
+
+    await commit.persist(batch)
+    with pytest.raises(DeliveryFailed, match="step 4, the outputs"):
+        await commit.publish(batch)
+
+    assert stream.acked == []
+    assert commit.progress.delivered(0) is None  # pending outputs stay pending in the envelopes
+    assert store.offsets == {0: 3, 1: 3}  # the changelog did get the states
+
+
+async def test_a_store_failure_stops_before_anything_is_sent():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    store.fail_writes = True
+    batch, stream = batch_of(journal)
+
+    with pytest.raises(DeliveryFailed, match="step 1"):
+        await commit.persist(batch)
+
+    assert producer.attempted == []
+    assert stream.acked == []
+
+
+async def test_delayed_acknowledgements_arriving_out_of_order_complete_each_step():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    producer.hold = True
+    batch, stream = batch_of(journal, per_partition=7)  # three record batches per partition
+
+    persisting = asyncio.ensure_future(commit.persist(batch))
+    await asyncio.sleep(0.01)
+    assert not persisting.done()  # waiting for the changelog's acknowledgements
+    assert store.offsets == {}
+    assert producer.release("reverse") == 6  # the last batch of each partition is acknowledged first
+    await persisting
+    assert store.offsets == {0: 6, 1: 6}  # the highest offset, whatever order the acks came in
+
+    publishing = asyncio.ensure_future(commit.publish(batch))
+    await asyncio.sleep(0.01)
+    assert not publishing.done() and stream.acked == []
+    producer.release("reverse")
+    await publishing
+    assert len(stream.acked) == 14
+
+
+async def test_a_partition_revoked_before_the_state_write_is_left_to_its_next_owner():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    batch, stream = batch_of(journal)
+    store.held.discard(1)  # revoked after the batch was analyzed
+
+    await commit.persist(batch)
+    await commit.publish(batch)
+
+    # Nothing local for partition 1: Faust dropped its database, the next owner restores it from the
+    # changelog, which still gets the batch's states (so the events' outputs can be acked).
+    assert 1 not in store.values and 1 not in store.offsets
+    assert store.values[0] and store.offsets == {0: 3}
+    assert {p for (p, _k) in producer.latest_values(CHANGELOG)} == {0, 1}
+    assert {r[1] for r in producer.records(OUTPUTS)} == {0, 1}
+    assert len(stream.acked) == 8  # Faust's revocation waits for these acks
+
+
+async def test_a_partition_revoked_while_its_changelog_is_in_flight_keeps_its_stored_offset():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    producer.hold = True
+    batch, _stream = batch_of(journal)
+
+    persisting = asyncio.ensure_future(commit.persist(batch))
+    await asyncio.sleep(0.01)
+    assert set(store.values) == {0, 1}  # step 1 ran while both were held
+    store.held.discard(0)  # revoked mid-batch
+    producer.release()
+    await persisting
+
+    assert store.offsets == {1: 3}  # no write into a database Faust no longer serves

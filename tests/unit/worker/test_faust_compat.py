@@ -1,0 +1,155 @@
+"""The seam to Faust's and aiokafka's internals: pinned, and the only one.
+
+Each test names the reach it checks, so after a faust-streaming or aiokafka upgrade a failure here
+says which private attribute moved, instead of a lost trade in a crash test.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+from dataclasses import replace
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from riskengine.settings import Settings
+from riskengine.worker import faust_compat
+from riskengine.worker.faust_compat import SURFACE, Reach
+from riskengine.worker.tables.user_state import UserStateTable
+
+REPO = Path(__file__).resolve().parents[3]
+#: Underscore names that are public by convention (namedtuple API, argparse's annotation type).
+CONVENTIONAL = {"_replace", "_asdict", "_fields", "_make", "_SubParsersAction"}
+
+
+def _owner(reach: Reach) -> type:
+    module, _, name = reach.owner.rpartition(".")
+    owner: type = getattr(importlib.import_module(module), name)
+    return owner
+
+
+def _upgrade_hint(reach: Reach) -> str:
+    return (
+        f"{reach.owner}.{reach.attribute} ({reach.kind}) is not what riskengine/worker/faust_compat.py "
+        f"expects ({reach.why}); re-check that module against the installed faust-streaming "
+        f"{version('faust-streaming')} and aiokafka {version('aiokafka')}"
+    )
+
+
+def test_the_installed_versions_are_the_ones_the_surface_was_checked_against():
+    for package, checked in faust_compat.CHECKED_VERSIONS.items():
+        assert version(package) == checked, (
+            f"{package} {version(package)} is installed; riskengine/worker/faust_compat.py was checked "
+            f"against {checked}: re-check every entry of SURFACE, then update CHECKED_VERSIONS"
+        )
+
+
+@pytest.mark.parametrize("reach", [r for r in SURFACE if r.kind == "method"], ids=lambda r: r.attribute)
+def test_every_private_method_the_worker_uses_exists(reach: Reach):
+    assert callable(getattr(_owner(reach), reach.attribute, None)), _upgrade_hint(reach)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> faust.App:
+    """A worker-like app (the compat transport, a RocksDB table) that never connects to a broker."""
+    return faust_compat.TransportApp(
+        "compat-test", store="rocksdb://", datadir=str(tmp_path), autodiscover=False
+    )
+
+
+def test_the_rocksdb_store_keeps_its_partition_databases_where_the_worker_reads_them(app, tmp_path):
+    settings = replace(Settings.from_env({}), topic_partitions=2)
+    user_state = UserStateTable(app, settings)
+    store: Any = user_state.table.data
+    dbs_reach = next(r for r in SURFACE if r.attribute == "_dbs")
+    assert isinstance(getattr(store, "_dbs", None), dict), _upgrade_hint(dbs_reach)
+
+    # Batched writes and reads through the reached databases, on a real RocksDB.
+    user_state.write({(0, b"u-1"): b"one", (1, b"u-2"): b"two", (1, b"u-3"): b"three"})
+    assert user_state.get(0, b"u-1") == b"one" and user_state.get(1, b"u-3") == b"three"
+    assert user_state.holds(0) and user_state.holds(1)
+    assert set(faust_compat.held_partitions(user_state.table)) == {0, 1}
+    # The stored changelog offset goes where Faust's recovery reads it.
+    user_state.set_changelog_offset(1, 41)
+    assert store.persisted_offset(faust.types.TP(user_state.changelog_topic, 1)) == 41
+    # Faust's revocation drops the partition from the databases the store holds.
+    store.revoke_partitions(user_state.table, {faust.types.TP(user_state.changelog_topic, 0)})
+    assert not user_state.holds(0), _upgrade_hint(dbs_reach)
+
+
+def test_the_app_gets_the_corrected_transport_and_its_consumer_keeps_committed_offsets(app):
+    new_transport = next(r for r in SURFACE if r.attribute == "_new_transport")
+    assert isinstance(app.transport, faust_compat.Transport), _upgrade_hint(new_transport)
+    consumer = app.consumer
+    assert isinstance(consumer, faust_compat.Consumer)
+    committed = next(r for r in SURFACE if r.attribute == "_committed_offset")
+    assert hasattr(consumer._committed_offset, "get"), _upgrade_hint(committed)
+
+
+def test_faust_still_seeks_through_perform_seek_after_a_rebalance():
+    # The correction in faust_compat.Consumer.perform_seek only runs if Faust's recovery calls it.
+    from faust.tables.recovery import Recovery
+
+    source = inspect.getsource(Recovery._resume_streams)
+    assert "perform_seek" in source, (
+        "faust.tables.recovery.Recovery._resume_streams no longer calls consumer.perform_seek: "
+        "re-check the post-rebalance seek correction in riskengine/worker/faust_compat.py"
+    )
+    assert source.index("perform_seek") < source.index("flow_control.resume"), (
+        "Faust now clears the agents' queues before seeking: re-check faust_compat.Consumer.perform_seek"
+    )
+
+
+async def test_the_aiokafka_consumer_has_the_client_the_metadata_refresh_uses():
+    reach = next(r for r in SURFACE if r.attribute == "_client")
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:9")
+    try:
+        assert callable(getattr(getattr(consumer, "_client", None), "force_metadata_update", None)), (
+            _upgrade_hint(reach)
+        )
+    finally:
+        await consumer.stop()
+
+
+def _defined_names(trees: list[ast.Module]) -> set[str]:
+    """Underscore names riskengine defines itself (functions, classes, attributes, module names)."""
+    names: set[str] = set()
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                names.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                names.add(node.id)
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names.add(node.target.id)
+    return names
+
+
+def test_no_module_but_faust_compat_reaches_into_private_attributes_of_other_packages():
+    paths = sorted([*(REPO / "riskengine").rglob("*.py"), *(REPO / "devtools").rglob("*.py")])
+    trees = {path: ast.parse(path.read_text(), str(path)) for path in paths}
+    ours = _defined_names(list(trees.values())) | CONVENTIONAL
+    found = []
+    for path, tree in trees.items():
+        if path.name == "faust_compat.py":
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Attribute):
+                continue
+            name = node.attr
+            if not name.startswith("_") or name.startswith("__") or name in ours:
+                continue
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                continue
+            found.append(f"{path.relative_to(REPO)}:{node.lineno}: .{name}")
+    assert found == [], "private attributes reached outside riskengine/worker/faust_compat.py:\n" + "\n".join(
+        found
+    )
