@@ -4,7 +4,8 @@ The stream is deterministic (``random.Random(seed)``) and shaped like a venue's:
 own trade sizes, favourite symbols and KYC tiers; prices that random-walk; counterparties; a few
 linked accounts and sanctioned users; a share of trades arriving late (some beyond the allowed
 lateness); and injected episodes of each seed pattern (volume spikes, wash cycles, sell bursts,
-large orders) plus structuring and self trades, so every detector does real work and fires.
+large orders) plus structuring, self trades and momentum ignition, so every trade detector does
+real work and fires (the order-flow ones need order events, which this stream has none of).
 
 Trades are generated in chunks outside the timed region; only ``evaluate_trade`` calls are timed.
 States stay in memory as objects, as in a worker between changelog writes; ``--codec`` also
@@ -125,11 +126,18 @@ class _Generator:
         self.sequence = 0
 
     def make(
-        self, user: int, at: int, side: Side, symbol: int, notional: float, counterparty: str | None
+        self,
+        user: int,
+        at: int,
+        side: Side,
+        symbol: int,
+        notional: float,
+        counterparty: str | None,
+        move: float = 1.0,
     ) -> Trade:
-        """One trade of ``user`` at event time ``at`` (UUID-sized id)."""
+        """One trade of ``user`` at event time ``at`` (UUID-sized id), ``move`` x the symbol's price."""
         self.sequence += 1
-        price = self.prices[symbol]
+        price = self.prices[symbol] * move
         quantity = notional / price
         return Trade(
             trade_id=f"{self.sequence:08x}-{self.rng.getrandbits(64):016x}-{user:010d}",
@@ -168,7 +176,7 @@ class _Generator:
         rng = self.rng
         symbol = self.favourite[user]
         scale = self.scale[user]
-        kind = rng.randrange(5)
+        kind = rng.randrange(6)
         if kind == 0:  # volume spike: each step 1.6-2.5x the previous, 20 s apart
             notional = scale
             for step in range(rng.randint(3, 5)):
@@ -185,10 +193,17 @@ class _Generator:
                 self.push(self.make(user, at, Side.SELL, symbol, scale * rng.uniform(0.5, 1.5), None), at)
         elif kind == 3:  # large order on BTC
             self.push(self.make(user, clock, Side.BUY, 0, rng.uniform(400_000, 900_000), None), clock)
-        else:  # structuring: 3-4 trades of 8,000-9,999 an hour apart
+        elif kind == 4:  # structuring: 3-4 trades of 8,000-9,999 an hour apart
             for step in range(rng.randint(3, 4)):
                 at = clock + step * 3_600_000
                 self.push(self.make(user, at, Side.BUY, symbol, rng.uniform(8_000, 9_999), None), at)
+        else:  # momentum ignition: 3-4 buys 8 s apart, each 0.6 % higher, then a sell 40 s later
+            steps = rng.randint(3, 4)
+            for step in range(steps):
+                at = clock + step * 8_000
+                self.push(self.make(user, at, Side.BUY, symbol, scale, None, 1.006**step), at)
+            at = clock + (steps - 1) * 8_000 + 40_000
+            self.push(self.make(user, at, Side.SELL, symbol, scale, None, 1.006**steps), at)
 
 
 def _trades(users: int, count: int, seed: int) -> Iterator[Trade]:

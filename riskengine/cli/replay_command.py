@@ -1,15 +1,17 @@
-"""``riskengine replay``: the detection core over a JSON-lines file of trades, no services needed.
+"""``riskengine replay``: the detection core over JSON-lines files of trades and order events.
 
-Each input line is one ``CryptoTrade`` as JSON with the seed's camelCase field names. Trades are
-evaluated in file order (the file order is the arrival order; event time comes from each trade's
-``timestamp``), with one state per user, exactly as the worker would. Output, in ``--out``:
+Each input line is one ``CryptoTrade`` (or, with ``--orders``, one ``OrderEvent``) as JSON with the
+seed's camelCase field names. Each file's order is its arrival order; the two are interleaved as
+the worker interleaves its two topics (:mod:`riskengine.core.event_order`: head by head, by event
+time, order events first on ties), with one state per user. Output, in ``--out``:
 
 - ``analyzed-trades.jsonl``: one ``RiskAnalyzedTrade`` record per valid trade (``processedAt``
   is null: replay has no processing clock);
-- ``alerts.jsonl``: every ``RiskAlert`` record, in the order raised.
+- ``alerts.jsonl``: every ``RiskAlert`` record (trade and order-flow patterns), in the order raised.
 
-A line that is not JSON, not an object, or not a valid trade is reported on stderr with its line
-number and reason, and skipped; the run completes. Blank lines are ignored. Without ``INPUT`` the
+A line that is not JSON, not an object, or not a valid trade or order event is reported on stderr
+with its file, line number and reason, and skipped; the run completes. An order event the order
+book finds inconsistent is counted by kind in the summary. Blank lines are ignored. Without ``INPUT`` the
 bundled sample (``riskengine/data/sample-trades.jsonl``) is replayed with the bundled reference
 data (``sample-reference.json``: profiles, a sanctioned user, a restricted country).
 
@@ -22,30 +24,35 @@ data (``sample-reference.json``: profiles, a sanctioned user, a restricted count
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from riskengine.core import (
     DEFAULT_RULES,
     EMPTY_REFERENCE,
     InvalidReference,
     InvalidRule,
-    InvalidTrade,
+    OrderEvent,
     ReferenceData,
+    RiskAlert,
     Rules,
     Trade,
     UserState,
+    evaluate_order,
     evaluate_trade,
+    parse_order_event,
     parse_trade,
 )
-from riskengine.errors import CommandError
+from riskengine.core.event_order import merge_in_event_time
+from riskengine.errors import CommandError, CoreError
 from riskengine.settings import Settings
 
 ANALYZED_FILE = "analyzed-trades.jsonl"
@@ -67,45 +74,71 @@ class ReplaySummary:
 
     lines: int = 0
     trades: int = 0
+    order_events: int = 0
+    late_order_events: int = 0
+    order_issues: Counter[str] = field(default_factory=Counter)
     malformed: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
     levels: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    #: userId -> state at the end of the run
+    states: dict[str, UserState] = field(default_factory=dict)
 
     @property
     def trades_per_second(self) -> float:
         """Trades analyzed per second of wall-clock time (reading and writing included)."""
         return self.trades / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def events_per_second(self) -> float:
+        """Trades and order events per second of wall-clock time."""
+        return (self.trades + self.order_events) / self.seconds if self.seconds > 0 else 0.0
 
-def read_trades(lines: Iterable[bytes], errors: TextIO, summary: ReplaySummary) -> Iterator[Trade]:
-    """Parse JSON lines into trades; report and skip malformed ones (1-based line numbers)."""
+
+P = TypeVar("P")
+
+
+def read_records(
+    lines: Iterable[bytes],
+    parse: Callable[[Mapping[str, Any]], P],
+    what: str,
+    errors: TextIO,
+    summary: ReplaySummary,
+    prefix: str = "",
+) -> Iterator[P]:
+    """Parse JSON lines with ``parse``; report and skip malformed ones (1-based line numbers)."""
     for number, raw in enumerate(lines, start=1):
-        summary.lines = number
+        summary.lines += 1
+        where = f"{prefix}line {number}"
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            _malformed(errors, summary, number, f"not UTF-8: {exc.reason} at byte {exc.start}")
+            _malformed(errors, summary, where, f"not UTF-8: {exc.reason} at byte {exc.start}")
             continue
         if not line.strip():
             continue
         try:
             record: Any = json.loads(line)
-        except json.JSONDecodeError as exc:
-            _malformed(errors, summary, number, f"not valid JSON: {exc.msg} at column {exc.colno}")
+        except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+            _malformed(errors, summary, where, f"not valid JSON: {exc}")
             continue
         if not isinstance(record, dict):
-            _malformed(errors, summary, number, f"expected a JSON object, got {type(record).__name__}")
+            _malformed(errors, summary, where, f"expected a JSON object, got {type(record).__name__}")
             continue
         try:
-            yield parse_trade(record)
-        except InvalidTrade as exc:
-            _malformed(errors, summary, number, f"invalid trade: {exc}")
+            yield parse(record)
+        except CoreError as exc:
+            _malformed(errors, summary, where, f"invalid {what}: {exc}")
 
 
-def _malformed(errors: TextIO, summary: ReplaySummary, number: int, reason: str) -> None:
+def read_trades(lines: Iterable[bytes], errors: TextIO, summary: ReplaySummary) -> Iterator[Trade]:
+    """Parse JSON lines into trades; report and skip malformed ones (1-based line numbers)."""
+    return read_records(lines, parse_trade, "trade", errors, summary)
+
+
+def _malformed(errors: TextIO, summary: ReplaySummary, where: str, reason: str) -> None:
     summary.malformed += 1
-    print(f"line {number}: {reason} (skipped)", file=errors)
+    print(f"{where}: {reason} (skipped)", file=errors)
 
 
 def load_rules(path: Path | None) -> Rules:
@@ -146,33 +179,56 @@ def replay(
     rules: Rules,
     reference: ReferenceData,
     errors: TextIO | None = None,
+    orders: Iterable[bytes] = (),
 ) -> ReplaySummary:
-    """Run the core over ``source`` lines (bytes) and write the two output files into ``out_dir``.
+    """Run the core over ``source`` trade lines and ``orders`` order-event lines (bytes), writing
+    the two output files into ``out_dir``; the final states are kept in ``summary.states``.
 
     Malformed lines are reported on ``errors`` (default: standard error).
     """
     errors = errors or sys.stderr
     summary = ReplaySummary()
-    states: dict[str, UserState] = {}
+    states = summary.states
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    trades = read_trades(source, errors, summary)
+    order_events = read_records(orders, parse_order_event, "order event", errors, summary, "orders ")
+    merged = merge_in_event_time(trades, order_events, _trade_time, _order_time)
     with (
         (out_dir / ANALYZED_FILE).open("w", encoding="utf-8") as analyzed_out,
         (out_dir / ALERTS_FILE).open("w", encoding="utf-8") as alerts_out,
     ):
-        for trade in read_trades(source, errors, summary):
-            state = states.get(trade.user_id)
+        for item in merged:
+            state = states.get(item.user_id)
             if state is None:
-                state = states[trade.user_id] = UserState()
-            result = evaluate_trade(state, trade, reference, rules)
-            summary.trades += 1
-            summary.levels[result.analyzed.final_risk_level.value] += 1
-            analyzed_out.write(_json_line(result.analyzed.to_record()))
-            for alert in result.alerts:
+                state = states[item.user_id] = UserState()
+            alerts: tuple[RiskAlert, ...]
+            if isinstance(item, Trade):
+                result = evaluate_trade(state, item, reference, rules)
+                summary.trades += 1
+                summary.levels[result.analyzed.final_risk_level.value] += 1
+                analyzed_out.write(_json_line(result.analyzed.to_record()))
+                alerts = result.alerts
+            else:
+                outcome = evaluate_order(state, item, reference, rules)
+                summary.order_events += 1
+                summary.late_order_events += outcome.late
+                if outcome.issue is not None:
+                    summary.order_issues[outcome.issue] += 1
+                alerts = outcome.alerts
+            for alert in alerts:
                 summary.alerts[alert.pattern.value] += 1
                 alerts_out.write(_json_line(alert.to_record()))
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _trade_time(trade: Trade) -> int:
+    return trade.timestamp
+
+
+def _order_time(event: OrderEvent) -> int:
+    return event.timestamp
 
 
 def _json_line(record: dict[str, Any]) -> str:
@@ -189,6 +245,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "input", nargs="?", type=Path, metavar="INPUT.jsonl", help="trades, one JSON per line"
+    )
+    parser.add_argument(
+        "--orders",
+        type=Path,
+        metavar="ORDERS.jsonl",
+        help="order events (OrderEvent JSON lines), interleaved with the trades by event time",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("out"), metavar="DIR", help="output folder (default out)"
@@ -215,25 +277,38 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     try:
         rules = load_rules(args.rules)
         reference = load_reference(reference_file)
-        handle = source.open("rb")
     except ReplayError as exc:
         print(f"riskengine replay: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"riskengine replay: cannot read {source}: {exc.strerror}", file=sys.stderr)
-        return 2
-    with handle:
-        summary = replay(handle, args.out, rules, reference)
-    print(f"input: {source}")
+    with contextlib.ExitStack() as files:
+        try:
+            handle = files.enter_context(source.open("rb"))
+            orders = files.enter_context(args.orders.open("rb")) if args.orders else None
+        except OSError as exc:
+            print(f"riskengine replay: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+            return 2
+        summary = replay(handle, args.out, rules, reference, orders=orders or ())
+    print(f"input: {source}" + (f", orders: {args.orders}" if args.orders else ""))
     print(
         f"trades: {summary.trades:,} analyzed, {summary.malformed:,} malformed line(s) skipped "
         f"(rules version {rules.version})"
     )
+    if args.orders:
+        issues = (
+            ", ".join(f"{kind}={count}" for kind, count in sorted(summary.order_issues.items())) or "none"
+        )
+        print(
+            f"order events: {summary.order_events:,} applied, {summary.late_order_events:,} beyond the "
+            f"allowed lateness, inconsistent: {issues}"
+        )
     levels = ", ".join(f"{level}={summary.levels[level]}" for level in ("LOW", "MEDIUM", "HIGH", "CRITICAL"))
     print(f"risk levels: {levels}")
     total = sum(summary.alerts.values())
     by_pattern = ", ".join(f"{name}={count}" for name, count in sorted(summary.alerts.items())) or "none"
     print(f"alerts: {total} ({by_pattern})")
-    print(f"throughput: {summary.trades_per_second:,.0f} trades/s ({summary.seconds:.3f} s)")
+    print(
+        f"throughput: {summary.trades_per_second:,.0f} trades/s, {summary.events_per_second:,.0f} events/s "
+        f"({summary.seconds:.3f} s)"
+    )
     print(f"output: {args.out / ANALYZED_FILE}, {args.out / ALERTS_FILE}")
     return 0

@@ -9,15 +9,19 @@ alert ids), :mod:`riskengine.core.state` (bounds, encoding), :mod:`riskengine.co
 in :mod:`riskengine.core.patterns`.
 """
 
-from .evaluate import Evaluation, alert_id, evaluate_many, evaluate_trade
+from .evaluate import Evaluation, OrderEvaluation, alert_id, evaluate_many, evaluate_order, evaluate_trade
 from .models import (
     BehavioralAnalysis,
     ComplianceFlag,
     Feature,
+    InvalidOrderEvent,
     InvalidProfile,
     InvalidTrade,
     MarketImpactAnalysis,
     MitigationAction,
+    OrderActivity,
+    OrderEvent,
+    OrderEventType,
     PatternType,
     RiskAlert,
     RiskAnalyzedTrade,
@@ -28,9 +32,11 @@ from .models import (
     Trade,
     UserProfile,
     VolumeAnalysis,
+    parse_order_event,
     parse_profile,
     parse_trade,
 )
+from .order_book import OrderBook
 from .patterns import REGISTRY, Detector, Match, TradeContext, WindowedDetector
 from .reference import EMPTY_REFERENCE, InvalidReference, MarketReference, ReferenceData
 from .rules import DEFAULT_RULES, PARAMETERS, InvalidRule, Rules
@@ -48,6 +54,7 @@ __all__ = [
     "Detector",
     "Evaluation",
     "Feature",
+    "InvalidOrderEvent",
     "InvalidProfile",
     "InvalidReference",
     "InvalidRule",
@@ -56,6 +63,11 @@ __all__ = [
     "MarketReference",
     "Match",
     "MitigationAction",
+    "OrderActivity",
+    "OrderBook",
+    "OrderEvaluation",
+    "OrderEvent",
+    "OrderEventType",
     "PatternType",
     "ReferenceData",
     "RiskAlert",
@@ -76,7 +88,9 @@ __all__ = [
     "decode_state",
     "encode_state",
     "evaluate_many",
+    "evaluate_order",
     "evaluate_trade",
+    "parse_order_event",
     "parse_profile",
     "parse_trade",
 ]

@@ -61,6 +61,7 @@ from .models import (
     BehavioralAnalysis,
     ComplianceFlag,
     MarketImpactAnalysis,
+    OrderEvent,
     PatternType,
     RiskAlert,
     RiskAnalyzedTrade,
@@ -69,7 +70,7 @@ from .models import (
     Trade,
     VolumeAnalysis,
 )
-from .patterns import REGISTRY, Detector, Match, TradeContext
+from .patterns import REGISTRY, Detector, Match, OrderContext, OrderFlowDetector, TradeContext
 from .reference import ReferenceData
 from .rules import MAX_RECENT_TRADES, Rules
 from .scoring import (
@@ -111,6 +112,20 @@ class Evaluation(NamedTuple):
     alerts: tuple[RiskAlert, ...]
 
 
+class OrderEvaluation(NamedTuple):
+    """The result of one order event: the updated state, new alerts, and what was odd about it.
+
+    ``issue`` names an inconsistency (see :mod:`riskengine.core.order_book`; the event changed
+    nothing), ``late`` is true for an event beyond the allowed lateness (applied to the order
+    book, kept out of the patterns).
+    """
+
+    state: UserState
+    alerts: tuple[RiskAlert, ...]
+    issue: str | None
+    late: bool
+
+
 def alert_id(pattern: PatternType, key: str, evidence: tuple[str, ...]) -> str:
     """Deterministic alert id: 32 hex digits of SHA-256 over pattern, key and evidence ids.
 
@@ -128,12 +143,15 @@ def alert_id(pattern: PatternType, key: str, evidence: tuple[str, ...]) -> str:
 class _Plan:
     """What the rules imply for the detector loop, computed once per Rules object."""
 
-    __slots__ = ("behavioral", "detectors", "fired_windows", "merge_windows", "rules")
+    __slots__ = ("behavioral", "detectors", "fired_windows", "merge_windows", "order_detectors", "rules")
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
         self.detectors: tuple[Detector, ...] = tuple(
             detector for pattern, detector in REGISTRY.items() if pattern not in rules.disabled
+        )
+        self.order_detectors: tuple[OrderFlowDetector, ...] = tuple(
+            detector for detector in self.detectors if isinstance(detector, OrderFlowDetector)
         )
         self.merge_windows: dict[PatternType, int | None] = {
             detector.pattern: detector.merge_window_ms(rules) for detector in self.detectors
@@ -292,7 +310,7 @@ def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rul
             # the map: at most the entries alive within their windows, plus this one.
             state.prune_fired(rules.allowed_lateness_ms, plan.fired_windows)
             state.fired[key] = found.timestamp
-        alerts.append(_alert(detector, found, trade, rules))
+        alerts.append(_alert(detector, found, user_id, rules))
     triggered = tuple(matched)
 
     if _STRUCTURING in matched:
@@ -355,12 +373,12 @@ def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rul
     return _new(Evaluation, (state, analyzed, tuple(alerts) if alerts else ()))
 
 
-def _alert(detector: Detector, match: Match, trade: Trade, rules: Rules) -> RiskAlert:
-    key = f"{trade.user_id}/{match.key}" if match.key else trade.user_id
+def _alert(detector: Detector, match: Match, user_id: str, rules: Rules) -> RiskAlert:
+    key = f"{user_id}/{match.key}" if match.key else user_id
     return RiskAlert(
         alert_id=alert_id(detector.pattern, key, match.evidence),
         pattern=detector.pattern,
-        user_id=trade.user_id,
+        user_id=user_id,
         symbol=match.symbol,
         severity=detector.severity,
         description=detector.description,
@@ -369,7 +387,48 @@ def _alert(detector: Detector, match: Match, trade: Trade, rules: Rules) -> Risk
         evidence=match.evidence,
         features=match.features,
         rule_version=rules.version,
+        activity=match.activity,
     )
+
+
+def evaluate_order(
+    state: UserState, event: OrderEvent, reference: ReferenceData, rules: Rules
+) -> OrderEvaluation:
+    """Apply one order event of ``state``'s user and run the order-flow patterns on it.
+
+    The event moves the user's watermark like a trade. An event beyond the allowed lateness is
+    still applied to the order book (the orders' lives must stay consistent) but raises nothing.
+    Suppression and alert ids work as for trades (see the module docstring).
+    """
+    plan = _plan(rules)
+    timestamp = event.timestamp
+    too_late = timestamp < state.watermark - rules.allowed_lateness_ms
+    book = state.orders
+    order, issue = book.apply(
+        event, rules.spoof_min_history, rules.quote_cycle_ms, rules.quote_fast_cancel_ms
+    )
+    if timestamp > state.watermark:
+        state.watermark = timestamp
+    book.prune(state.watermark - rules.order_horizon_ms)
+    if issue is not None or order is None or too_late:
+        return OrderEvaluation(state, (), issue, too_late)
+    context = OrderContext(event, order, state, reference, rules)
+    alerts: list[RiskAlert] = []
+    for detector in plan.order_detectors:
+        found = detector.detect_order(context)
+        if found is None:
+            continue
+        pattern = detector.pattern
+        window = plan.merge_windows[pattern]
+        if window is not None:
+            key = (pattern, found.key)
+            last = state.fired.get(key)
+            if last is not None and found.timestamp <= last + window:
+                continue
+            state.prune_fired(rules.allowed_lateness_ms, plan.fired_windows)
+            state.fired[key] = found.timestamp
+        alerts.append(_alert(detector, found, event.user_id, rules))
+    return OrderEvaluation(state, tuple(alerts), None, False)
 
 
 def evaluate_many(

@@ -30,6 +30,15 @@ class Side(StrEnum):
     SELL = "SELL"
 
 
+class OrderEventType(StrEnum):
+    """Life-cycle step of an order (``riskengine.OrderEventType``)."""
+
+    PLACED = "PLACED"
+    AMENDED = "AMENDED"
+    CANCELLED = "CANCELLED"
+    FILLED = "FILLED"
+
+
 class RiskLevel(StrEnum):
     """Per-trade risk level (``riskengine.RiskLevel``), ordered LOW < MEDIUM < HIGH < CRITICAL."""
 
@@ -109,6 +118,15 @@ class InvalidTrade(CoreError):
         self.reason = reason
 
 
+class InvalidOrderEvent(CoreError):
+    """An order-event record has a missing or bad field; ``field`` names it, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
 class InvalidProfile(CoreError):
     """A user-profile record has a missing or bad field; ``field`` names it, ``reason`` says why."""
 
@@ -165,7 +183,10 @@ class Trade:
         }
 
 
-def _string(record: Mapping[str, Any], name: str, error: type[InvalidTrade | InvalidProfile]) -> str:
+_Invalid = type[InvalidTrade] | type[InvalidProfile] | type[InvalidOrderEvent]
+
+
+def _string(record: Mapping[str, Any], name: str, error: _Invalid) -> str:
     if name not in record:
         raise error(name, "missing")
     value = record[name]
@@ -178,30 +199,36 @@ def _string(record: Mapping[str, Any], name: str, error: type[InvalidTrade | Inv
     return value
 
 
-def _optional_string(
-    record: Mapping[str, Any], name: str, error: type[InvalidTrade | InvalidProfile]
-) -> str | None:
+def _optional_string(record: Mapping[str, Any], name: str, error: _Invalid) -> str | None:
     if record.get(name) is None:
         return None
     return _string(record, name, error)
 
 
-def _positive(record: Mapping[str, Any], name: str) -> float:
+def _finite(record: Mapping[str, Any], name: str, error: _Invalid) -> float:
     if name not in record:
-        raise InvalidTrade(name, "missing")
+        raise error(name, "missing")
     value = record[name]
     # bool is an int subclass: True must not pass as a quantity of 1.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidTrade(name, f"must be a number, got {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0.0:
-        raise InvalidTrade(name, f"must be a finite number > 0, got {value!r}")
+        raise error(name, f"must be a number, got {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise error(name, f"must be a finite number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise error(name, f"must be a finite number, got {value!r}")
     return number
 
 
-def _integer(
-    record: Mapping[str, Any], name: str, low: int, high: int, error: type[InvalidTrade | InvalidProfile]
-) -> int:
+def _positive(record: Mapping[str, Any], name: str, error: _Invalid = InvalidTrade) -> float:
+    number = _finite(record, name, error)
+    if number <= 0.0:
+        raise error(name, f"must be a finite number > 0, got {record[name]!r}")
+    return number
+
+
+def _integer(record: Mapping[str, Any], name: str, low: int, high: int, error: _Invalid) -> int:
     if name not in record:
         raise error(name, "missing")
     value = record[name]
@@ -269,6 +296,85 @@ def parse_trade(record: Mapping[str, Any]) -> Trade:
         risk_level=risk_level,
         counterparty_user_id=_optional_string(record, "counterpartyUserId", InvalidTrade),
         order_id=_optional_string(record, "orderId", InvalidTrade),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """One step in an order's life (``riskengine.OrderEvent``); build it with :func:`parse_order_event`.
+
+    ``quantity`` is the order's quantity after this event, ``remaining_quantity`` what is still
+    unfilled after it: a FILLED event with a remaining quantity above 0 is a partial fill.
+    """
+
+    event_id: str
+    order_id: str
+    user_id: str
+    symbol: str
+    side: Side
+    event_type: OrderEventType
+    price: float
+    quantity: float
+    remaining_quantity: float
+    timestamp: int
+    exchange: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``OrderEvent`` record (camelCase field names)."""
+        return {
+            "eventId": self.event_id,
+            "orderId": self.order_id,
+            "userId": self.user_id,
+            "symbol": self.symbol,
+            "side": self.side.value,
+            "eventType": self.event_type.value,
+            "price": self.price,
+            "quantity": self.quantity,
+            "remainingQuantity": self.remaining_quantity,
+            "timestamp": self.timestamp,
+            "exchange": self.exchange,
+        }
+
+
+def parse_order_event(record: Mapping[str, Any]) -> OrderEvent:
+    """Validate an ``OrderEvent`` record (camelCase keys) and build an :class:`OrderEvent`.
+
+    Raises :class:`InvalidOrderEvent` naming the first bad field: a missing field, a wrong type, an
+    empty or over-long id, a symbol not BASE/QUOTE, an unknown side or event type, a price or
+    quantity that is not a finite number > 0, a remaining quantity that is not finite, or an event
+    time outside 0..10^14 ms. A remaining quantity below 0 or above the quantity is well-formed
+    here: the order book flags it as an inconsistency (see :mod:`riskengine.core.order_book`).
+    """
+    if not isinstance(record, Mapping):
+        raise InvalidOrderEvent("record", f"must be an object, got {type(record).__name__}")
+    event_id = _string(record, "eventId", InvalidOrderEvent)
+    order_id = _string(record, "orderId", InvalidOrderEvent)
+    user_id = _string(record, "userId", InvalidOrderEvent)
+    symbol = _string(record, "symbol", InvalidOrderEvent)
+    base, slash, quote = symbol.partition("/")
+    if not slash or not base or not quote or "/" in quote:
+        raise InvalidOrderEvent("symbol", f"must be BASE/QUOTE such as BTC/USDT, got {symbol!r}")
+    side_value = record.get("side")
+    if side_value not in Side.__members__:
+        raise InvalidOrderEvent("side", f"unknown side {side_value!r} (expected BUY or SELL)")
+    side = Side(str(side_value))
+    type_value = record.get("eventType")
+    if type_value not in OrderEventType.__members__:
+        expected = ", ".join(OrderEventType)
+        raise InvalidOrderEvent("eventType", f"unknown event type {type_value!r} (expected {expected})")
+    event_type = OrderEventType(str(type_value))
+    return OrderEvent(
+        event_id=event_id,
+        order_id=order_id,
+        user_id=user_id,
+        symbol=symbol,
+        side=side,
+        event_type=event_type,
+        price=_positive(record, "price", InvalidOrderEvent),
+        quantity=_positive(record, "quantity", InvalidOrderEvent),
+        remaining_quantity=_finite(record, "remainingQuantity", InvalidOrderEvent),
+        timestamp=_integer(record, "timestamp", 0, MAX_TIMESTAMP_MS, InvalidOrderEvent),
+        exchange=_optional_string(record, "exchange", InvalidOrderEvent),
     )
 
 
@@ -467,8 +573,42 @@ class RiskAnalyzedTrade(NamedTuple):
         }
 
 
+class OrderActivity(NamedTuple):
+    """One step of the order flow an alert cites (``OrderActivity``): an order event or a trade.
+
+    ``kind`` is the order event type (PLACED, AMENDED, CANCELLED, FILLED) or TRADE for one of the
+    account's executions; ``order_id`` and ``remaining_quantity`` are None for a trade.
+    """
+
+    event_id: str
+    order_id: str | None
+    kind: str
+    side: Side
+    price: float
+    quantity: float
+    remaining_quantity: float | None
+    timestamp: int
+
+    def to_record(self) -> dict[str, Any]:
+        """The ``OrderActivity`` record."""
+        return {
+            "eventId": self.event_id,
+            "orderId": self.order_id,
+            "kind": self.kind,
+            "side": self.side.value,
+            "price": self.price,
+            "quantity": self.quantity,
+            "remainingQuantity": self.remaining_quantity,
+            "timestamp": self.timestamp,
+        }
+
+
 class RiskAlert(NamedTuple):
-    """An explainable alert (``RiskAlert``); ``alert_id`` is derived from pattern, key and evidence."""
+    """An explainable alert (``RiskAlert``); ``alert_id`` is derived from pattern, key and evidence.
+
+    ``activity`` is the order flow behind an order-flow alert (the cited orders' lives and the
+    account's fills around them), in event-time order; empty for the other patterns.
+    """
 
     alert_id: str
     pattern: PatternType
@@ -481,6 +621,7 @@ class RiskAlert(NamedTuple):
     evidence: tuple[str, ...]
     features: tuple[Feature, ...]
     rule_version: int
+    activity: tuple[OrderActivity, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """The ``RiskAlert`` record."""
@@ -496,4 +637,5 @@ class RiskAlert(NamedTuple):
             "evidence": list(self.evidence),
             "features": [f.to_record() for f in self.features],
             "ruleVersion": self.rule_version,
+            "orderActivity": [a.to_record() for a in self.activity],
         }

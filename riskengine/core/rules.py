@@ -151,6 +151,71 @@ _SPECS: tuple[Parameter, ...] = (
     Parameter(
         "flash.crash.min.sells", 10, _integer(2, MAX_RECENT_TRADES), "FLASH_CRASH: sells needed in the window"
     ),
+    # Order flow and momentum.
+    Parameter(
+        "spoofing.size.ratio",
+        10.0,
+        _range(1.0, 1_000_000.0),
+        "SPOOFING: the order's size >= this x the account's median order size in the symbol",
+    ),
+    Parameter(
+        "spoofing.min.history",
+        5,
+        _integer(1, 32),
+        "SPOOFING: earlier orders in the symbol needed for a median order size",
+    ),
+    Parameter(
+        "spoofing.cancel.window.seconds",
+        30.0,
+        _range(0.0, 3600.0, low_open=True),
+        "SPOOFING: the large order is cancelled within this after the opposite-side fill",
+    ),
+    Parameter("layering.min.orders", 3, _integer(2, 512), "LAYERING: resting orders on one side at the fill"),
+    Parameter("layering.min.levels", 3, _integer(2, 512), "LAYERING: distinct prices of those orders"),
+    Parameter(
+        "layering.cancel.window.seconds",
+        30.0,
+        _range(0.0, 3600.0, low_open=True),
+        "LAYERING: layers cancelled within this after the opposite-side fill",
+    ),
+    Parameter(
+        "layering.cancel.ratio",
+        0.5,
+        _range(0.0, 1.0, high_open=True),
+        "LAYERING: more than this share of the layers is cancelled (most)",
+    ),
+    Parameter("quote.stuffing.cycle.minutes", 10.0, _range(1.0, 24 * 60.0), "QUOTE_STUFFING: aligned cycle"),
+    Parameter("quote.stuffing.min.orders", 500, _integer(1, 10_000_000), "QUOTE_STUFFING: orders in a cycle"),
+    Parameter(
+        "quote.stuffing.fast.cancel.seconds",
+        5.0,
+        _range(0.0, 3600.0, low_open=True),
+        "QUOTE_STUFFING: a cancel within this after placement counts as fast",
+    ),
+    Parameter(
+        "quote.stuffing.ratio",
+        0.99,
+        _range(0.0, 1.0, low_open=True),
+        "QUOTE_STUFFING: fast-cancelled or unfilled share of the cycle's orders",
+    ),
+    Parameter(
+        "momentum.burst.seconds", 30.0, _range(0.0, 3600.0, low_open=True), "MOMENTUM_IGNITION: burst span"
+    ),
+    Parameter(
+        "momentum.min.trades", 3, _integer(2, MAX_RECENT_TRADES), "MOMENTUM_IGNITION: same-side trades in it"
+    ),
+    Parameter(
+        "momentum.price.move",
+        0.01,
+        _range(0.0, 10.0, low_open=True),
+        "MOMENTUM_IGNITION: relative price move of the burst, in its direction",
+    ),
+    Parameter(
+        "momentum.reversal.minutes",
+        2.0,
+        _MINUTES,
+        "MOMENTUM_IGNITION: the opposite-side trade follows the burst within this",
+    ),
     # Beyond the seed.
     Parameter(
         "structuring.reporting.threshold", 10_000.0, _positive, "STRUCTURING: the reporting threshold (USD)"
@@ -279,17 +344,33 @@ class Rules:
         "flash_window_ms",
         "kyc_default_tier",
         "kyc_merge_ms",
+        "layering_levels",
+        "layering_min_orders",
+        "layering_ratio",
+        "layering_window_ms",
         "level_critical",
         "level_high",
         "level_medium",
         "liquidity_high",
+        "momentum_burst_ms",
+        "momentum_min_trades",
+        "momentum_move",
+        "momentum_reversal_ms",
+        "order_horizon_ms",
         "price_alpha",
         "price_deviation_high",
+        "quote_cycle_ms",
+        "quote_fast_cancel_ms",
+        "quote_min_orders",
+        "quote_ratio",
         "recent_horizon_ms",
         "sanctions_merge_ms",
         "spike_min_trades",
         "spike_threshold",
         "spike_window_ms",
+        "spoof_min_history",
+        "spoof_ratio",
+        "spoof_window_ms",
         "structuring_lower",
         "structuring_min_trades",
         "structuring_threshold",
@@ -334,6 +415,21 @@ class Rules:
         self.wash_tolerance = num("wash.trading.quantity.tolerance")
         self.flash_window_ms = minutes("flash.crash.window.minutes")
         self.flash_min_sells = whole("flash.crash.min.sells")
+        self.spoof_ratio = num("spoofing.size.ratio")
+        self.spoof_min_history = whole("spoofing.min.history")
+        self.spoof_window_ms = round(num("spoofing.cancel.window.seconds") * 1000)
+        self.layering_min_orders = whole("layering.min.orders")
+        self.layering_levels = whole("layering.min.levels")
+        self.layering_window_ms = round(num("layering.cancel.window.seconds") * 1000)
+        self.layering_ratio = num("layering.cancel.ratio")
+        self.quote_cycle_ms = minutes("quote.stuffing.cycle.minutes")
+        self.quote_min_orders = whole("quote.stuffing.min.orders")
+        self.quote_fast_cancel_ms = round(num("quote.stuffing.fast.cancel.seconds") * 1000)
+        self.quote_ratio = num("quote.stuffing.ratio")
+        self.momentum_burst_ms = round(num("momentum.burst.seconds") * 1000)
+        self.momentum_min_trades = whole("momentum.min.trades")
+        self.momentum_move = num("momentum.price.move")
+        self.momentum_reversal_ms = minutes("momentum.reversal.minutes")
         self.structuring_threshold = num("structuring.reporting.threshold")
         self.structuring_lower = num("structuring.lower.ratio") * self.structuring_threshold
         self.structuring_min_trades = whole("structuring.min.trades")
@@ -373,10 +469,21 @@ class Rules:
         self.level_medium = num("level.medium")
         self.level_high = num("level.high")
         self.level_critical = num("level.critical")
-        # Trades this far behind the user's latest event time can still join a pattern window.
+        # Trades this far behind the user's latest event time can still join a pattern window (the
+        # order-flow patterns look back at fills within their cancel windows).
         self.recent_horizon_ms = (
-            max(self.spike_window_ms, self.wash_window_ms, self.flash_window_ms) + self.allowed_lateness_ms
+            max(
+                self.spike_window_ms,
+                self.wash_window_ms,
+                self.flash_window_ms,
+                self.momentum_burst_ms + self.momentum_reversal_ms,
+                self.spoof_window_ms,
+                self.layering_window_ms,
+            )
+            + self.allowed_lateness_ms
         )
+        # Closed orders this far behind the latest event time can still complete an order pattern.
+        self.order_horizon_ms = max(self.spoof_window_ms, self.layering_window_ms) + self.allowed_lateness_ms
         self._asset_thresholds = self._family("threshold")
         self._asset_liquidity = self._family("liquidity")
         # Per-symbol memo of the two lookups above (bounded by _MEMO_LIMIT).

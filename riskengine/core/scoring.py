@@ -7,7 +7,8 @@ Components, each in [0, 1]:
   (clamp to [0, 1]); 0 until the user has ``volume.min.history`` trades. A new personal maximum
   alone (rank 1, modest z) stays LOW; a size far outside the user's spread reaches MEDIUM.
 - behavioral: the highest severity score (below) of the matched behavioral patterns (VOLUME_SPIKE,
-  WASH_TRADING, FLASH_CRASH, SELF_TRADE, STRUCTURING).
+  WASH_TRADING, FLASH_CRASH, SELF_TRADE, STRUCTURING, MOMENTUM_IGNITION, and SPOOFING or LAYERING
+  when a fill completes them).
 - marketImpact: ``max(0.75 if largeOrder, 0.5 x min(1, consumption / market.liquidity.consumption.high),
   0.5 x min(1, deviation / market.price.deviation.high))``: size against liquidity and slippage
   alone reach MEDIUM at most; a large order is HIGH.
@@ -57,6 +58,9 @@ BEHAVIORAL_PATTERNS = frozenset(
         PatternType.FLASH_CRASH,
         PatternType.SELF_TRADE,
         PatternType.STRUCTURING,
+        PatternType.MOMENTUM_IGNITION,
+        PatternType.SPOOFING,
+        PatternType.LAYERING,
     }
 )
 

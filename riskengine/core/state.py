@@ -18,12 +18,15 @@ What a :class:`UserState` holds, and its bounds:
 - ``fired``: for alert suppression, the event time of the last evidence event of the last alert per
   (pattern, key). Whenever an entry is added, entries that can no longer merge anything (older than
   their merge window plus the lateness) are dropped, so it holds the live entries plus one.
+- ``orders``: the account's order flow (:class:`~riskengine.core.order_book.OrderBook`: orders and
+  their lives, size history, quote cycles), with its own bounds.
 
 :func:`encode_state` writes one table value: a format-version byte, then fixed fields and
 ``struct``/``array``-packed columns (no JSON, ids stored once, times as offsets). Encoding is
 lossless, so a state that goes through the table behaves exactly like one kept in memory.
 A user with 1,000 trades inside 24 h encodes to a few KB (under 16 KB even when all 1,000 fall
-in one minute); see ``tests/unit/core/test_state.py``.
+in one minute); see ``tests/unit/core/test_state.py``. The order book follows as a section of its
+own (4 bytes when empty).
 
 :func:`decode_state` reads the current version and older ones through :data:`MIGRATIONS`, a map
 from an old version to a function that rewrites its bytes as the next version; a version newer
@@ -41,11 +44,12 @@ from collections.abc import Callable, Mapping, Sequence
 from riskengine.errors import CoreError
 
 from .models import PatternType
+from .order_book import OrderBook, OrderBookFormatError, decode_order_book, encode_order_book
 from .rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from .sketch import BINS, QuantileSketch
 
-#: Current encoding version (the first byte of every encoded state).
-FORMAT_VERSION = 1
+#: Current encoding version (the first byte of every encoded state). 2 added the order book.
+FORMAT_VERSION = 2
 #: Symbols with a reference price kept per user.
 MAX_SYMBOLS = 16
 #: Width of one bucket of the 24 h notional.
@@ -169,6 +173,7 @@ class UserState:
         "day_total",
         "fired",
         "mean",
+        "orders",
         "recent",
         "sketch",
         "structuring_ids",
@@ -192,6 +197,7 @@ class UserState:
         self.day_sums: list[float] = []
         self.day_total = 0.0
         self.fired: dict[tuple[PatternType, str], int] = {}
+        self.orders = OrderBook()
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UserState) and all(
@@ -368,6 +374,7 @@ def encode_state(state: UserState) -> bytes:
     parts.append(bytes(_PATTERN_INDEX[pattern] for pattern, _ in state.fired))
     parts.append(_column("H", fired_keys))
     parts.append(_column("q", list(state.fired.values())))
+    parts.append(encode_order_book(state.orders))
     return b"".join(parts)
 
 
@@ -463,6 +470,10 @@ def _decode_current(data: bytes) -> UserState:
         raise StateFormatError("unknown pattern index") from None
     keys = _lookup(table, reader.ints("H", size))
     state.fired = dict(zip(zip(patterns, keys, strict=True), reader.ints("q", size), strict=True))
+    try:
+        state.orders, reader.offset = decode_order_book(data, reader.offset)
+    except OrderBookFormatError as exc:
+        raise StateFormatError(str(exc)) from None
     if reader.offset != len(data):
         raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
     if len(recent) > MAX_RECENT_TRADES or len(state.sketch.counts) != BINS:
@@ -473,7 +484,12 @@ def _decode_current(data: bytes) -> UserState:
 #: Old format version -> function rewriting bytes of that version as bytes of the next version.
 #: decode_state applies them in a chain, so each format change adds one entry here and bumps
 #: FORMAT_VERSION; nothing else has to know about old layouts.
-MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {}
+def _add_order_book(data: bytes) -> bytes:
+    """Version 1 -> 2: the same layout followed by an empty order book section."""
+    return bytes([2]) + data[1:] + encode_order_book(OrderBook())
+
+
+MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {1: _add_order_book}
 
 
 def decode_state(data: bytes) -> UserState:

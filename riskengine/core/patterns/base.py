@@ -8,6 +8,11 @@ Keys: ``Match.key`` is the part of the alert key after the user id ("" for patte
 account, the symbol for (account, symbol) patterns, the trade id for trade-level ones). Detectors
 whose :meth:`Detector.merge_window_ms` is ``None`` are keyed by trade and never merged.
 
+Order-flow detectors (:class:`OrderFlowDetector`) also see every order event of the account
+(:class:`OrderContext`), after the order book applied it; their :meth:`Detector.detect` on a
+trade answers for a fill that arrived after the order events it completes, so a match is found
+whichever of its events arrives last, with the same evidence.
+
 Windowed detectors (:class:`WindowedDetector`) are written "end-anchored": ``match_at(j, i)``
 answers "is there a match whose last trade is at position ``j`` of the event-time-ordered window
 and which includes position ``i``". For a trade that arrived in order, ``j == i`` is the last
@@ -20,20 +25,25 @@ from __future__ import annotations
 
 from typing import ClassVar, NamedTuple
 
-from ..models import Feature, PatternType, Severity, Trade, UserProfile
+from ..models import Feature, OrderActivity, OrderEvent, PatternType, Severity, Trade, UserProfile
+from ..order_book import OrderLife
 from ..reference import ReferenceData
 from ..rules import Rules
 from ..state import RecentTrades, UserState
 
 
 class Match(NamedTuple):
-    """One pattern instance: its key, evidence ids, the event time of its last evidence, features."""
+    """One pattern instance: its key, evidence ids, the event time of its last evidence, features.
+
+    ``activity``: the order flow behind an order-flow match (the alert's ``orderActivity``).
+    """
 
     key: str
     evidence: tuple[str, ...]
     timestamp: int
     symbol: str | None
     features: tuple[Feature, ...]
+    activity: tuple[OrderActivity, ...] = ()
 
 
 class TradeContext:
@@ -140,4 +150,32 @@ class WindowedDetector(Detector):
             found = self.match_at(window, end, position, context)
             if found is not None:
                 return found
+        return None
+
+
+class OrderContext:
+    """What order-flow detectors may read about the order event being evaluated."""
+
+    __slots__ = ("event", "order", "reference", "rules", "state")
+
+    def __init__(
+        self, event: OrderEvent, order: OrderLife, state: UserState, reference: ReferenceData, rules: Rules
+    ) -> None:
+        self.event = event
+        #: The event's order, after the event was applied.
+        self.order = order
+        self.state = state
+        self.reference = reference
+        self.rules = rules
+
+
+class OrderFlowDetector(Detector):
+    """A pattern over the account's order events (and its fills); see the module docstring."""
+
+    def detect_order(self, context: OrderContext) -> Match | None:
+        """The match this order event completes, if any."""
+        raise NotImplementedError
+
+    def detect(self, context: TradeContext) -> Match | None:
+        """The match a (late) fill completes; none by default."""
         return None

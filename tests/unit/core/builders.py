@@ -8,6 +8,8 @@ import uuid
 from riskengine.core import (
     DEFAULT_RULES,
     Evaluation,
+    OrderEvent,
+    OrderEventType,
     ReferenceData,
     RiskAlert,
     Rules,
@@ -15,6 +17,7 @@ from riskengine.core import (
     Trade,
     UserProfile,
     UserState,
+    evaluate_order,
     evaluate_trade,
 )
 
@@ -97,3 +100,60 @@ def patterns_of(results: list[Evaluation]) -> list[set[str]]:
 def alerts_of(results: list[Evaluation], pattern: str | None = None) -> list[RiskAlert]:
     """Every alert raised, optionally of one pattern."""
     return [a for r in results for a in r.alerts if pattern is None or a.pattern.value == pattern]
+
+
+_event_ids = itertools.count(1)
+
+
+def order(
+    at: int,
+    kind: str,
+    order_id: str,
+    side: str = "BUY",
+    quantity: float = 100.0,
+    *,
+    price: float = 1.0,
+    remaining: float | None = None,
+    user: str = "u-1",
+    symbol: str = "ADA/USDT",
+    event_id: str | None = None,
+) -> OrderEvent:
+    """An order event at ``T0 + at`` ms; ``remaining`` defaults to the quantity (0 for FILLED)."""
+    if remaining is None:
+        remaining = 0.0 if kind == "FILLED" else quantity
+    return OrderEvent(
+        event_id=event_id or f"e-{next(_event_ids)}",
+        order_id=order_id,
+        user_id=user,
+        symbol=symbol,
+        side=Side(side),
+        event_type=OrderEventType(kind),
+        price=price,
+        quantity=quantity,
+        remaining_quantity=remaining,
+        timestamp=T0 + at,
+        exchange="TEST",
+    )
+
+
+def run_flow(
+    events: list[Trade | OrderEvent],
+    rules: Rules = DEFAULT_RULES,
+    ref: ReferenceData = REFERENCE,
+    state: UserState | None = None,
+) -> tuple[UserState, list[RiskAlert], list[str | None]]:
+    """Apply one user's trades and order events in the given order: state, alerts, order issues."""
+    state = state or UserState()
+    alerts: list[RiskAlert] = []
+    issues: list[str | None] = []
+    for item in events:
+        if isinstance(item, Trade):
+            result = evaluate_trade(state, item, ref, rules)
+            state = result.state
+            alerts.extend(result.alerts)
+        else:
+            outcome = evaluate_order(state, item, ref, rules)
+            state = outcome.state
+            alerts.extend(outcome.alerts)
+            issues.append(outcome.issue)
+    return state, alerts, issues

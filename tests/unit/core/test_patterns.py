@@ -1,4 +1,4 @@
-"""The eight patterns: the seed's examples, and near misses that prove each boundary."""
+"""The trade patterns: the seed's examples, and near misses that prove each boundary."""
 
 from __future__ import annotations
 
@@ -18,13 +18,17 @@ from riskengine.core import (
 from .builders import HOUR, MINUTE, SECOND, alerts_of, patterns_of, profile, reference, run, trade
 
 
-def test_registry_holds_every_pattern_of_this_issue_in_contract_order():
+def test_registry_holds_every_pattern_in_contract_order():
     assert list(REGISTRY) == [
         PatternType.VOLUME_SPIKE,
         PatternType.WASH_TRADING,
         PatternType.LARGE_ORDER,
         PatternType.FLASH_CRASH,
         PatternType.SELF_TRADE,
+        PatternType.SPOOFING,
+        PatternType.LAYERING,
+        PatternType.QUOTE_STUFFING,
+        PatternType.MOMENTUM_IGNITION,
         PatternType.STRUCTURING,
         PatternType.SANCTIONS_HIT,
         PatternType.KYC_LIMIT_BREACH,

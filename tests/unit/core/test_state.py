@@ -110,6 +110,16 @@ def test_newer_and_broken_payloads_are_refused():
         decode_state(b"\x00")
 
 
+def test_a_version_1_state_reads_with_an_empty_order_book():
+    current = encode_state(busy_state(5, SECOND))
+    assert current[0] == 2 and current[-4:] == bytes(4)  # an empty order book is 4 zero bytes
+    # Version 1 was the same layout without the order book section.
+    version_1 = bytes([1]) + current[1:-4]
+    migrated = decode_state(version_1)
+    assert migrated == decode_state(current)
+    assert not migrated.orders
+
+
 def test_older_versions_go_through_the_migration_hook(monkeypatch):
     current = encode_state(busy_state(5, SECOND))
 
@@ -119,5 +129,5 @@ def test_older_versions_go_through_the_migration_hook(monkeypatch):
         return bytes([1]) + payload[2:]
 
     monkeypatch.setitem(MIGRATIONS, 0, from_zero)
-    old = bytes([0, 0xFF]) + current[1:]
+    old = bytes([0, 0xFF]) + current[1:-4]
     assert decode_state(old) == decode_state(current)
