@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import fastavro
 import httpx
-from faust.serializers.codecs import Codec
 from schema_registry.client import AsyncSchemaRegistryClient
 from schema_registry.client.errors import ClientError
 from schema_registry.client.schema import AvroSchema
@@ -29,9 +28,19 @@ from schema_registry.client.schema import AvroSchema
 from riskengine.contracts.analyzed_writer import analyzed_body
 from riskengine.contracts.schema_files import expanded_schema, parsed_schema
 from riskengine.contracts.topics import RECORD_TOPICS, value_subject
-from riskengine.core import InvalidTrade, RiskAnalyzedTrade, Trade, parse_trade
+from riskengine.core import (
+    InvalidOrderEvent,
+    InvalidTrade,
+    OrderEvent,
+    RiskAnalyzedTrade,
+    Trade,
+    parse_order_event,
+    parse_trade,
+)
 from riskengine.errors import ContractError, EventRejected, FatalError
 from riskengine.settings import Settings
+
+P = TypeVar("P")
 
 MAGIC_BYTE = 0
 _HEADER = struct.Struct(">bI")
@@ -221,22 +230,35 @@ class SchemaCache:
 
     def decode_trade(self, payload: bytes | None) -> Trade:
         """Decode and validate a crypto-trades value; every failure is a :class:`DecodeError`."""
+        return self._decode_valid(payload, "CryptoTrade", parse_trade, InvalidTrade)
+
+    def decode_order_event(self, payload: bytes | None) -> OrderEvent:
+        """Decode and validate a crypto-orders value; every failure is a :class:`DecodeError`."""
+        return self._decode_valid(payload, "OrderEvent", parse_order_event, InvalidOrderEvent)
+
+    def _decode_valid(
+        self,
+        payload: bytes | None,
+        name: str,
+        parse: Callable[[Mapping[str, Any]], P],
+        invalid: type[InvalidTrade] | type[InvalidOrderEvent],
+    ) -> P:
         try:
-            record = self.decode(payload, "CryptoTrade")
+            record = self.decode(payload, name)
         except UnresolvableRecord as exc:
             # Prefer naming the field (e.g. side 'HOLD') over Avro's resolution message.
             record = exc.record
             if not isinstance(record, dict):
                 raise
             try:
-                parse_trade(record)
-            except InvalidTrade as invalid:
-                raise InvalidRecord(invalid.field, f"invalid CryptoTrade: {invalid}") from exc
+                parse(record)
+            except invalid as failed:
+                raise InvalidRecord(failed.field, f"invalid {name}: {failed}") from exc
             raise
         try:
-            return parse_trade(record)
-        except InvalidTrade as exc:
-            raise InvalidRecord(exc.field, f"invalid CryptoTrade: {exc}") from exc
+            return parse(record)
+        except invalid as exc:
+            raise InvalidRecord(exc.field, f"invalid {name}: {exc}") from exc
 
 
 class SchemaCatalog(SchemaCache):
@@ -301,21 +323,3 @@ class SchemaCatalog(SchemaCache):
         if found is None:
             raise UnknownSchemaId(schema_id)
         self.add(schema_id, found.raw_schema)
-
-
-class AvroCodec(Codec):
-    """A Faust codec for one contract, on a warmed :class:`SchemaCache`.
-
-    Faust calls codecs synchronously on the event loop; this one never does I/O.
-    """
-
-    def __init__(self, catalog: SchemaCache, name: str, **kwargs: Any) -> None:
-        super().__init__(catalog=catalog, name=name, **kwargs)
-        self.catalog = catalog
-        self.record_name = name
-
-    def _dumps(self, obj: Any) -> bytes:
-        return self.catalog.encode(self.record_name, obj)
-
-    def _loads(self, s: bytes) -> Any:
-        return self.catalog.decode(s, self.record_name)

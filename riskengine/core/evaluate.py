@@ -218,6 +218,10 @@ def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rul
         user_price = state.observe_price(symbol, trade.price, timestamp, rules.price_alpha)
         if timestamp > watermark:
             state.watermark = watermark = timestamp
+            # Trades move the order horizon too, so a user's order book ends up the same however
+            # the two inputs interleaved.
+            if state.orders.orders:
+                state.orders.prune(watermark - rules.order_horizon_ms)
         state.add_day_notional(timestamp, notional)
         if not too_late:
             position = recent.insert(

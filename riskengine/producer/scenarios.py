@@ -16,12 +16,15 @@ wash_trading        WASH_TRADING         BUY q, SELL q(1±8%), BUY q(1±8%) in o
 volume_spike        VOLUME_SPIKE         3-5 trades, each 1.7-2.6x the previous notional, within 100 s
 large_order         LARGE_ORDER          one whale trade of 1.1-3x the symbol's threshold
 flash_crash         FLASH_CRASH          10-14 sells of one account within 4 minutes
-spoofing            SPOOFING             5-7 small trades (history), a resting order 20-40x their size,
+spoofing            SPOOFING             5-7 small trades (history), a resting order 20-40x their size
+                                         (and 15-30x the account's median order size in the symbol),
                                          an opposite-side fill, the big order cancelled 1-20 s later
 layering            LAYERING             3-5 resting orders at 3-5 price levels on one side, an
                                          opposite-side fill, every layer cancelled within 10 s
 quote_stuffing      QUOTE_STUFFING       520-650 orders inside one aligned 10-minute cycle, each
                                          cancelled within 0.6 s, none filled, nothing else that cycle
+momentum_ignition   MOMENTUM_IGNITION    3-5 same-side market orders over 12-25 s while the price moves
+                                         1.5-3 % their way, then the other side 20-100 s later
 self_trade          SELF_TRADE           1-3 trades whose counterparty is the account or its linked one
 round_trip_wash     ROUND_TRIP_WASH      A buys from B, B buys back within 90 s (±0.4%), 3-4 times in
                                          45 minutes
@@ -89,6 +92,9 @@ class Venue(Protocol):
 
     def round_quantity(self, symbol: str, quantity: float) -> float:
         """``quantity`` on the lot size."""
+
+    def median_order_size(self, user: User, symbol: str) -> float | None:
+        """The median quantity of ``user``'s last 32 orders in ``symbol`` (None: fewer than 5)."""
 
     def trade(
         self, user: User, symbol: str, sell: bool, quantity: float, counterparty: str | Auto | None = AUTO
@@ -223,13 +229,12 @@ def spoofing(venue: Venue) -> Iterator[int]:
     mid = venue.mid(symbol)
     away = rng.uniform(0.002, 0.006)
     spoof_price = mid * (1 + away) if not fill_sell else mid * (1 - away)
-    spoof = venue.place(
-        user,
-        symbol,
-        not fill_sell,
-        venue.quantity_for(symbol, size * rng.uniform(20.0, 40.0), mid),
-        spoof_price,
-    )
+    bait = venue.quantity_for(symbol, size * rng.uniform(20.0, 40.0), mid)
+    # Earlier orders of the account in the symbol count in its median too: stay well above 10x it.
+    usual = venue.median_order_size(user, symbol)
+    if usual is not None:
+        bait = max(bait, venue.round_quantity(symbol, usual * rng.uniform(15.0, 30.0)))
+    spoof = venue.place(user, symbol, not fill_sell, bait, spoof_price)
     yield rng.randint(1_000, 5_000)
     venue.trade(
         user, symbol, fill_sell, venue.quantity_for(symbol, size * rng.uniform(0.8, 1.25), venue.mid(symbol))
@@ -282,6 +287,35 @@ def quote_stuffing(venue: Venue) -> Iterator[int]:
         venue.cancel(order)
     # Keep the account busy to the end of the cycle: its normal trading must not dilute the ratios.
     yield cycle_end - venue.now
+
+
+def momentum_ignition(venue: Venue) -> Iterator[int]:
+    """A burst of same-side market orders that moves the price their way, then the other side."""
+    rng, user = venue.rng, venue.users[0]
+    candidates = venue.pumpable()
+    preferred = [s for s in candidates if s in user.symbols]
+    symbol = rng.choice(preferred or candidates)
+    venue.label_symbol(symbol)
+    sell = _side(rng)
+    move = rng.uniform(0.015, 0.03) * (-1 if sell else 1)
+    count = rng.randint(3, 5)
+    span = rng.randint(12_000, 25_000)
+    start = venue.now
+
+    def overlay(now: int) -> float:
+        return 1 + move * min(1.0, (now - start) / span)
+
+    venue.set_overlay(symbol, overlay)
+    size = min(user.median_notional, 6_000.0)
+    for step in range(count):
+        if step:
+            yield span // (count - 1)
+        notional = size * rng.uniform(0.8, 1.25)
+        venue.trade(user, symbol, sell, venue.quantity_for(symbol, notional, venue.mid(symbol)))
+    yield rng.randint(20_000, 100_000)
+    notional = size * rng.uniform(0.8, 1.25)
+    venue.trade(user, symbol, not sell, venue.quantity_for(symbol, notional, venue.mid(symbol)))
+    venue.settle_overlay(symbol)
 
 
 def self_trade(venue: Venue) -> Iterator[int]:
@@ -404,6 +438,14 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("spoofing", "SPOOFING", (Role.ABUSER,), _SHORT, spoofing),
         Scenario("layering", "LAYERING", (Role.ABUSER,), _SHORT, layering),
         Scenario("quote_stuffing", "QUOTE_STUFFING", (Role.ABUSER,), _SHORT, quote_stuffing),
+        Scenario(
+            "momentum_ignition",
+            "MOMENTUM_IGNITION",
+            (Role.ABUSER,),
+            _SHORT,
+            momentum_ignition,
+            moves_market=True,
+        ),
         Scenario(
             "pump_and_dump", "PUMP_AND_DUMP", (), 12 * HOUR_MS, pump_and_dump, ring=(3, 5), moves_market=True
         ),

@@ -21,7 +21,8 @@ How the stream is made:
   at once; limit orders were PLACED up to 18 s earlier, sometimes AMENDED, and sometimes filled
   only in part with the rest CANCELLED seconds later. An account has at most one normal order
   resting at a time and never more than 100 churn orders in 10 minutes, and churn orders are at
-  most twice its usual size, so normal flow cannot look like spoofing, layering or quote stuffing.
+  most twice its usual size and at most 3x the median of its last 32 orders in the symbol (the
+  SPOOFING baseline), so normal flow cannot look like spoofing, layering or quote stuffing.
 - **Scenarios.** Every ~``scenario_every`` normal trades (±50%) the next scenario of a seeded
   round robin over ``config.scenarios`` is set up, if accounts of the roles it needs are free (not
   in another scenario, rested 10 minutes since their last one, past that scenario's cooldown);
@@ -39,6 +40,7 @@ import heapq
 import itertools
 import math
 import random
+import statistics
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +58,9 @@ from .scenarios import AUTO, SCENARIOS, VERIFIABLE, Auto, OrderHandle, Scenario
 EXCHANGES: tuple[str, ...] = ("BINANCE", "COINBASE", "KRAKEN", "FTX", "KUCOIN")
 #: 2026-01-01T00:00:00Z: ``riskengine generate``'s default start, so files are reproducible.
 DEFAULT_START_MS = 1_767_225_600_000
+#: Orders per account and symbol whose sizes set its median order size (as the SPOOFING baseline).
+ORDER_SIZE_HISTORY = 32
+ORDER_SIZE_MIN_HISTORY = 5
 #: How far back a step may date an event (a limit order's PLACED); release lags by this much.
 LEAD_MS = 20_000
 #: A scenario's accounts rest this long before another scenario may use them.
@@ -221,6 +226,8 @@ class Simulator:
         self._last_order_end: dict[str, int] = {}
         self._last_trade: dict[str, int] = {}
         self._churn: dict[str, deque[int]] = {}
+        #: (userId, symbol) -> quantities of the account's last orders placed in the symbol
+        self._order_sizes: dict[tuple[str, str], deque[float]] = {}
         self._running: dict[str, _Instance] = {}
         self._cycle: list[str] = []
         self._until_injection = self._injection_gap()
@@ -408,6 +415,9 @@ class Simulator:
         price = self.market.round_price(symbol, mid * (1 + away) if sell else mid * (1 - away))
         notional = min(heavy_tailed(rng, user.median_notional, sigma=0.5, tail=0.0), 2 * user.median_notional)
         quantity = self.market.quantity_for(symbol, notional, price)
+        usual = self.median_order_size(user_id, symbol)
+        if usual is not None:
+            quantity = min(quantity, self.market.round_quantity(symbol, 3 * usual)) or quantity
         plan = _Plan(
             user, symbol, sell, True, price, quantity, notional_of(quantity, price), None, user.exchange
         )
@@ -427,6 +437,13 @@ class Simulator:
 
     # -- events ----------------------------------------------------------------------------
 
+    def median_order_size(self, user_id: str, symbol: str) -> float | None:
+        """The median quantity of the account's last orders placed in ``symbol`` (None: fewer than 5)."""
+        sizes = self._order_sizes.get((user_id, symbol))
+        if sizes is None or len(sizes) < ORDER_SIZE_MIN_HISTORY:
+            return None
+        return float(statistics.median(sizes))
+
     def _next_order_id(self) -> str:
         return f"O-{self.run_id}-{next(self._order_ids):08d}"
 
@@ -445,6 +462,11 @@ class Simulator:
         instance: _Instance | None = None,
     ) -> None:
         event_id = f"E-{self.run_id}-{next(self._event_ids):09d}"
+        if event_type == "PLACED":
+            sizes = self._order_sizes.get((plan.user.user_id, plan.symbol))
+            if sizes is None:
+                sizes = self._order_sizes[(plan.user.user_id, plan.symbol)] = deque(maxlen=ORDER_SIZE_HISTORY)
+            sizes.append(quantity)
         record = {
             "eventId": event_id,
             "orderId": order_id,
@@ -744,6 +766,9 @@ class _Context:
 
     def round_quantity(self, symbol: str, quantity: float) -> float:
         return self._sim.market.round_quantity(symbol, quantity)
+
+    def median_order_size(self, user: User, symbol: str) -> float | None:
+        return self._sim.median_order_size(user.user_id, symbol)
 
     def trade(
         self, user: User, symbol: str, sell: bool, quantity: float, counterparty: str | Auto | None = AUTO

@@ -32,7 +32,7 @@ import faust
 from riskengine.connections import ssl_context
 from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.settings import Settings
-from riskengine.worker.agents.trade_analysis import TradeAgent
+from riskengine.worker.agents.user_agent import UserAgent
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.faust_compat import TransportApp
 from riskengine.worker.gc_tuning import tune_garbage_collector
@@ -118,10 +118,10 @@ def create_app(settings: Settings) -> RiskApp:
     """The worker's Faust app for ``settings``, with its tables, agents and web views registered."""
     context = WorkerContext.from_settings(settings)
     app = RiskApp(context)
-    trades = TradeAgent(app, context, app.user_state)
+    users = UserAgent(app, context, app.user_state)
     snapshots = Snapshotter(app, snapshot_store(settings))
     if settings.worker_snapshot_interval:
         app.timer(settings.worker_snapshot_interval, name="table-snapshots")(snapshots.on_timer)
-    register_views(app, context, trades, snapshots)
+    register_views(app, context, users, snapshots)
     tune_garbage_collector(app)
     return app

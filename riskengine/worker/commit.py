@@ -73,9 +73,15 @@ class Batch:
     #: trades analyzed (not dead-lettered, not re-deliveries)
     analyzed: int = 0
 
-    def offsets(self) -> dict[int, int]:
-        """Source partition -> highest offset in this batch (events arrive in offset order)."""
-        return {event.message.partition: event.message.offset for event, _stream in self.events}
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> highest offset of the batch's events from it."""
+        highest: dict[tuple[str, int], int] = {}
+        for event, _stream in self.events:
+            message = event.message
+            where = (message.topic, message.partition)
+            if message.offset > highest.get(where, -1):
+                highest[where] = message.offset
+        return highest
 
 
 class StateWriter(Protocol):
@@ -107,23 +113,23 @@ class BatchProducer(Protocol):
 
 
 class DeliveryProgress:
-    """Per source partition, the highest offset whose outputs the broker acknowledged (step 4).
+    """Per source (topic, partition), the highest offset whose outputs the broker acknowledged (step 4).
 
     The agent reads it to drop delivered outputs from the envelopes' pending outputs.
     """
 
     def __init__(self) -> None:
-        self._delivered: dict[int, int] = {}
+        self._delivered: dict[tuple[str, int], int] = {}
 
-    def delivered(self, partition: int) -> int | None:
-        """The highest source offset of ``partition`` whose outputs are acknowledged, if any."""
-        return self._delivered.get(partition)
+    def delivered(self, topic: str, partition: int) -> int | None:
+        """The highest offset of ``topic``'s ``partition`` whose outputs are acknowledged, if any."""
+        return self._delivered.get((topic, partition))
 
-    def advance(self, offsets: Mapping[int, int]) -> None:
-        """Outputs up to ``offsets`` (source partition -> offset) are acknowledged."""
-        for partition, offset in offsets.items():
-            if offset > self._delivered.get(partition, -1):
-                self._delivered[partition] = offset
+    def advance(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Outputs up to ``offsets`` ((topic, partition) -> offset) are acknowledged."""
+        for where, offset in offsets.items():
+            if offset > self._delivered.get(where, -1):
+                self._delivered[where] = offset
 
 
 class CommitProtocol:
@@ -204,5 +210,13 @@ class CommitProtocol:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # The batch failed: the other batches' outcomes no longer matter (nor their errors).
+            for _where, _count, future in sent:
+                future.add_done_callback(_forget_outcome)
             raise DeliveryFailed(f"{step} was not acknowledged: {exc!r}") from exc
         return highest
+
+
+def _forget_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

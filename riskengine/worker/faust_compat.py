@@ -24,12 +24,18 @@ The reaches:
   refresh).
 - ``faust.App._new_transport`` (overridden by :class:`TransportApp`): the one hook that gives the
   app a transport of its own, here :class:`Transport`.
+- ``faust.transport.consumer.Consumer.on_buffer_full`` / ``on_buffer_drop`` and its
+  ``_buffered_partitions``: the only way to stop fetching a partition without losing the records
+  already fetched for it (:func:`stop_fetching`). ``Consumer.pause_partitions`` is no such way: its
+  ``getmany`` silently drops the fetched records of a partition paused before they were handed
+  out (aiokafka's position has moved past them), which the per-user agent's first version of
+  input pausing ran into (a worker stalled with thousands of order events never delivered).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +95,13 @@ SURFACE: tuple[Reach, ...] = (
         "overridden by TransportApp to install Transport (the corrected post-rebalance seek)",
     ),
     Reach(
+        "faust.transport.consumer.Consumer",
+        "_buffered_partitions",
+        "instance attribute",
+        "partitions whose fetched records getmany still hands out while they are not fetched "
+        "(stop_fetching goes through on_buffer_full, which puts them there)",
+    ),
+    Reach(
         "aiokafka.consumer.consumer.AIOKafkaConsumer",
         "_client",
         "instance attribute",
@@ -113,6 +126,30 @@ def held_partitions(table: Any) -> Mapping[int, Any]:
 def partition_db(table: Any, partition: int) -> Any:
     """The open rocksdict database of ``table``'s ``partition`` (Faust opens it on first use)."""
     return table.data._db_for_partition(partition)
+
+
+def committed_offset(consumer: Any, tp: Any) -> int | None:
+    """The committed offset of the stream partition ``tp`` as of the last rebalance (None: none)."""
+    offset: int | None = consumer._committed_offset.get(tp)
+    return offset
+
+
+def stop_fetching(consumer: Any, tps: Iterable[Any]) -> None:
+    """Stop fetching ``tps`` while still handing out what was fetched for them.
+
+    Faust's own flow control for a full stream buffer: the partitions leave the fetcher's active set
+    and join ``_buffered_partitions``, whose records ``getmany`` keeps yielding. Faust calls
+    :func:`resume_fetching`'s counterpart itself when a full buffer drains, which can only resume
+    a partition early (more events held), never lose one.
+    """
+    for tp in tps:
+        consumer.on_buffer_full(tp)
+
+
+def resume_fetching(consumer: Any, tps: Iterable[Any]) -> None:
+    """Fetch ``tps`` again (see :func:`stop_fetching`)."""
+    for tp in tps:
+        consumer.on_buffer_drop(tp)
 
 
 def recovering(app: faust.App) -> bool:

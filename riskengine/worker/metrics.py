@@ -16,6 +16,13 @@ class Metrics:
     def __init__(self) -> None:
         self.started = time.time()
         self.trades_in = 0
+        self.order_events_in = 0
+        #: order events the order book found inconsistent, by kind (they changed nothing)
+        self.order_issues: Counter[str] = Counter()
+        #: order events beyond the allowed lateness (applied to the book, kept out of the patterns)
+        self.late_order_events = 0
+        #: events held back at the last batch, waiting for the other input of their partition
+        self.held_events = 0
         self.analyzed = 0
         self.redelivered = 0
         self.resent = 0
@@ -23,8 +30,8 @@ class Metrics:
         self.alerts_by_pattern: Counter[str] = Counter()
         self.dead_letters_by_reason: Counter[str] = Counter()
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)
-        #: source partition -> last offset seen (for consumer lag)
-        self.positions: dict[int, int] = {}
+        #: (topic, partition) -> last offset processed (for consumer lag)
+        self.positions: dict[tuple[str, int], int] = {}
         # (monotonic second, trades analyzed in it) for a 10 s throughput figure
         self._seconds: deque[list[float]] = deque(maxlen=11)
 

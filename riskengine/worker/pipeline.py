@@ -5,7 +5,9 @@ trade than the detection core, so an agent's loop only collects events into the 
 :class:`~riskengine.worker.commit.Batch`; :class:`BatchPipeline` does the rest with two tasks:
 
 - *take*: take the filling batch when it is ready (below), have the agent analyze it (``analyze``
-  fills in the envelopes and records), then :meth:`CommitProtocol.persist` it (steps 1-3);
+  fills in the envelopes and records, and returns the events it holds back: they go ahead of the
+  next batch, unacked, and are taken again within :data:`MAX_LINGER_S`), then
+  :meth:`CommitProtocol.persist` it (steps 1-3);
 - *publish*: in batch order, :meth:`CommitProtocol.publish` it (steps 4-5) and count it.
 
 Batches size themselves ("smart batching"). The filling batch is ready as soon as the agent has no
@@ -57,7 +59,7 @@ class BatchPipeline:
     def __init__(
         self,
         commit: CommitProtocol,
-        analyze: Callable[[Batch], Awaitable[None]],
+        analyze: Callable[[Batch], Awaitable[list[tuple[Any, Any]]]],
         on_failure: Callable[[BaseException], Awaitable[Any]],
         metrics: Metrics,
     ) -> None:
@@ -66,6 +68,8 @@ class BatchPipeline:
         self.on_failure = on_failure
         self.metrics = metrics
         self.filling = Batch()
+        #: events at the head of the filling batch that the agent held back from the last one
+        self._held = 0
         self._work = asyncio.Event()
         self._ready = asyncio.Event()
         self._taken = asyncio.Event()
@@ -87,12 +91,21 @@ class BatchPipeline:
         """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow."""
         self.filling.events.append((event, stream))
         self._work.set()
-        if not more_waiting or len(self.filling.events) >= MIN_BATCH:
+        if not more_waiting or len(self.filling.events) - self._held >= MIN_BATCH:
+            self._ready.set()
+
+    def _retry(self) -> None:
+        """Take the held events again (the other input may have caught up, or they waited enough)."""
+        if self.filling.events:
+            self._work.set()
             self._ready.set()
 
     async def room(self) -> None:
-        """Wait while the filling batch is full (the pipeline is behind)."""
-        while len(self.filling.events) >= MAX_BATCH:
+        """Wait while the filling batch is full (the pipeline is behind).
+
+        Held events do not count: they wait for events of the other input, which must get in.
+        """
+        while len(self.filling.events) - self._held >= MAX_BATCH:
             self._taken.clear()
             await self._taken.wait()
 
@@ -105,16 +118,23 @@ class BatchPipeline:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._ready.wait(), MAX_LINGER_S)
                 early = self._last_take + BATCH_INTERVAL_S - loop.time()
-                if early > 0 and len(self.filling.events) < MIN_BATCH:
+                if early > 0 and len(self.filling.events) - self._held < MIN_BATCH:
                     await asyncio.sleep(early)
                 self._last_take = loop.time()
                 self._work.clear()
                 self._ready.clear()
                 batch, self.filling = self.filling, Batch()
+                self._held = 0
                 self._taken.set()
-                await self.analyze(batch)
-                await self.commit.persist(batch)
-                await self._persisted.put(batch)
+                held = await self.analyze(batch)
+                if held:
+                    # Ahead of what arrived since: per input partition, offsets stay in order.
+                    self.filling.events[:0] = held
+                    self._held = len(held)
+                    loop.call_later(MAX_LINGER_S, self._retry)
+                if batch.events or batch.outputs:
+                    await self.commit.persist(batch)
+                    await self._persisted.put(batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Nothing of the batch was acked: stop, leave it to re-delivery.

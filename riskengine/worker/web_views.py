@@ -3,10 +3,14 @@
 - ``GET /users/{userId}``: the user's detection state. Routed with ``topic_route`` on the trades
   topic, so any worker answers: the request is forwarded to the worker owning the user's partition
   (the same murmur2 partitioner the producer uses for the userId key). 404 for an unknown user.
+- ``GET /users/{userId}/orders?limit=``: the user's open orders and recent order activity (the
+  kept orders' events, newest first, at most ``limit``, default 50), and the last inconsistent
+  order events. Routed the same way.
 - ``GET /alerts?user=&pattern=&severity=&since=&limit=``: recent alerts raised by this worker,
   newest first (``since`` is an event time in epoch ms). 400 with a message for a bad parameter.
-- ``GET /stats``: throughput, consumer lag per partition, dead letters by reason, alerts by pattern,
-  active rules version, rejected rules messages.
+- ``GET /stats``: throughput, consumer lag per partition (trades, and order events), dead letters by
+  reason, alerts by pattern, order events in, inconsistent and late ones, active rules version,
+  rejected rules messages.
 - ``GET /health``: 200 once table recovery is complete and no rebalance is in progress, else 503.
 - ``GET /metrics``: the same figures in the Prometheus text format.
 - ``POST /admin/alerts/clear``: empty this worker's recent-alerts buffer. Admin endpoints (those
@@ -30,11 +34,11 @@ from faust.web import View
 
 from riskengine.core import PatternType, Severity, StateFormatError, decode_state
 from riskengine.errors import WorkerError
-from riskengine.worker.agents.trade_analysis import TradeAgent
+from riskengine.worker.agents.user_agent import UserAgent
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.faust_compat import recovering
 from riskengine.worker.snapshots import SnapshotError, Snapshotter
-from riskengine.worker.tables.user_state import EnvelopeError, decode_envelope
+from riskengine.worker.tables.user_state import ORDERS, TRADES, EnvelopeError, decode_envelope
 
 MAX_LIMIT = 1000
 #: Longest userId accepted (the contract's id limit).
@@ -77,9 +81,14 @@ def state_document(user_id: str, raw: bytes) -> dict[str, Any]:
     """A JSON view of one user's table value."""
     envelope = decode_envelope(raw)
     state = decode_state(envelope.state)
+    book = state.orders
     return {
         "userId": user_id,
-        "lastApplied": {"partition": envelope.partition, "offset": envelope.offset},
+        "lastApplied": {
+            "partition": envelope.partition,
+            "tradesOffset": envelope.offsets[TRADES],
+            "ordersOffset": envelope.offsets[ORDERS],
+        },
         "pendingOutputs": len(envelope.pending),
         "watermark": state.watermark,
         "tradeCount": state.count,
@@ -89,30 +98,73 @@ def state_document(user_id: str, raw: bytes) -> dict[str, Any]:
         "dayNotional": state.day_total,
         "symbols": {symbol: stats.price for symbol, stats in state.symbols.items()},
         "lastAlerts": {f"{pattern.value}:{key}": at for (pattern, key), at in state.fired.items()},
+        "openOrders": len(book.open_orders()),
+        "keptOrders": len(book.orders),
+        "orderIssues": len(book.issues),
     }
 
 
-def stats_document(app: faust.App, context: WorkerContext, trades: TradeAgent) -> dict[str, Any]:
-    """Throughput, lag, dead letters, alerts and rules of this worker."""
-    metrics = context.metrics
-    rules = context.reference.rules
+def orders_document(user_id: str, raw: bytes, limit: int) -> dict[str, Any]:
+    """A user's open orders, recent order activity (newest first) and inconsistent order events."""
+    book = decode_state(decode_envelope(raw).state).orders
+    activity = sorted(
+        ((order.symbol, entry) for order in book.orders.values() for entry in order.activity()),
+        key=lambda pair: (pair[1].timestamp, pair[1].event_id),
+        reverse=True,
+    )[:limit]
+    return {
+        "userId": user_id,
+        "openOrders": [
+            {
+                "orderId": order.order_id,
+                "symbol": order.symbol,
+                "side": order.side.value,
+                "price": order.price,
+                "quantity": order.quantity,
+                "remainingQuantity": order.remaining,
+                "filledQuantity": order.filled,
+                "placedAt": order.placed_at,
+                "events": len(order.event_ids),
+            }
+            for order in book.open_orders()
+        ],
+        "recentActivity": [{"symbol": symbol, **entry.to_record()} for symbol, entry in activity],
+        "issues": [
+            {"timestamp": at, "kind": kind, "eventId": event_id} for at, kind, event_id in book.issue_list()
+        ],
+    }
+
+
+def consumer_lag(app: faust.App, positions: dict[tuple[str, int], int], topic: str) -> dict[str, int]:
+    """Partition -> events of ``topic`` on the broker this worker has not processed yet."""
     lag: dict[str, int] = {}
-    topic = trades.topic.get_topic_name()
     try:
         assigned = [tp for tp in app.consumer.assignment() if tp.topic == topic]
         for tp in sorted(assigned):
             highwater = app.consumer.highwater(tp)
-            position = metrics.positions.get(tp.partition, -1) + 1
+            position = positions.get((topic, tp.partition), -1) + 1
             if highwater is not None:
                 lag[str(tp.partition)] = max(0, int(highwater) - position)
-    except (AttributeError, RuntimeError, KeyError):
-        lag = {}
+    except (AttributeError, RuntimeError, KeyError, AssertionError):
+        return {}
+    return lag
+
+
+def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
+    """Throughput, lag, dead letters, alerts and rules of this worker."""
+    metrics = context.metrics
+    rules = context.reference.rules
     return {
         "uptimeSeconds": round(time.time() - metrics.started, 1),
         "tradesIn": metrics.trades_in,
         "analyzed": metrics.analyzed,
         "throughputPerSecond": metrics.throughput(),
-        "consumerLag": lag,
+        "consumerLag": consumer_lag(app, metrics.positions, context.names.trades),
+        "orderEventsIn": metrics.order_events_in,
+        "orderEventsLag": consumer_lag(app, metrics.positions, context.names.orders),
+        "orderIssues": dict(metrics.order_issues),
+        "lateOrderEvents": metrics.late_order_events,
+        "heldEvents": metrics.held_events,
         "deadLetters": dict(metrics.dead_letters_by_reason),
         "deadLettersTotal": sum(metrics.dead_letters_by_reason.values()),
         "alertsByPattern": dict(metrics.alerts_by_pattern),
@@ -146,6 +198,12 @@ def prometheus_text(stats: dict[str, Any]) -> str:
         f"riskengine_rules_rejected_total {stats['rulesRejected']}",
         "# TYPE riskengine_redelivered_total counter",
         f"riskengine_redelivered_total {stats['redelivered']}",
+        "# TYPE riskengine_order_events_in_total counter",
+        f"riskengine_order_events_in_total {stats['orderEventsIn']}",
+        "# TYPE riskengine_order_issues_total counter",
+        *(f'riskengine_order_issues_total{{kind="{k}"}} {v}' for k, v in stats["orderIssues"].items()),
+        "# TYPE riskengine_order_events_lag gauge",
+        *(f'riskengine_order_events_lag{{partition="{p}"}} {v}' for p, v in stats["orderEventsLag"].items()),
     ]
     return "\n".join(lines) + "\n"
 
@@ -160,15 +218,13 @@ def authorized(context: WorkerContext, request: Any) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token.get())
 
 
-def register_views(
-    app: faust.App, context: WorkerContext, trades: TradeAgent, snapshots: Snapshotter
-) -> None:
+def register_views(app: faust.App, context: WorkerContext, users: UserAgent, snapshots: Snapshotter) -> None:
     """Add the worker's pages to ``app``."""
     recent_alerts = context.metrics.recent_alerts
-    table = trades.user_state.table
+    table = users.user_state.table
 
     @app.page("/users/{user_id}")
-    @app.topic_route(topic=trades.topic, match_info="user_id")
+    @app.topic_route(topic=users.trades, match_info="user_id")
     async def user_state(web: Any, request: Any, user_id: str) -> Any:
         if not user_id or len(user_id) > MAX_USER_ID:
             return web.json({"error": "userId must be 1 to 128 characters"}, status=400)
@@ -177,6 +233,24 @@ def register_views(
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         try:
             return web.json(state_document(user_id, raw))
+        except (EnvelopeError, StateFormatError) as exc:
+            return web.json({"error": f"state of {user_id!r} is unreadable: {exc}"}, status=500)
+
+    @app.page("/users/{user_id}/orders")
+    @app.topic_route(topic=users.trades, match_info="user_id")
+    async def user_orders(web: Any, request: Any, user_id: str) -> Any:
+        if not user_id or len(user_id) > MAX_USER_ID:
+            return web.json({"error": "userId must be 1 to 128 characters"}, status=400)
+        try:
+            limit = _int_param(request.query, "limit", 50, 1, MAX_LIMIT)
+        except BadRequest as exc:
+            return web.json({"error": str(exc)}, status=400)
+        assert limit is not None
+        raw = table.get(user_id.encode())
+        if raw is None:
+            return web.json({"error": f"unknown user {user_id!r}"}, status=404)
+        try:
+            return web.json(orders_document(user_id, raw, limit))
         except (EnvelopeError, StateFormatError) as exc:
             return web.json({"error": f"state of {user_id!r} is unreadable: {exc}"}, status=500)
 
@@ -203,7 +277,7 @@ def register_views(
 
     @app.page("/stats")
     async def stats(web: Any, request: Any) -> Any:
-        return web.json(stats_document(app, context, trades))
+        return web.json(stats_document(app, context))
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -214,7 +288,7 @@ def register_views(
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         return web.text(
-            prometheus_text(stats_document(app, context, trades)), content_type="text/plain; version=0.0.4"
+            prometheus_text(stats_document(app, context)), content_type="text/plain; version=0.0.4"
         )
 
     @app.page("/admin/alerts/clear")

@@ -208,7 +208,7 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
         got = await user_documents(session, second)
     for user, state in states.items():
         want = json.loads(
-            json.dumps(state_document(user, encode_envelope(Envelope(-1, -1, encode_state(state)))))
+            json.dumps(state_document(user, encode_envelope(Envelope(-1, (-1, -1), encode_state(state)))))
         )
         for volatile in ("lastApplied", "pendingOutputs"):
             del want[volatile], got[user][volatile]

@@ -2,15 +2,17 @@
 
 A table value is an *envelope* around the core's encoded :class:`~riskengine.core.UserState`:
 
-- byte 0: :data:`ENVELOPE_MAGIC` (the envelope format version, 0xE1 for version 1). The core's own
-  ``encode_state`` bytes start with its ``FORMAT_VERSION`` (a small number), so a bare core state,
-  the layout before envelopes existed, is recognized and read as an envelope without offset or
-  pending outputs: that is the envelope's migration path (see :func:`decode_envelope`). The core
-  state inside migrates through ``riskengine.core.MIGRATIONS`` when :func:`decode_state` reads it.
-- the source partition and offset of the last trade applied to this state (-1 / -1: none);
-- the *pending outputs*: for recently applied trades whose outputs may not have reached the broker
-  yet, the exact encoded bytes of their analyzed trade and alerts (see
-  :mod:`riskengine.worker.agents.trade_analysis` for why);
+- byte 0: the envelope's magic, its format version: :data:`ENVELOPE_MAGIC` (0xE2, version 2). The
+  core's own ``encode_state`` bytes start with its ``FORMAT_VERSION`` (a small number), so a bare
+  core state, the layout before envelopes existed, reads as an envelope without offsets or pending
+  outputs; a version 1 envelope (0xE1, trades only) reads with no order event applied. Those are
+  the migration paths (see :func:`decode_envelope`). The core state inside migrates through
+  ``riskengine.core.MIGRATIONS`` when ``decode_state`` reads it.
+- the source partition, and the offset of the last event applied to this state from each source
+  (:data:`TRADES`, :data:`ORDERS`; -1: none);
+- the *pending outputs*: for recently applied events whose outputs may not have reached the broker
+  yet, the exact encoded bytes of their analyzed trade and alerts, by source and offset (see
+  :mod:`riskengine.worker.commit` for why);
 - the core's encoded state.
 
 The agent writes the table's RocksDB store (through :class:`UserStateTable`) and its changelog
@@ -35,23 +37,30 @@ from riskengine.errors import WorkerError
 from riskengine.settings import Settings
 from riskengine.worker.faust_compat import held_partitions, partition_db
 
-#: First byte of an envelope (version 1). Never a valid core FORMAT_VERSION.
-ENVELOPE_MAGIC = 0xE1
+#: First byte of an envelope, by envelope version. Never a valid core FORMAT_VERSION.
+ENVELOPE_MAGIC_V1 = 0xE1
+ENVELOPE_MAGIC = 0xE2
 #: The envelope format version, recorded in snapshot manifests (riskengine.worker.snapshots).
-TABLE_FORMAT = 1
+TABLE_FORMAT = 2
 #: Most pending outputs kept per user (a hard bound; normally pruned to the undelivered ones).
 MAX_PENDING = 64
 #: Output kinds inside a pending entry.
 ANALYZED = 0
 ALERT = 1
+#: Sources: the input topics whose events change a user's state, by index in the envelope.
+TRADES = 0
+ORDERS = 1
+SOURCES = (TRADES, ORDERS)
 
 TABLE_NAME = "user-state"
 
-_HEAD = struct.Struct("<BiqH")  # magic, partition, offset, pending count
-_ENTRY = struct.Struct("<qH")  # offset, outputs
+_HEAD = struct.Struct("<BiqqH")  # magic, partition, trades offset, orders offset, pending count
+_ENTRY = struct.Struct("<BqH")  # source, offset, outputs
 _OUTPUT = struct.Struct("<BI")  # kind, length
+_HEAD_V1 = struct.Struct("<BiqH")  # magic, partition, offset (trades), pending count
+_ENTRY_V1 = struct.Struct("<qH")  # offset, outputs
 
-assert ENVELOPE_MAGIC > FORMAT_VERSION, "the envelope magic must not collide with a core state version"
+assert min(ENVELOPE_MAGIC_V1, ENVELOPE_MAGIC) > FORMAT_VERSION, "the magic must not collide with a state"
 
 
 class EnvelopeError(WorkerError, ValueError):
@@ -60,38 +69,41 @@ class EnvelopeError(WorkerError, ValueError):
 
 @dataclass(frozen=True)
 class Pending:
-    """The encoded outputs of one applied trade, by its source offset."""
+    """The encoded outputs of one applied event, by its source and offset."""
 
+    source: int
     offset: int
     outputs: tuple[tuple[int, bytes], ...]
 
 
 @dataclass(frozen=True)
 class Envelope:
-    """A decoded table value: last applied source position, pending outputs, core state bytes."""
+    """A decoded table value: last applied offset per source, pending outputs, core state bytes."""
 
     partition: int
-    offset: int
+    #: source index -> offset of the last event of that source applied (-1: none)
+    offsets: tuple[int, int]
     state: bytes
     pending: tuple[Pending, ...] = field(default=())
 
-    def applied(self, partition: int, offset: int) -> bool:
-        """True if the trade at ``partition``/``offset`` is already part of this state."""
-        return self.partition == partition and offset <= self.offset
+    def applied(self, source: int, partition: int, offset: int) -> bool:
+        """True if the event at ``source``'s ``partition``/``offset`` is already part of this state."""
+        return self.partition == partition and offset <= self.offsets[source]
 
-    def pending_for(self, offset: int) -> Pending | None:
-        """The stored outputs of the trade at ``offset``, if still kept."""
+    def pending_for(self, source: int, offset: int) -> Pending | None:
+        """The stored outputs of the event at ``source``'s ``offset``, if still kept."""
         for entry in self.pending:
-            if entry.offset == offset:
+            if entry.offset == offset and entry.source == source:
                 return entry
         return None
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
     """The table value for ``envelope``."""
-    parts = [_HEAD.pack(ENVELOPE_MAGIC, envelope.partition, envelope.offset, len(envelope.pending))]
+    trades, orders = envelope.offsets
+    parts = [_HEAD.pack(ENVELOPE_MAGIC, envelope.partition, trades, orders, len(envelope.pending))]
     for entry in envelope.pending:
-        parts.append(_ENTRY.pack(entry.offset, len(entry.outputs)))
+        parts.append(_ENTRY.pack(entry.source, entry.offset, len(entry.outputs)))
         for kind, data in entry.outputs:
             parts.append(_OUTPUT.pack(kind, len(data)))
             parts.append(data)
@@ -100,20 +112,33 @@ def encode_envelope(envelope: Envelope) -> bytes:
 
 
 def decode_envelope(data: bytes) -> Envelope:
-    """Read a table value; a bare core state (pre-envelope layout) reads as an envelope without offset."""
+    """Read a table value of this or an older layout (see the module docstring for the migrations)."""
     if not data:
         raise EnvelopeError("empty table value")
-    if data[0] != ENVELOPE_MAGIC:
-        if data[0] <= FORMAT_VERSION:
-            return Envelope(-1, -1, data)
-        raise EnvelopeError(f"unknown table value format {data[0]:#x}")
+    magic = data[0]
+    if magic not in (ENVELOPE_MAGIC, ENVELOPE_MAGIC_V1):
+        if magic <= FORMAT_VERSION:
+            return Envelope(-1, (-1, -1), data)
+        raise EnvelopeError(f"unknown table value format {magic:#x}")
     try:
-        _magic, partition, offset, count = _HEAD.unpack_from(data)
-        position = _HEAD.size
+        if magic == ENVELOPE_MAGIC:
+            _magic, partition, trades, orders, count = _HEAD.unpack_from(data)
+            position = _HEAD.size
+        else:
+            _magic, partition, trades, count = _HEAD_V1.unpack_from(data)
+            orders = -1
+            position = _HEAD_V1.size
         pending = []
         for _ in range(count):
-            entry_offset, outputs = _ENTRY.unpack_from(data, position)
-            position += _ENTRY.size
+            if magic == ENVELOPE_MAGIC:
+                source, entry_offset, outputs = _ENTRY.unpack_from(data, position)
+                position += _ENTRY.size
+                if source not in SOURCES:
+                    raise EnvelopeError(f"unknown source {source} in a pending entry")
+            else:
+                source = TRADES
+                entry_offset, outputs = _ENTRY_V1.unpack_from(data, position)
+                position += _ENTRY_V1.size
             items = []
             for _ in range(outputs):
                 kind, length = _OUTPUT.unpack_from(data, position)
@@ -122,22 +147,23 @@ def decode_envelope(data: bytes) -> Envelope:
                     raise EnvelopeError("truncated pending output")
                 items.append((kind, data[position : position + length]))
                 position += length
-            pending.append(Pending(entry_offset, tuple(items)))
+            pending.append(Pending(source, entry_offset, tuple(items)))
     except struct.error as exc:
         raise EnvelopeError(f"truncated envelope: {exc}") from exc
-    return Envelope(partition, offset, data[position:], tuple(pending))
+    return Envelope(partition, (trades, orders), data[position:], tuple(pending))
 
 
 def with_pending(
-    previous: tuple[Pending, ...], entry: Pending, undelivered: int | None
+    previous: tuple[Pending, ...], entry: Pending | None, undelivered: tuple[int | None, int | None]
 ) -> tuple[Pending, ...]:
-    """``previous`` plus ``entry``, without entries below offset ``undelivered``, at most MAX_PENDING.
+    """``previous`` plus ``entry`` (if any), without delivered entries, at most MAX_PENDING.
 
-    ``undelivered`` is the lowest source offset whose outputs may not have been acknowledged yet
-    (None: unknown, keep all). Outputs below it reached the broker, so they are never sent again.
+    ``undelivered`` is, per source, the lowest offset whose outputs may not have been acknowledged
+    yet (None: unknown, keep all). Outputs below it reached the broker, so they are never sent again.
     """
-    kept = [p for p in previous if undelivered is None or p.offset >= undelivered]
-    kept.append(entry)
+    kept = [p for p in previous if undelivered[p.source] is None or p.offset >= (undelivered[p.source] or 0)]
+    if entry is not None:
+        kept.append(entry)
     return tuple(kept[-MAX_PENDING:])
 
 

@@ -9,7 +9,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskengine.contracts.avro_codec import (
-    AvroCodec,
     DecodeError,
     InvalidRecord,
     MalformedFrame,
@@ -137,12 +136,3 @@ def test_any_bytes_decode_or_fail_with_a_decode_error(body):
             cache.decode_trade(payload)
         except DecodeError as exc:
             assert exc.reason
-
-
-def test_the_faust_codec_speaks_the_same_wire_format(cache):
-    codec = AvroCodec(cache, "CryptoTrade")
-    payload = codec.dumps(TRADE)
-    assert payload == cache.encode("CryptoTrade", TRADE)
-    assert codec.loads(payload) == TRADE
-    with pytest.raises(UnknownSchemaId):
-        codec.loads(b"\x00\x00\x00\x00\x63abc")

@@ -56,7 +56,10 @@ async def test_the_five_steps_run_in_order_for_the_whole_batch():
     assert producer.latest_values(CHANGELOG) == batch.changelog
     assert [r[3] for r in producer.records(OUTPUTS)] == sorted(r[3] for r in batch.outputs)
     assert stream.acked == [(e.message.partition, e.message.offset) for e, _s in batch.events]
-    assert commit.progress.delivered(0) == 3 and commit.progress.delivered(1) == 3
+    assert (
+        commit.progress.delivered("crypto-trades", 0) == 3
+        and commit.progress.delivered("crypto-trades", 1) == 3
+    )
 
 
 async def test_a_changelog_failure_acks_nothing():
@@ -71,7 +74,7 @@ async def test_a_changelog_failure_acks_nothing():
     assert stream.acked == []
     assert store.offsets == {}  # step 3 never ran
     assert producer.records(OUTPUTS) == []  # step 4 never ran
-    assert commit.progress.delivered(0) is None
+    assert commit.progress.delivered("crypto-trades", 0) is None
 
 
 async def test_an_output_failure_acks_nothing():
@@ -85,7 +88,9 @@ async def test_an_output_failure_acks_nothing():
         await commit.publish(batch)
 
     assert stream.acked == []
-    assert commit.progress.delivered(0) is None  # pending outputs stay pending in the envelopes
+    assert (
+        commit.progress.delivered("crypto-trades", 0) is None
+    )  # pending outputs stay pending in the envelopes
     assert store.offsets == {0: 3, 1: 3}  # the changelog did get the states
 
 

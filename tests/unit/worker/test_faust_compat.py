@@ -153,3 +153,16 @@ def test_no_module_but_faust_compat_reaches_into_private_attributes_of_other_pac
     assert found == [], "private attributes reached outside riskengine/worker/faust_compat.py:\n" + "\n".join(
         found
     )
+
+
+def test_a_partition_that_stops_fetching_still_hands_out_what_was_fetched():
+    # stop_fetching relies on on_buffer_full moving the partition to _buffered_partitions, and on
+    # getmany yielding the records of those; pause_partitions would drop them (see faust_compat).
+    from faust.transport.consumer import Consumer
+
+    reach = next(r for r in SURFACE if r.attribute == "_buffered_partitions")
+    full = inspect.getsource(Consumer.on_buffer_full)
+    drop = inspect.getsource(Consumer.on_buffer_drop)
+    assert "discard(tp)" in full and "_buffered_partitions.add(tp)" in full, _upgrade_hint(reach)
+    assert "add(tp)" in drop and "_buffered_partitions" in drop, _upgrade_hint(reach)
+    assert "tp in self._buffered_partitions" in inspect.getsource(Consumer.getmany), _upgrade_hint(reach)

@@ -1,0 +1,386 @@
+"""The per-user agent's analysis with the commit protocol and the pipeline, on in-process fakes.
+
+The real detection core, the real Avro codec (a schema catalog filled without a registry) and the
+real envelope format; only the broker, the store, the stream and the consumer positions are fakes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+
+import pytest
+
+from riskengine.contracts.avro_codec import RegistryError, SchemaCatalog
+from riskengine.contracts.schema_files import expanded_schema
+from riskengine.contracts.topics import RECORD_TOPICS
+from riskengine.core import DEFAULT_RULES, EMPTY_REFERENCE, OrderEvent, Trade, encode_state
+from riskengine.core.event_order import merge_in_event_time
+from riskengine.settings import Settings
+from riskengine.worker.agents import user_agent
+from riskengine.worker.agents.user_agent import UserAnalysis
+from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, DeliveryProgress
+from riskengine.worker.context import WorkerContext
+from riskengine.worker.metrics import Metrics
+from riskengine.worker.pipeline import BatchPipeline
+from riskengine.worker.tables.user_state import decode_envelope
+from tests.unit.core.builders import MINUTE, SECOND, order, run_flow, trade
+from tests.unit.worker.worker_fakes import (
+    FakeEvent,
+    FakeMessage,
+    FakeProducer,
+    FakeStore,
+    FakeStream,
+    Journal,
+)
+
+CHANGELOG = "riskengine-user-state-changelog"
+OUTPUT_TOPICS = ("risk-analyzed-trades", "risk-alerts", "crypto-trades-dlq", "crypto-orders-dlq")
+
+
+def worker_context() -> WorkerContext:
+    """A worker context whose schema catalog holds every contract under ids 1, 2, ... (no registry)."""
+    context = WorkerContext.from_settings(Settings.from_env({}))
+    for schema_id, name in enumerate(RECORD_TOPICS, start=1):
+        context.catalog.add(schema_id, expanded_schema(name), writes=name)
+    return context
+
+
+def wash_trades(user: str, start: int = 0) -> list[Trade]:
+    """BUY 1000 -> SELL 950 -> BUY 1050 within a minute, then two quiet trades: a WASH_TRADING alert."""
+    return [
+        trade(start, "BUY", 1_000, quantity=1_000, user=user),
+        trade(start + 10 * SECOND, "SELL", 950, quantity=950, user=user),
+        trade(start + 20 * SECOND, "BUY", 1_050, quantity=1_050, user=user),
+        trade(start + 5 * MINUTE, "BUY", 500, quantity=500, user=user),
+        trade(start + 6 * MINUTE, "SELL", 20, quantity=20, user=user),
+    ]
+
+
+def spoof_flow(user: str) -> list[Trade | OrderEvent]:
+    """Five filled orders of 100 with their trades, a SELL bait of 1,000, a BUY fill, the bait cancelled."""
+    flow: list[Trade | OrderEvent] = []
+    for i in range(5):
+        at = i * 10 * SECOND
+        flow += [
+            order(at, "PLACED", f"{user}-h{i}", "BUY", 100, user=user),
+            order(at, "FILLED", f"{user}-h{i}", "BUY", 100, user=user),
+            trade(at, "BUY", 100, quantity=100, user=user),
+        ]
+    flow.append(order(60 * SECOND, "PLACED", f"{user}-bait", "SELL", 1_000, price=1.02, user=user))
+    flow.append(trade(65 * SECOND, "BUY", 100, quantity=100, user=user))
+    flow.append(order(80 * SECOND, "CANCELLED", f"{user}-bait", "SELL", 1_000, price=1.02, user=user))
+    return flow
+
+
+def events_of(catalog: SchemaCatalog, items: list[tuple[int, Trade | OrderEvent]]) -> list[FakeEvent]:
+    """Wire-format events of (partition, trade or order event), offsets counting per topic partition."""
+    offsets: dict[tuple[str, int], int] = {}
+    made = []
+    for partition, item in items:
+        topic, name = (
+            ("crypto-trades", "CryptoTrade") if isinstance(item, Trade) else ("crypto-orders", "OrderEvent")
+        )
+        offset = offsets.get((topic, partition), 0)
+        offsets[(topic, partition)] = offset + 1
+        value = catalog.encode(name, item.to_record())
+        made.append(FakeEvent(FakeMessage(topic, partition, offset, item.user_id.encode(), value)))
+    return made
+
+
+def trade_events(catalog: SchemaCatalog, trades: list[tuple[int, Trade]]) -> list[FakeEvent]:
+    return events_of(catalog, list(trades))
+
+
+def outputs_of(producer: FakeProducer, attempted: bool = False) -> list[tuple[str, int, bytes | None, bytes]]:
+    """The analyzed trades, alerts and dead letters sent (or only attempted), sorted."""
+    records = producer.attempted if attempted else [r for t in OUTPUT_TOPICS for r in producer.records(t)]
+    return sorted((t, p, k, v) for t, p, k, v, _h in records if t in OUTPUT_TOPICS)
+
+
+class Inputs:
+    """Input positions under the test's control: every partition caught up unless listed."""
+
+    def __init__(self) -> None:
+        #: (topic, partition) -> events waiting on the broker (None: not known)
+        self.behind: dict[tuple[str, int], int | None] = {}
+
+    def lag(self, topic: str, partition: int) -> int | None:
+        return self.behind.get((topic, partition), 0)
+
+
+class Worker:
+    """One incarnation of a worker: its analysis and commit protocol over a store and a broker."""
+
+    def __init__(self, store: FakeStore, producer: FakeProducer) -> None:
+        self.context = worker_context()
+        self.store = store
+        self.producer = producer
+        self.progress = DeliveryProgress()
+        self.inputs = Inputs()
+        self.analysis = UserAnalysis(self.context, store, self.progress, self.inputs)
+        self.commit = CommitProtocol(store, producer, CHANGELOG, self.progress)
+
+    async def process(self, taken: list[FakeEvent], stream: FakeStream) -> Batch:
+        batch = Batch(events=[(event, stream) for event in taken])
+        held = await self.analysis.analyze(batch)
+        assert held == []
+        await self.commit.persist(batch)
+        await self.commit.publish(batch)
+        return batch
+
+
+def input_trades() -> list[tuple[int, Trade | OrderEvent]]:
+    items: list[tuple[int, Trade | OrderEvent]] = [(0, t) for t in wash_trades("u-1")]
+    items += [(1, t) for t in wash_trades("u-2")] + [(1, e) for e in spoof_flow("u-3")]
+    items.sort(key=lambda pair: pair[1].timestamp)
+    return items
+
+
+async def test_redelivery_after_an_output_failure_sends_byte_identical_outputs(monkeypatch):
+    journal = Journal()
+    first = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal))
+    taken = events_of(first.context.catalog, input_trades())
+    first.producer.failing.update(OUTPUT_TOPICS)
+    stream = FakeStream(journal)
+    with pytest.raises(DeliveryFailed):
+        await first.process(taken, stream)
+    assert stream.acked == []
+    tried = outputs_of(first.producer, attempted=True)
+    catalog = first.context.catalog
+    alerts = {catalog.decode(v, "RiskAlert")["patternType"] for t, _p, _k, v in tried if t == "risk-alerts"}
+    assert {"SPOOFING", "WASH_TRADING"} <= alerts  # order-flow and trade alerts alike
+
+    # The worker died. Its successor restores the table from the changelog and re-reads the trades a
+    # second later: processing them anew would stamp another processedAt.
+    later = time.time() + 1.0
+    monkeypatch.setattr(time, "time", lambda: later)
+    restored = FakeStore(journal, {0, 1}, CHANGELOG)
+    for (partition, key), value in first.producer.latest_values(CHANGELOG).items():
+        restored.values.setdefault(partition, {})[key] = value
+    second = Worker(restored, FakeProducer(journal))
+    again = FakeStream(journal)
+    await second.process(taken, again)
+
+    assert outputs_of(second.producer) == tried
+    assert second.context.metrics.redelivered == len(taken)
+    assert len(again.acked) == len(taken)
+
+
+async def test_redelivery_after_a_changelog_failure_resends_what_the_local_store_holds(monkeypatch):
+    journal = Journal()
+    store = FakeStore(journal, {0, 1}, CHANGELOG)
+    first = Worker(store, FakeProducer(journal))
+    taken = events_of(first.context.catalog, input_trades())
+    first.producer.failing.add(CHANGELOG)
+    with pytest.raises(DeliveryFailed, match="step 2"):
+        await first.process(taken, FakeStream(journal))
+    assert outputs_of(first.producer, attempted=True) == []  # nothing left the worker but step 1
+    pending = sorted(
+        output
+        for values in store.values.values()
+        for value in values.values()
+        for entry in decode_envelope(value).pending
+        for _kind, output in entry.outputs
+    )
+
+    # The same worker restarts on its datadir: the store is ahead of the changelog.
+    later = time.time() + 1.0
+    monkeypatch.setattr(time, "time", lambda: later)
+    second = Worker(store, FakeProducer(journal))
+    await second.process(taken, FakeStream(journal))
+
+    assert sorted(v for _t, _p, _k, v in outputs_of(second.producer)) == pending
+    assert second.producer.latest_values(CHANGELOG) == {
+        (p, k): v for p, values in store.values.items() for k, v in values.items()
+    }
+
+
+async def test_a_dead_letter_raised_after_an_await_stays_with_its_event():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    catalog = worker.context.catalog
+    trades = wash_trades("u-1")
+    good = trade_events(catalog, [(0, t) for t in trades])
+    # The second trade was written with a schema id nobody knows: the worker asks the registry.
+    unknown = good[1].message
+    body = unknown.value[5:] if unknown.value else b""
+    stranger = FakeEvent(
+        FakeMessage(unknown.topic, 0, unknown.offset, unknown.key, b"\x00" + struct.pack(">I", 999) + body)
+    )
+    first_batch = [good[0], stranger, good[2]]
+    later_events = good[3:]
+    stream = FakeStream(journal)
+    failures: list[BaseException] = []
+
+    async def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+
+    batches: list[Batch] = []
+
+    async def analyze(batch: Batch) -> list[tuple[object, object]]:
+        held = await worker.analysis.analyze(batch)
+        batches.append(batch)
+        return held
+
+    pipeline = BatchPipeline(worker.commit, analyze, on_failure, Metrics())
+
+    async def slow_registry(schema_id: int) -> None:
+        # While the worker waits for the registry, more trades arrive.
+        for event in later_events:
+            pipeline.add(event, stream, more_waiting=False)
+        await asyncio.sleep(0.02)
+        raise RegistryError(f"registry unreachable while fetching id {schema_id}")
+
+    catalog.fetch = slow_registry  # type: ignore[method-assign]
+    pipeline.start()
+    for event in first_batch:
+        pipeline.add(event, stream, more_waiting=event is not first_batch[-1])
+    for _ in range(200):
+        if len(stream.acked) == len(good):
+            break
+        await asyncio.sleep(0.01)
+    await pipeline.stop()
+
+    assert failures == []
+    assert stream.acked == [(0, offset) for offset in range(len(good))]
+    dead = worker.producer.records("crypto-trades-dlq")
+    assert len(dead) == 1
+    headers = dict(dead[0][4])
+    assert headers["reason"] == b"unknown-schema-id"
+    assert headers["source-offset"] == str(stranger.message.offset).encode()
+    assert b"registry unreachable" in headers["detail"]
+    # The dead letter is acknowledged before its event is acked, and it is in its event's batch with
+    # the analyzed trades of the events around it; the trades that arrived during the wait went to a
+    # later batch.
+    assert journal.first("acked", "crypto-trades-dlq") < journal.first("ack", (0, stranger.message.offset))
+    assert [e.message.offset for e, _s in batches[0].events] == [0, 1, 2]
+    first_outputs = sorted(r[0] for r in batches[0].outputs if r[0] != "risk-alerts")
+    assert first_outputs == ["crypto-trades-dlq", "risk-analyzed-trades", "risk-analyzed-trades"]
+    assert all(e.message.offset >= 3 for batch in batches[1:] for e, _s in batch.events)
+
+
+async def test_an_analysis_failure_stops_the_pipeline_and_acks_nothing():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    stream = FakeStream(journal)
+    failures: list[BaseException] = []
+
+    async def broken(batch: Batch) -> list[tuple[object, object]]:
+        raise OSError("state store unreadable")
+
+    async def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+
+    pipeline = BatchPipeline(worker.commit, broken, on_failure, Metrics())
+    pipeline.start()
+    for event in trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")]):
+        pipeline.add(event, stream, more_waiting=False)
+    for _ in range(100):
+        if failures:
+            break
+        await asyncio.sleep(0.01)
+    await pipeline.stop()
+
+    assert [type(f) for f in failures] == [OSError]
+    assert stream.acked == [] and worker.producer.attempted == []
+
+
+def alert_patterns(producer: FakeProducer, catalog: SchemaCatalog) -> list[str]:
+    return sorted(catalog.decode(r[3], "RiskAlert")["patternType"] for r in producer.records("risk-alerts"))
+
+
+async def test_the_two_inputs_are_interleaved_in_event_time_whatever_their_arrival():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    flow = spoof_flow("u-1")
+    # Every order event arrives before every trade (another topic, fetched first).
+    trades = [e for e in flow if isinstance(e, Trade)]
+    orders = [e for e in flow if isinstance(e, OrderEvent)]
+    arrival: list[Trade | OrderEvent] = [*orders, *trades]
+    catalog = worker.context.catalog
+    await worker.process(events_of(catalog, [(0, item) for item in arrival]), FakeStream(journal))
+
+    merged = list(merge_in_event_time(trades, orders, lambda t: t.timestamp, lambda o: o.timestamp))
+    state, _alerts, _issues = run_flow(merged, DEFAULT_RULES, EMPTY_REFERENCE)
+    stored = decode_envelope(worker.store.values[0][b"u-1"]).state
+    assert stored == encode_state(state)
+    assert "SPOOFING" in alert_patterns(worker.producer, catalog)
+    records = worker.producer.records("risk-analyzed-trades")
+    analyzed = [catalog.decode(r[3], "RiskAnalyzedTrade") for r in records]
+    assert not any("LATE_EVENT" in a["complianceFlags"] for a in analyzed)
+    # Applied in arrival order instead, the trades would come after the bait's cancel, the first
+    # ones beyond the allowed lateness.
+    late_state, _alerts, _issues = run_flow(arrival, DEFAULT_RULES, EMPTY_REFERENCE)
+    assert encode_state(late_state) != stored
+
+
+async def test_events_wait_for_the_other_input_until_it_has_caught_up():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    flow = spoof_flow("u-1")
+    trades = events_of(worker.context.catalog, [(0, e) for e in flow if isinstance(e, Trade)])
+    worker.inputs.behind[("crypto-orders", 0)] = 40
+    stream = FakeStream(journal)
+    batch = Batch(events=[(event, stream) for event in trades])
+    held = await worker.analysis.analyze(batch)
+    assert [e.message.offset for e, _s in held] == [e.message.offset for e in trades]
+    assert batch.events == [] and batch.changelog == {} and worker.context.metrics.held_events == len(trades)
+
+    worker.inputs.behind.clear()
+    batch = Batch(events=held)
+    assert await worker.analysis.analyze(batch) == []
+    assert len(batch.events) == len(trades) and worker.context.metrics.trades_in == len(trades)
+
+
+async def test_held_events_go_alone_after_the_longest_hold(monkeypatch):
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
+    worker.inputs.behind[("crypto-orders", 0)] = None  # its end not known yet
+    clock = [1_000.0]
+    monkeypatch.setattr("riskengine.worker.agents.user_agent.time.monotonic", lambda: clock[0])
+    stream = FakeStream(journal)
+    held = await worker.analysis.analyze(Batch(events=[(event, stream) for event in trades]))
+    assert len(held) == len(trades)
+    clock[0] += user_agent.MAX_HOLD_S - 0.01
+    held = await worker.analysis.analyze(Batch(events=held))
+    assert len(held) == len(trades)
+    clock[0] += 0.01
+    batch = Batch(events=held)
+    assert await worker.analysis.analyze(batch) == []
+    assert len(batch.events) == len(trades)
+
+
+async def test_order_events_that_do_not_decode_or_do_not_fit_the_book_lose_nothing():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    catalog = worker.context.catalog
+    placed = order(0, "PLACED", "a", "BUY", 10)
+    ghost = order(SECOND, "FILLED", "ghost", "BUY", 10)
+    later = order(2 * SECOND, "CANCELLED", "a", "BUY", 10)
+    events = events_of(catalog, [(0, placed), (0, ghost), (0, later)])
+    garbage = FakeEvent(FakeMessage("crypto-orders", 0, 3, b"u-1", b"\x00\x00\x00\x00\x02garbage"))
+    stream = FakeStream(journal)
+    await worker.process([*events, garbage], stream)
+
+    [dead] = worker.producer.records("crypto-orders-dlq")
+    assert dict(dead[4])["reason"] == b"unreadable-record" and dead[3] == garbage.message.value
+    assert worker.context.metrics.order_issues == {"unknown-order": 1}
+    assert sorted(stream.acked) == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    state = worker.store.values[0][b"u-1"]
+    envelope = decode_envelope(state)
+    assert envelope.offsets == (-1, 2)  # the order events after the odd one were applied
+
+
+async def test_events_wait_as_long_as_the_other_input_is_known_to_be_behind(monkeypatch):
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
+    worker.inputs.behind[("crypto-orders", 0)] = 3
+    clock = [1_000.0]
+    monkeypatch.setattr("riskengine.worker.agents.user_agent.time.monotonic", lambda: clock[0])
+    held = await worker.analysis.analyze(Batch(events=[(event, FakeStream(journal)) for event in trades]))
+    clock[0] += 10 * user_agent.MAX_HOLD_S
+    assert len(await worker.analysis.analyze(Batch(events=held))) == len(trades)
