@@ -11,12 +11,18 @@ Trades are generated in chunks outside the timed region; only ``evaluate_trade``
 States stay in memory as objects, as in a worker between changelog writes; ``--codec`` also
 encodes and decodes each user's state around every trade, as a table round trip would.
 Peak memory is the process's maximum resident set size.
+
+``--run FILE`` times the core over a generated run's trades and order events instead (see
+:func:`bench_run`). Both modes end with the state of one user holding 0, 100 and 1,000 resting
+orders: its encoded size and the time to encode and decode it (the worker encodes a user's state
+once per batch in which the user had events, and decodes it once per cache miss).
 """
 
 from __future__ import annotations
 
 import argparse
 import heapq
+import json
 import math
 import random
 import resource
@@ -25,9 +31,12 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from riskengine.core import (
     DEFAULT_RULES,
+    OrderEvent,
     ReferenceData,
     Rules,
     Side,
@@ -36,8 +45,13 @@ from riskengine.core import (
     UserState,
     decode_state,
     encode_state,
+    evaluate_order,
     evaluate_trade,
+    parse_order_event,
+    parse_profile,
+    parse_trade,
 )
+from riskengine.core.event_order import merge_in_event_time
 from riskengine.settings import Settings
 
 #: (symbol, starting price, share of trades)
@@ -134,6 +148,7 @@ class _Generator:
         notional: float,
         counterparty: str | None,
         move: float = 1.0,
+        market: bool = False,
     ) -> Trade:
         """One trade of ``user`` at event time ``at`` (UUID-sized id), ``move`` x the symbol's price."""
         self.sequence += 1
@@ -150,7 +165,7 @@ class _Generator:
             notional=quantity * price,
             timestamp=at,
             exchange="BENCH",
-            order_type="MARKET" if self.sequence % 3 else "LIMIT",
+            order_type="MARKET" if market or self.sequence % 3 else "LIMIT",
             counterparty_user_id=counterparty,
             order_id=f"o-{self.sequence:09d}",
         )
@@ -201,7 +216,7 @@ class _Generator:
             steps = rng.randint(3, 4)
             for step in range(steps):
                 at = clock + step * 8_000
-                self.push(self.make(user, at, Side.BUY, symbol, scale, None, 1.006**step), at)
+                self.push(self.make(user, at, Side.BUY, symbol, scale, None, 1.006**step, market=True), at)
             at = clock + (steps - 1) * 8_000 + 40_000
             self.push(self.make(user, at, Side.SELL, symbol, scale, None, 1.006**steps), at)
 
@@ -280,7 +295,145 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     core.add_argument(
         "--codec", action="store_true", help="also encode/decode the user's state around every trade"
     )
+    core.add_argument(
+        "--run",
+        type=Path,
+        metavar="RUN.jsonl",
+        help="instead of the built-in stream, a run of `riskengine generate` with its order events "
+        "(RUN.orders.jsonl) and profiles, interleaved as the worker does: trades/s, order events/s, "
+        "state sizes",
+    )
     core.set_defaults(handler=bench_core)
+
+
+def run_flow(
+    trades: list[Trade], orders: list[OrderEvent], reference: ReferenceData, rules: Rules
+) -> tuple[float, float, dict[str, UserState], Counter[str]]:
+    """Evaluate a run's trades and order events interleaved in event time (as the worker and replay
+    do); (seconds in evaluate_trade, seconds in evaluate_order, final states, alerts by pattern)."""
+    states: dict[str, UserState] = {}
+    alerts: Counter[str] = Counter()
+    trade_s = order_s = 0.0
+    clock = time.perf_counter
+    for item in merge_in_event_time(trades, orders, _trade_time, _order_time):
+        state = states.get(item.user_id)
+        if state is None:
+            state = states[item.user_id] = UserState()
+        if isinstance(item, Trade):
+            started = clock()
+            found = evaluate_trade(state, item, reference, rules).alerts
+            trade_s += clock() - started
+        else:
+            started = clock()
+            found = evaluate_order(state, item, reference, rules).alerts
+            order_s += clock() - started
+        for alert in found:
+            alerts[alert.pattern.value] += 1
+    return trade_s, order_s, states, alerts
+
+
+def _trade_time(trade: Trade) -> int:
+    return trade.timestamp
+
+
+def _order_time(event: OrderEvent) -> int:
+    return event.timestamp
+
+
+def _json_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield json.loads(line)
+
+
+def bench_run(path: Path, runs: int) -> int:
+    """The core over a generated run's trades and order events; print rates and state sizes."""
+    stem = path.name[: -len(".jsonl")] if path.name.endswith(".jsonl") else path.name
+    orders_path = path.with_name(f"{stem}.orders.jsonl")
+    profiles_path = path.with_name(f"{stem}.profiles.jsonl")
+    try:
+        trades = [parse_trade(record) for record in _json_lines(path)]
+        orders = [parse_order_event(record) for record in _json_lines(orders_path)]
+        profiles = [parse_profile(record) for record in _json_lines(profiles_path)]
+    except (OSError, ValueError) as exc:
+        print(f"riskengine bench: cannot read the run {path}: {exc}", file=sys.stderr)
+        return 2
+    reference = ReferenceData(profiles={p.user_id: p for p in profiles})
+    print(f"run {path}: {len(trades):,} trades, {len(orders):,} order events, {len(profiles):,} profiles")
+    results = []
+    states: dict[str, UserState] = {}
+    alerts: Counter[str] = Counter()
+    for number in range(1, runs + 1):
+        trade_s, order_s, states, alerts = run_flow(trades, orders, reference, DEFAULT_RULES)
+        results.append((trade_s, order_s))
+        total = len(trades) + len(orders)
+        rates = (len(trades) / trade_s, len(orders) / order_s, total / (trade_s + order_s))
+        print(
+            f"run {number}: {rates[0]:,.0f} trades/s, {rates[1]:,.0f} order events/s, "
+            f"{rates[2]:,.0f} events/s of core time"
+        )
+    sizes = sorted(len(encode_state(state)) for state in states.values())
+    print(
+        f"state sizes (encoded, {len(sizes):,} users): median {sizes[len(sizes) // 2]:,} B, "
+        f"p99 {sizes[int(len(sizes) * 0.99)]:,} B, max {sizes[-1]:,} B"
+    )
+    encode_us = sorted(_codec_times(state)[0] for state in states.values())
+    print(
+        f"state encode per user: median {encode_us[len(encode_us) // 2]:,.0f} us, max {encode_us[-1]:,.0f} us"
+    )
+    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
+    print("alerts by pattern: " + ", ".join(f"{name}={n}" for name, n in sorted(alerts.items())))
+    print_resting_orders()
+    return 0
+
+
+def _codec_times(state: UserState, repeat: int = 3) -> tuple[float, float]:
+    """(encode, decode) microseconds of ``state``, the best of ``repeat``."""
+    encode_s = decode_s = math.inf
+    for _ in range(repeat):
+        started = time.perf_counter()
+        data = encode_state(state)
+        encoded_at = time.perf_counter()
+        decode_state(data)
+        encode_s = min(encode_s, encoded_at - started)
+        decode_s = min(decode_s, time.perf_counter() - encoded_at)
+    return encode_s * 1e6, decode_s * 1e6
+
+
+def resting_orders_state(count: int) -> UserState:
+    """One user's state after placing ``count`` limit orders (none filled or cancelled), over six
+    symbols and both sides, a second apart, with ids as long as the simulator's."""
+    state = UserState()
+    for number in range(count):
+        symbol, price, _share = SYMBOLS[number % len(SYMBOLS)]
+        record = {
+            "eventId": f"E-000000-{number:09d}",
+            "orderId": f"O-000000-{number:08d}",
+            "userId": "U000001",
+            "symbol": symbol,
+            "side": "BUY" if number % 2 else "SELL",
+            "eventType": "PLACED",
+            "price": price * (1 + (number % 7) / 1_000),
+            "quantity": 1.0 + number % 5,
+            "remainingQuantity": 1.0 + number % 5,
+            "timestamp": EPOCH_MS + number * 1_000,
+            "exchange": "BINANCE",
+        }
+        state = evaluate_order(state, parse_order_event(record), ReferenceData(), DEFAULT_RULES).state
+    return state
+
+
+def print_resting_orders(counts: tuple[int, ...] = (0, 100, 1_000)) -> None:
+    """The size and codec time of a user's state by resting orders placed."""
+    print("state by resting orders (one user; the book keeps at most MAX_ORDERS orders):")
+    for count in counts:
+        state = resting_orders_state(count)
+        encode_us, decode_us = _codec_times(state)
+        print(
+            f"  {count:>5,} placed: {len(state.orders.orders):>4,} kept, {len(encode_state(state)):>7,} B, "
+            f"encode {encode_us:,.0f} us, decode {decode_us:,.0f} us"
+        )
 
 
 def bench_core(args: argparse.Namespace, settings: Settings) -> int:
@@ -288,6 +441,8 @@ def bench_core(args: argparse.Namespace, settings: Settings) -> int:
     if args.trades < 1 or args.users < 1 or args.runs < 1:
         print("riskengine bench: --trades, --users and --runs must be positive", file=sys.stderr)
         return 2
+    if args.run is not None:
+        return bench_run(args.run, args.runs)
     stream = build_stream(args.users, args.trades, args.seed)
     rules = DEFAULT_RULES
     rates = []
@@ -310,4 +465,5 @@ def bench_core(args: argparse.Namespace, settings: Settings) -> int:
     )
     print(f"peak memory (max RSS): {peak_mib:,.0f} MiB")
     print("alerts by pattern: " + ", ".join(f"{name}={n}" for name, n in sorted(alerts.items())))
+    print_resting_orders()
     return 0

@@ -15,7 +15,12 @@
 
    This process consumes each output topic and times from the first output record's arrival to the
    N-th (start-up and group join are outside the window): trades/s = (N - 1) / elapsed.
-3. Latency, with the engine still running and caught up: trades produced at a steady ``--rate`` for
+3. Order flow (``--order-flow-trades``, per loop): the engine on its own topics holding a simulator
+   run (``riskengine generate``'s generator: trades with their order events, about 2.6 per trade,
+   and the accounts' profiles), timed from the first analyzed trade to the last; events/s counts
+   trades and order events (an order event has no output of its own). Compared with the passthrough
+   agent's events/s, since Faust's cost is per event whatever its topic.
+4. Latency, with the engine still running and caught up: trades produced at a steady ``--rate`` for
    ``--seconds``, each stamped with its send time; latency = arrival of its analyzed trade here
    minus that timestamp (one clock: producer and consumer are this process). It is split at the
    analyzed trade's ``processedAt`` (stamped by the worker when it starts analyzing the trade's
@@ -51,6 +56,8 @@ from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
 from riskengine.contracts.topics import TOPICS, TopicSpec, ensure_topics, topic_names, topic_specs
 from riskengine.core import Trade
+from riskengine.producer.events import EventKind
+from riskengine.producer.simulator import SimulationConfig, Simulator
 from riskengine.settings import Settings
 from riskengine.worker.faust_compat import refresh_metadata
 from riskengine_devtools import DevtoolsError
@@ -87,6 +94,17 @@ class Outcome:
     trades: int
 
 
+@dataclass
+class FlowOutcome:
+    """The order-flow row of one loop: the engine over a simulator run's trades and order events."""
+
+    loop: str
+    trades: int
+    order_events: int
+    #: trades and order events per second over the window of the analyzed trades
+    rate: float
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``bench-e2e`` command."""
     parser = subparsers.add_parser(
@@ -104,6 +122,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="both",
         help="event loop of the subprocesses (default both)",
     )
+    parser.add_argument(
+        "--order-flow-trades",
+        type=int,
+        default=20_000,
+        help="order-flow row: simulator trades, with their order events (default 20,000; 0: no row)",
+    )
     parser.add_argument("--rate", type=int, default=1_000, help="latency phase: trades/s (default 1,000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency phase: duration (default 20)")
     parser.add_argument("--profile", type=Path, help="run the engine under cProfile, .prof files into DIR")
@@ -118,6 +142,9 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
             "riskengine bench-e2e: --trades >= 2, --users, --rate and --seconds must be positive",
             file=sys.stderr,
         )
+        return 2
+    if args.order_flow_trades != 0 and args.order_flow_trades < 2:
+        print("riskengine bench-e2e: --order-flow-trades must be 0 or at least 2", file=sys.stderr)
         return 2
     loops = LOOPS if args.event_loop == "both" else (args.event_loop,)
     try:
@@ -141,11 +168,17 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     base = replace(settings, worker_app_id=f"riskengine-bench-{token}", worker_topic_suffix=f"-bench-{token}")
 
     names = topic_names(base)
+    # The order-flow row's own topics: the other rows' stages must not see its events.
+    flow = replace(base, worker_topic_suffix=f"-bench-{token}-flow")
     outputs = {path: output_topic(path, base) for path in ("raw", "passthrough")}
     specs = topic_specs(base) + [
         TopicSpec(name, base.topic_partitions, base.topic_replication_factor, {}) for name in outputs.values()
     ]
+    if args.order_flow_trades:
+        specs += topic_specs(flow)
     results: list[Outcome] = []
+    flows: list[FlowOutcome] = []
+    flow_counts = (0, 0)
     children: list[Child] = []
     latencies: dict[str, list[Latency]] = {}
     with tempfile.TemporaryDirectory(prefix="riskengine-bench-") as scratch:
@@ -159,6 +192,8 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
             trades = iter(stream)
             await _produce_reference(base, catalog, stream.reference.profiles, names.user_profiles)
             await _preproduce(base, catalog, trades, args.trades, names.trades)
+            if args.order_flow_trades:
+                flow_counts = await _preproduce_flow(flow, catalog, args.order_flow_trades, args.seed)
             # Each stage reads the whole trades topic in a new group: after a loop's latency phase
             # that topic holds those trades too, and the next loop's stages process them as well.
             inputs = args.trades
@@ -168,7 +203,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                 for path, out in stages:
 
                     def launch(path: str = path, out: str = out, loop: str = loop) -> Child:
-                        child = _launch(base, path, loop, out, Path(scratch), token, args.profile, args.logs)
+                        child = _launch(base, path, path, loop, Path(scratch), token, args.profile, args.logs)
                         children.append(child)
                         return child
 
@@ -180,14 +215,39 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                         )
                         inputs += int(args.rate * args.seconds)
                     child.stop()
+                if args.order_flow_trades:
+
+                    def launch_flow(loop: str = loop) -> Child:
+                        child = _launch(
+                            flow, "order-flow", "engine", loop, Path(scratch), token, None, args.logs
+                        )
+                        children.append(child)
+                        return child
+
+                    flow_trades, flow_orders = flow_counts
+                    rate, child = await _measure(
+                        flow,
+                        topic_names(flow).analyzed_trades,
+                        flow_trades,
+                        f"order-flow[{loop}]",
+                        launch_flow,
+                    )
+                    events_rate = rate * (flow_trades + flow_orders) / flow_trades
+                    flows.append(FlowOutcome(loop, flow_trades, flow_orders, events_rate))
+                    child.stop()
         finally:
             for child in children:
                 child.stop()
             await _delete_topics(base, token)
-    _report(args, results, latencies)
+    _report(args, results, flows, latencies)
 
 
-def _report(args: argparse.Namespace, results: list[Outcome], latencies: dict[str, list[Latency]]) -> None:
+def _report(
+    args: argparse.Namespace,
+    results: list[Outcome],
+    flows: list[FlowOutcome],
+    latencies: dict[str, list[Latency]],
+) -> None:
     labels = {
         "raw": "raw aiokafka consume->produce (bytes)",
         "passthrough": "Faust passthrough agent (forwards)",
@@ -202,6 +262,17 @@ def _report(args: argparse.Namespace, results: list[Outcome], latencies: dict[st
             f"{outcome.loop:<8} {labels[outcome.path]:<40} {outcome.trades:>8,} {outcome.rate:>10,.0f} "
             f"{outcome.rate / passthrough:>14.0%}"
         )
+    if flows:
+        print()
+        print(
+            f"order flow: a simulator run of {flows[0].trades:,} trades and {flows[0].order_events:,} "
+            "order events, full engine, one worker"
+        )
+        print(f"{'loop':<8} {'events/s':>10} {'trades/s':>10} {'vs passthrough':>15}")
+        for row in flows:
+            passthrough = next(r.rate for r in results if r.loop == row.loop and r.path == "passthrough")
+            trades_rate = row.rate * row.trades / (row.trades + row.order_events)
+            print(f"{row.loop:<8} {row.rate:>10,.0f} {trades_rate:>10,.0f} {row.rate / passthrough:>14.0%}")
     print()
     print(
         f"latency: engine at a steady {args.rate:,} trades/s for {args.seconds:g} s "
@@ -271,6 +342,39 @@ async def _preproduce(
     _say(f"pre-produced {count:,} trades on {topic}")
 
 
+async def _preproduce_flow(
+    settings: Settings, catalog: SchemaCatalog, trades: int, seed: int
+) -> tuple[int, int]:
+    """A simulator run of ``trades`` trades on ``settings``' topics: profiles, trades, order events.
+
+    Returns (trades, order events) produced.
+    """
+    names = topic_names(settings)
+    simulator = Simulator(SimulationConfig(seed=seed))
+    producer = AIOKafkaProducer(
+        **client_options(settings), acks="all", linger_ms=20, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    counts = {EventKind.TRADE: 0, EventKind.ORDER: 0}
+    topics = {EventKind.TRADE: names.trades, EventKind.ORDER: names.orders}
+    try:
+        for profile in simulator.profiles():
+            value = catalog.encode("UserProfile", profile)
+            await producer.send(names.user_profiles, value, key=profile["userId"].encode())
+        for event in simulator.events(trades):
+            value = catalog.encode(event.kind.record_name, event.record)
+            await producer.send(topics[event.kind], value, key=event.user_id.encode())
+            counts[event.kind] += 1
+            if event.kind is EventKind.TRADE and counts[event.kind] % 10_000 == 0:
+                _say(f"order flow: pre-produced {counts[EventKind.TRADE]:,}/{trades:,} trades")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    made = counts[EventKind.TRADE], counts[EventKind.ORDER]
+    _say(f"order flow: pre-produced {made[0]:,} trades, {made[1]:,} order events")
+    return made
+
+
 class Child:
     """A stage's subprocess; :meth:`stop` always ends it (SIGTERM, then SIGKILL after 30 s)."""
 
@@ -302,22 +406,22 @@ class Child:
 
 def _launch(
     base: Settings,
+    stage: str,
     path: str,
     loop: str,
-    out: str,
     scratch: Path,
     token: str,
     profile: Path | None,
     logs: Path | None,
 ) -> Child:
-    """Start one stage: the raw loop, the passthrough app or the engine, on ``loop``."""
+    """Start ``stage`` (its own group and data): the raw loop, the passthrough app or the engine."""
     env = dict(os.environ)
-    env["RISKENGINE_WORKER_APP_ID"] = f"riskengine-bench-{token}-{path}-{loop}"
+    env["RISKENGINE_WORKER_APP_ID"] = f"riskengine-bench-{token}-{stage}-{loop}"
     env["RISKENGINE_WORKER_TOPIC_SUFFIX"] = base.worker_topic_suffix
     env["RISKENGINE_TOPIC_PARTITIONS"] = str(base.topic_partitions)
     # The snapshot timer is not part of what is measured.
     env["RISKENGINE_WORKER_SNAPSHOT_INTERVAL"] = "0"
-    datadir = scratch / f"{path}-{loop}"
+    datadir = scratch / f"{stage}-{loop}"
     if path == "raw":
         argv = [sys.executable, "-m", "riskengine_devtools.bench_e2e", loop]
     else:
@@ -326,9 +430,9 @@ def _launch(
         argv += ["--web-port", str(_free_port()), "--web-host", "127.0.0.1"]
         if path == "engine" and profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, "-m", "cProfile", "-o", str(profile / f"engine-{loop}.prof"), *argv]
-    _say(f"{path}[{loop}]: starting")
-    return Child(argv, env, scratch / f"{path}-{loop}.log", logs)
+            argv = [sys.executable, "-m", "cProfile", "-o", str(profile / f"{stage}-{loop}.prof"), *argv]
+    _say(f"{stage}[{loop}]: starting")
+    return Child(argv, env, scratch / f"{stage}-{loop}.log", logs)
 
 
 def _free_port() -> int:

@@ -86,6 +86,8 @@ from .scoring import (
 from .state import UserState
 
 _SELL = Side.SELL
+#: Order types that take liquidity: their trades are "aggressive" (MOMENTUM_IGNITION's bursts).
+AGGRESSIVE_ORDER_TYPES = frozenset({"MARKET", "IOC", "FOK"})
 _VOLUME_SPIKE = PatternType.VOLUME_SPIKE
 _new = tuple.__new__
 _STRUCTURING = PatternType.STRUCTURING
@@ -225,7 +227,13 @@ def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rul
         state.add_day_notional(timestamp, notional)
         if not too_late:
             position = recent.insert(
-                timestamp, trade.trade_id, trade.side is _SELL, symbol, trade.quantity, notional
+                timestamp,
+                trade.trade_id,
+                trade.side is _SELL,
+                symbol,
+                trade.quantity,
+                notional,
+                trade.order_type.upper() in AGGRESSIVE_ORDER_TYPES,
             )
             position -= recent.prune(watermark - rules.recent_horizon_ms, MAX_RECENT_TRADES)
             if position < 0:

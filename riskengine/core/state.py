@@ -87,12 +87,14 @@ class RecentTrades:
     ``sum`` over a slice, both in C.
     """
 
-    __slots__ = ("ids", "notionals", "quantities", "sells", "symbols", "times")
+    __slots__ = ("aggressive", "ids", "notionals", "quantities", "sells", "symbols", "times")
 
     def __init__(self) -> None:
         self.times: list[int] = []
         self.ids: list[str] = []
         self.sells: list[bool] = []
+        #: the trade took liquidity (a market, IOC or FOK order)
+        self.aggressive: list[bool] = []
         self.symbols: list[str] = []
         self.quantities: list[float] = []
         self.notionals: list[float] = []
@@ -101,7 +103,14 @@ class RecentTrades:
         return len(self.times)
 
     def insert(
-        self, timestamp: int, trade_id: str, sell: bool, symbol: str, quantity: float, notional: float
+        self,
+        timestamp: int,
+        trade_id: str,
+        sell: bool,
+        symbol: str,
+        quantity: float,
+        notional: float,
+        aggressive: bool = False,
     ) -> int:
         """Insert after every trade with the same or an earlier time; return its position."""
         times = self.times
@@ -109,6 +118,7 @@ class RecentTrades:
             times.append(timestamp)
             self.ids.append(trade_id)
             self.sells.append(sell)
+            self.aggressive.append(aggressive)
             self.symbols.append(symbol)
             self.quantities.append(quantity)
             self.notionals.append(notional)
@@ -117,6 +127,7 @@ class RecentTrades:
         times.insert(position, timestamp)
         self.ids.insert(position, trade_id)
         self.sells.insert(position, sell)
+        self.aggressive.insert(position, aggressive)
         self.symbols.insert(position, symbol)
         self.quantities.insert(position, quantity)
         self.notionals.insert(position, notional)
@@ -133,7 +144,16 @@ class RecentTrades:
         if len(times) - drop > keep:
             drop = len(times) - keep
         if drop:
-            for column in (times, self.ids, self.sells, self.symbols, self.quantities, self.notionals):
+            columns = (
+                times,
+                self.ids,
+                self.sells,
+                self.aggressive,
+                self.symbols,
+                self.quantities,
+                self.notionals,
+            )
+            for column in columns:
                 del column[:drop]
         return drop
 
@@ -358,7 +378,12 @@ def encode_state(state: UserState) -> bytes:
     base = recent.times[0] if recent.times else 0
     parts.append(_BASE.pack(base, len(recent)))
     parts.append(_column("I", [t - base for t in recent.times]))
-    parts.append(bytes(recent.sells))
+    # Side and aggressiveness share a byte (bit 0: sell, bit 1: aggressive; version 1 had bit 0 only).
+    parts.append(
+        bytes(
+            sell | aggressive << 1 for sell, aggressive in zip(recent.sells, recent.aggressive, strict=True)
+        )
+    )
     parts.append(_column("H", recent_symbols))
     parts.append(_column("d", recent.quantities))
     parts.append(_column("d", recent.notionals))
@@ -451,7 +476,9 @@ def _decode_current(data: bytes) -> UserState:
     base, size = (int(v) for v in reader.unpack(_BASE))
     recent = state.recent
     recent.times = [base + t for t in reader.ints("I", size)]
-    recent.sells = [bool(b) for b in reader.take(size)]
+    flags = reader.take(size)
+    recent.sells = [bool(b & 1) for b in flags]
+    recent.aggressive = [bool(b & 2) for b in flags]
     recent.symbols = _lookup(table, reader.ints("H", size))
     recent.quantities = reader.floats(size)
     recent.notionals = reader.floats(size)

@@ -253,9 +253,13 @@ def layering(venue: Venue) -> Iterator[int]:
     mid = venue.mid(symbol)
     step = rng.uniform(0.0008, 0.002)
     layers = []
+    # Layers are ordinary-sized: at most 3x the account's median order size (no layer is a spoof bait).
+    usual = venue.median_order_size(user, symbol)
     for level in range(1, rng.randint(3, 5) + 1):
         price = mid * (1 + level * step) if layers_sell else mid * (1 - level * step)
         quantity = venue.quantity_for(symbol, size * rng.uniform(1.0, 3.0), price)
+        if usual is not None:
+            quantity = min(quantity, venue.round_quantity(symbol, usual * rng.uniform(1.0, 3.0))) or quantity
         layers.append(venue.place(user, symbol, layers_sell, quantity, price))
         yield rng.randint(100, 1_500)
     yield rng.randint(500, 4_000)
@@ -293,6 +297,8 @@ def momentum_ignition(venue: Venue) -> Iterator[int]:
     """A burst of same-side market orders that moves the price their way, then the other side."""
     rng, user = venue.rng, venue.users[0]
     candidates = venue.pumpable()
+    if not candidates:  # every symbol is being moved: nothing to ignite (the label stays incomplete)
+        return
     preferred = [s for s in candidates if s in user.symbols]
     symbol = rng.choice(preferred or candidates)
     venue.label_symbol(symbol)
@@ -438,14 +444,8 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("spoofing", "SPOOFING", (Role.ABUSER,), _SHORT, spoofing),
         Scenario("layering", "LAYERING", (Role.ABUSER,), _SHORT, layering),
         Scenario("quote_stuffing", "QUOTE_STUFFING", (Role.ABUSER,), _SHORT, quote_stuffing),
-        Scenario(
-            "momentum_ignition",
-            "MOMENTUM_IGNITION",
-            (Role.ABUSER,),
-            _SHORT,
-            momentum_ignition,
-            moves_market=True,
-        ),
+        # Moves only the price of its own symbol, one no other scenario is moving.
+        Scenario("momentum_ignition", "MOMENTUM_IGNITION", (Role.ABUSER,), _SHORT, momentum_ignition),
         Scenario(
             "pump_and_dump", "PUMP_AND_DUMP", (), 12 * HOUR_MS, pump_and_dump, ring=(3, 5), moves_market=True
         ),

@@ -30,12 +30,26 @@ The reaches:
   ``getmany`` silently drops the fetched records of a partition paused before they were handed
   out (aiokafka's position has moved past them), which the per-user agent's first version of
   input pausing ran into (a worker stalled with thousands of order events never delivered).
+- ``faust.transport.consumer.Consumer._unacked_messages`` is a ``WeakSet`` (relied on, not read):
+  before it lets partitions go, Faust waits until every message handed to an agent is acked or no
+  longer referenced. An agent that holds events back lets go of them when a rebalance starts
+  (:attr:`TransportApp.rebalance_started`), so the rebalance does not wait for them; they were
+  never acked, so they come again after it.
+
+- ``faust.transport.consumer.ThreadDelegateConsumer._thread`` and its ``_consumer``: the
+  aiokafka consumer behind Faust's, for ``last_poll_timestamp`` (public there): when a fetch
+  response last brought a partition's end, so the per-user agent can tell an end fetched after an
+  event arrived from an older one (:func:`last_fetch_ms`).
+
+Not a private reach, but an order relied on: Faust's aiokafka rebalance listener calls the public
+``App.on_rebalance_start`` synchronously, in Faust's consumer thread, before it hands the
+revocation (and that wait) to the app's event loop.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +116,25 @@ SURFACE: tuple[Reach, ...] = (
         "(stop_fetching goes through on_buffer_full, which puts them there)",
     ),
     Reach(
+        "faust.transport.consumer.Consumer",
+        "_unacked_messages",
+        "instance attribute",
+        "a WeakSet (relied on, not read): a rebalance waits only for events still referenced, so "
+        "the events an agent drops as it starts are not waited for",
+    ),
+    Reach(
+        "faust.transport.consumer.ThreadDelegateConsumer",
+        "_thread",
+        "instance attribute",
+        "the consumer thread that owns the aiokafka consumer",
+    ),
+    Reach(
+        "faust.transport.drivers.aiokafka.AIOKafkaConsumerThread",
+        "_consumer",
+        "class attribute",
+        "the aiokafka consumer (None until the thread started), for last_poll_timestamp",
+    ),
+    Reach(
         "aiokafka.consumer.consumer.AIOKafkaConsumer",
         "_client",
         "instance attribute",
@@ -132,6 +165,19 @@ def committed_offset(consumer: Any, tp: Any) -> int | None:
     """The committed offset of the stream partition ``tp`` as of the last rebalance (None: none)."""
     offset: int | None = consumer._committed_offset.get(tp)
     return offset
+
+
+def last_fetch_ms(consumer: Any, tp: Any) -> int | None:
+    """Wall-clock ms at which a fetch response last brought ``tp``'s end (None: never, or not
+    assigned). Read from Faust's consumer thread's aiokafka consumer; an int, so safe across threads."""
+    kafka = consumer._thread._consumer
+    if kafka is None:
+        return None
+    try:
+        fetched: int | None = kafka.last_poll_timestamp(tp)
+    except (AssertionError, KeyError):  # not assigned (any more)
+        return None
+    return fetched
 
 
 def stop_fetching(consumer: Any, tps: Iterable[Any]) -> None:
@@ -230,7 +276,19 @@ class Transport(driver.Transport):
 
 
 class TransportApp(faust.App):
-    """A Faust app whose Kafka transport is :class:`Transport`."""
+    """A Faust app whose Kafka transport is :class:`Transport`, with :attr:`rebalance_started`."""
+
+    def __init__(self, id: str, **options: Any) -> None:
+        super().__init__(id, **options)
+        #: called as every rebalance starts, before the revocation waits for acks; from Faust's
+        #: consumer thread, so a hook must hand its work to its own event loop thread-safely
+        self.rebalance_started: list[Callable[[], None]] = []
+
+    def on_rebalance_start(self) -> None:
+        """Faust's bookkeeping, then the :attr:`rebalance_started` hooks."""
+        super().on_rebalance_start()
+        for hook in self.rebalance_started:
+            hook()
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)

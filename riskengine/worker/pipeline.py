@@ -5,9 +5,10 @@ trade than the detection core, so an agent's loop only collects events into the 
 :class:`~riskengine.worker.commit.Batch`; :class:`BatchPipeline` does the rest with two tasks:
 
 - *take*: take the filling batch when it is ready (below), have the agent analyze it (``analyze``
-  fills in the envelopes and records, and returns the events it holds back: they go ahead of the
-  next batch, unacked, and are taken again within :data:`MAX_LINGER_S`), then
-  :meth:`CommitProtocol.persist` it (steps 1-3);
+  fills in the envelopes and records, leaves in ``events`` only those to ack, and returns how many
+  events it holds back for a later batch: while it holds any, a batch is taken again within
+  :data:`MAX_LINGER_S` even if nothing new arrived), then :meth:`CommitProtocol.persist` it
+  (steps 1-3);
 - *publish*: in batch order, :meth:`CommitProtocol.publish` it (steps 4-5) and count it.
 
 Batches size themselves ("smart batching"). The filling batch is ready as soon as the agent has no
@@ -59,7 +60,7 @@ class BatchPipeline:
     def __init__(
         self,
         commit: CommitProtocol,
-        analyze: Callable[[Batch], Awaitable[list[tuple[Any, Any]]]],
+        analyze: Callable[[Batch], Awaitable[int]],
         on_failure: Callable[[BaseException], Awaitable[Any]],
         metrics: Metrics,
     ) -> None:
@@ -68,8 +69,8 @@ class BatchPipeline:
         self.on_failure = on_failure
         self.metrics = metrics
         self.filling = Batch()
-        #: events at the head of the filling batch that the agent held back from the last one
-        self._held = 0
+        #: the pending call that takes a batch again for the events the agent holds back
+        self._retry_handle: asyncio.TimerHandle | None = None
         self._work = asyncio.Event()
         self._ready = asyncio.Event()
         self._taken = asyncio.Event()
@@ -83,6 +84,8 @@ class BatchPipeline:
 
     async def stop(self) -> None:
         """Stop both tasks; batches not yet acked are left to re-delivery."""
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -91,21 +94,30 @@ class BatchPipeline:
         """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow."""
         self.filling.events.append((event, stream))
         self._work.set()
-        if not more_waiting or len(self.filling.events) - self._held >= MIN_BATCH:
+        if not more_waiting or len(self.filling.events) >= MIN_BATCH:
             self._ready.set()
+
+    def discard_waiting(self) -> int:
+        """Drop the filling batch's events (a rebalance: they come again); how many."""
+        dropped = len(self.filling.events)
+        self.filling = Batch()
+        self._work.clear()
+        self._ready.clear()
+        self._taken.set()
+        return dropped
+
+    def wake(self) -> None:
+        """Take a batch now, for the held events (what they wait for may have changed)."""
+        self._work.set()
+        self._ready.set()
 
     def _retry(self) -> None:
-        """Take the held events again (the other input may have caught up, or they waited enough)."""
-        if self.filling.events:
-            self._work.set()
-            self._ready.set()
+        self._retry_handle = None
+        self.wake()
 
     async def room(self) -> None:
-        """Wait while the filling batch is full (the pipeline is behind).
-
-        Held events do not count: they wait for events of the other input, which must get in.
-        """
-        while len(self.filling.events) - self._held >= MAX_BATCH:
+        """Wait while the filling batch is full (the pipeline is behind)."""
+        while len(self.filling.events) >= MAX_BATCH:
             self._taken.clear()
             await self._taken.wait()
 
@@ -118,20 +130,16 @@ class BatchPipeline:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._ready.wait(), MAX_LINGER_S)
                 early = self._last_take + BATCH_INTERVAL_S - loop.time()
-                if early > 0 and len(self.filling.events) - self._held < MIN_BATCH:
+                if early > 0 and len(self.filling.events) < MIN_BATCH:
                     await asyncio.sleep(early)
                 self._last_take = loop.time()
                 self._work.clear()
                 self._ready.clear()
                 batch, self.filling = self.filling, Batch()
-                self._held = 0
                 self._taken.set()
                 held = await self.analyze(batch)
-                if held:
-                    # Ahead of what arrived since: per input partition, offsets stay in order.
-                    self.filling.events[:0] = held
-                    self._held = len(held)
-                    loop.call_later(MAX_LINGER_S, self._retry)
+                if held and self._retry_handle is None:
+                    self._retry_handle = loop.call_later(MAX_LINGER_S, self._retry)
                 if batch.events or batch.outputs:
                     await self.commit.persist(batch)
                     await self._persisted.put(batch)

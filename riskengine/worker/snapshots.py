@@ -372,6 +372,13 @@ async def restore_partition(store: SnapshotStore, manifest: Manifest, datadir: P
             f"snapshot {manifest.snapshot_id} has state format {manifest.state_format}, newer than "
             f"this release's {FORMAT_VERSION}: restore it with a newer release"
         )
+    from riskengine.worker.tables.user_state import TABLE_FORMAT
+
+    if manifest.table_format > TABLE_FORMAT:
+        raise SnapshotError(
+            f"snapshot {manifest.snapshot_id} has table format {manifest.table_format}, newer than "
+            f"this release's {TABLE_FORMAT}: restore it with a newer release"
+        )
     target = table_path(datadir, manifest.table, manifest.partition)
     if not force:
         refuse_existing(target)

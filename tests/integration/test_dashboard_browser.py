@@ -98,6 +98,43 @@ def trade(base: dict[str, Any], trade_id: str, user: str, symbol: str, notional:
     )
 
 
+def spoofing_flow(base: dict[str, Any], user: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(order events, trades) of a spoof, timed from now: five filled BUY market orders of 0.01 BTC,
+    a SELL bait of 0.2 BTC, a BUY fill 1 s later, the bait cancelled 2 s after the fill."""
+    now = int(time.time() * 1000) - 20_000
+    orders: list[dict[str, Any]] = []
+    trades: list[dict[str, Any]] = []
+
+    def order(at: int, kind: str, order_id: str, side: str, quantity: float, price: float) -> None:
+        orders.append(
+            {
+                "eventId": f"{order_id}-{kind}",
+                "orderId": order_id,
+                "userId": user,
+                "symbol": "BTC/USDT",
+                "side": side,
+                "eventType": kind,
+                "price": price,
+                "quantity": quantity,
+                "remainingQuantity": 0.0 if kind == "FILLED" else quantity,
+                "timestamp": at,
+                "exchange": "TEST",
+            }
+        )
+
+    for i in range(6):
+        at = now + i * 1_000
+        if i == 5:
+            order(at - 500, "PLACED", f"{user}-bait", "SELL", 0.2, 50_100.0)
+        order(at, "PLACED", f"{user}-o{i}", "BUY", 0.01, 50_000.0)
+        order(at, "FILLED", f"{user}-o{i}", "BUY", 0.01, 50_000.0)
+        fill = trade(base, f"{user}-t{i}", user, "BTC/USDT", 500.0)
+        trades.append(dict(fill, timestamp=at, orderId=f"{user}-o{i}"))
+    order(now + 7_000, "CANCELLED", f"{user}-bait", "SELL", 0.2, 50_100.0)
+    orders.sort(key=lambda o: o["timestamp"])
+    return orders, trades
+
+
 async def open_page(browser: Browser, url: str) -> tuple[Page, float, float]:
     """A page on the dashboard, once its event stream is open; (page, load s, ready s)."""
     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -194,6 +231,50 @@ async def test_live_alerts_drill_down_and_evidence_in_a_browser(browser, stack, 
     await expect(page.get_by_test_id("user-alerts").locator("tr")).to_have_count(
         sum(a["userId"] == whale for a in alerts)
     )
+
+    # An order-flow alert: its order book story, drawn from the alert's own order activity.
+    spoofer = f"spoofer-{unique}"
+    orders, trades = spoofing_flow(base, spoofer)
+    await send(
+        settings,
+        f"crypto-orders{suffix}",
+        [(spoofer.encode(), catalog.encode("OrderEvent", o)) for o in orders],
+    )
+    await send(
+        settings,
+        f"crypto-trades{suffix}",
+        [(spoofer.encode(), catalog.encode("CryptoTrade", t)) for t in trades],
+    )
+    spoof_row = page.locator(
+        f'[data-testid="alert-row"][data-user-id="{spoofer}"][data-pattern="SPOOFING"]'
+    ).first
+    await spoof_row.wait_for(timeout=WAIT_MS)
+    await spoof_row.locator("td").last.click()
+    await expect(page.get_by_test_id("alert-detail-pattern")).to_have_text("SPOOFING")
+    await expect(page.get_by_test_id("order-story")).to_be_visible()
+    bait = page.locator(f'[data-testid="order-life"][data-order-id="{spoofer}-bait"]')
+    await expect(bait).to_have_attribute("data-end", "CANCELLED")
+    await expect(bait).to_have_attribute("data-side", "SELL")
+    await expect(bait.locator('[data-testid="order-event"][data-kind="PLACED"]')).to_have_count(1)
+    await expect(bait.locator('[data-testid="order-event"][data-kind="CANCELLED"]')).to_have_count(1)
+    fills = page.get_by_test_id("order-fill")
+    await expect(fills.and_(page.locator(f'[data-trade-id="{spoofer}-t5"]'))).to_have_count(1)
+    assert await fills.count() >= 1
+    spoof_alert = next(
+        a
+        for a in decoded(
+            catalog,
+            await collect(
+                settings,
+                f"risk-alerts{suffix}",
+                lambda rs: any(r.key.decode() == spoofer for r in rs),
+            ),
+            "RiskAlert",
+        )
+        if a["userId"] == spoofer and a["patternType"] == "SPOOFING"
+    )
+    await expect(page.get_by_test_id("order-activity-row")).to_have_count(len(spoof_alert["orderActivity"]))
+    await page.get_by_test_id("order-story").screenshot(path=tmp_path / "order-story.png")
 
     # Search: a bad parameter is explained, a good one finds the whale's alerts.
     await page.get_by_test_id("search-since").fill("tomorrow")

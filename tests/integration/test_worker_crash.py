@@ -1,10 +1,13 @@
 """(b) Two workers share the partitions; one dies by SIGKILL mid-stream; nothing is lost or changed.
 
-Afterwards every input trade has an analyzed output, every duplicate output is byte-identical to
-the first copy (the re-sent pending bytes), alerts likewise, and every user's state (the last
-changelog value per user) equals the detection core run over the same input in one process. The
-second test has the dying worker frozen before any trade arrives, so the partitions it leaves behind
-have no committed offset (see :mod:`riskengine.worker.faust_compat`).
+The input is trades and order events (each trade's order placed and filled, resting orders that are
+cancelled, and spoofing episodes), produced in event time as a venue publishes them. Afterwards
+every input trade has an analyzed output, every duplicate output is byte-identical to the first
+copy (the re-sent pending bytes), alerts likewise, and every user's state (the last changelog
+value per user, order book included) equals the detection core run over the same input in one
+process: no order event without its effect. The second test has the dying worker frozen before
+any event arrives, so the partitions it leaves behind have no committed offset (see
+:mod:`riskengine.worker.faust_compat`).
 """
 
 from __future__ import annotations
@@ -16,45 +19,160 @@ from collections import defaultdict
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaProducer
 
+from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
-from riskengine.core import DEFAULT_RULES, EMPTY_REFERENCE, Side, Trade, decode_state, evaluate_many
+from riskengine.core import (
+    DEFAULT_RULES,
+    EMPTY_REFERENCE,
+    OrderEvent,
+    OrderEventType,
+    RiskAlert,
+    Side,
+    Trade,
+    UserState,
+    decode_state,
+    evaluate_order,
+    evaluate_trade,
+)
+from riskengine.core.event_order import merge_in_event_time
 from riskengine.settings import Settings
 from riskengine.worker.tables.user_state import TABLE_NAME, decode_envelope
 
 from .test_worker import collect
 from .test_worker_web import owned_partitions
-from .worker_harness import WorkerProcess, isolated, prepare, running, send_trades
+from .worker_harness import WorkerProcess, isolated, prepare, running
 
 USERS = 40
 TRADES = 3000
 CHUNK = 250
+START = 1_764_000_000_000
 
 
-def generated_trades() -> list[Trade]:
-    """Deterministic trades of USERS users, in event-time order per user, with some spikes."""
+def generated_flow(trade_count: int = TRADES) -> tuple[list[Trade], list[OrderEvent]]:
+    """Trades and order events of USERS users in event-time order: each trade's order placed and
+    filled, resting orders cancelled, and now and then a spoofing episode (a bait of 30x the usual
+    size cancelled a few seconds after an opposite fill)."""
     rng = random.Random(11)
-    trades = []
-    for n in range(TRADES):
+    trades: list[Trade] = []
+    orders: list[OrderEvent] = []
+    events = 0
+
+    def event(
+        at: int,
+        kind: OrderEventType,
+        order_id: str,
+        user: str,
+        symbol: str,
+        side: Side,
+        quantity: float,
+        remaining: float,
+        price: float,
+    ) -> None:
+        nonlocal events
+        events += 1
+        orders.append(
+            OrderEvent(
+                f"crash-e{events}", order_id, user, symbol, side, kind, price, quantity, remaining, at, "TEST"
+            )
+        )
+
+    baits: list[tuple[int, str, str, str, Side, float, float]] = []
+    for n in range(trade_count):
+        at = START + n * 100
+        while baits and baits[0][0] <= at:
+            cancel_at, order_id, user, symbol, side, quantity, price = baits.pop(0)
+            event(
+                cancel_at, OrderEventType.CANCELLED, order_id, user, symbol, side, quantity, quantity, price
+            )
         user = f"crash-u{rng.randrange(USERS)}"
         price = 100.0 * (1 + rng.random())
         quantity = rng.choice((1.0, 2.0, 5.0, 50.0, 500.0))
+        symbol = rng.choice(("BTC/USDT", "ETH/USDT", "SOL/USDT"))
+        side = rng.choice((Side.BUY, Side.SELL))
+        if rng.random() < 0.3:  # a resting order, cancelled later
+            other = Side.SELL if side is Side.BUY else Side.BUY
+            baits.append((at + rng.randint(500, 9_000), f"crash-r{n}", user, symbol, other, quantity, price))
+            event(at, OrderEventType.PLACED, f"crash-r{n}", user, symbol, other, quantity, quantity, price)
+        elif rng.random() < 0.02:  # a spoofing bait: 30x, cancelled soon after this trade fills
+            other = Side.SELL if side is Side.BUY else Side.BUY
+            bait = quantity * 30
+            event(at - 50, OrderEventType.PLACED, f"crash-b{n}", user, symbol, other, bait, bait, price)
+            baits.append((at + 2_000, f"crash-b{n}", user, symbol, other, bait, price))
+        event(at, OrderEventType.PLACED, f"crash-o{n}", user, symbol, side, quantity, quantity, price)
+        event(at, OrderEventType.FILLED, f"crash-o{n}", user, symbol, side, quantity, 0.0, price)
         trades.append(
             Trade(
                 trade_id=f"crash-t{n}",
                 user_id=user,
                 customer_id=f"c-{user}",
-                symbol=rng.choice(("BTC/USDT", "ETH/USDT", "SOL/USDT")),
-                side=rng.choice((Side.BUY, Side.SELL)),
+                symbol=symbol,
+                side=side,
                 quantity=quantity,
                 price=price,
                 notional=quantity * price,
-                timestamp=1_764_000_000_000 + n * 100,
+                timestamp=at,
                 exchange="TEST",
                 order_type="LIMIT",
+                order_id=f"crash-o{n}",
             )
         )
-    return trades
+        baits.sort()
+    for cancel_at, order_id, user, symbol, side, quantity, price in baits:
+        event(cancel_at, OrderEventType.CANCELLED, order_id, user, symbol, side, quantity, quantity, price)
+    orders.sort(key=lambda e: e.timestamp)
+    return trades, orders
+
+
+def one_process(
+    trades: list[Trade], orders: list[OrderEvent]
+) -> tuple[dict[str, UserState], list[RiskAlert]]:
+    """The core over the input in one process, the two inputs interleaved as replay does."""
+    states: dict[str, UserState] = {}
+    alerts: list[RiskAlert] = []
+    for item in merge_in_event_time(trades, orders, lambda t: t.timestamp, lambda o: o.timestamp):
+        state = states.setdefault(item.user_id, UserState())
+        if isinstance(item, Trade):
+            alerts.extend(evaluate_trade(state, item, EMPTY_REFERENCE, DEFAULT_RULES).alerts)
+        else:
+            alerts.extend(evaluate_order(state, item, EMPTY_REFERENCE, DEFAULT_RULES).alerts)
+    return states, alerts
+
+
+async def send_in_event_time(
+    settings: Settings, catalog: SchemaCatalog, items: list[Trade | OrderEvent]
+) -> None:
+    """Produce trades and order events as a venue's matching engine publishes them: in event time,
+    every event on the broker before a later one of the other topic is sent (the acks are awaited
+    at each switch of topic). The worker can only interleave the two inputs as the one-process run
+    does with what is on the broker: an event sent after a later one of the other topic was read
+    is late for it (and for any engine)."""
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    await producer.start()
+    try:
+        waiting: list[asyncio.Future[object]] = []
+        last = ""
+        for item in items:
+            if isinstance(item, Trade):
+                topic, value = "crypto-trades", catalog.encode("CryptoTrade", item.to_record())
+            else:
+                topic, value = "crypto-orders", catalog.encode("OrderEvent", item.to_record())
+            if topic != last and waiting:
+                await asyncio.gather(*waiting)
+                waiting = []
+            last = topic
+            waiting.append(
+                await producer.send(topic + settings.worker_topic_suffix, value, key=item.user_id.encode())
+            )
+        await asyncio.gather(*waiting)
+    finally:
+        await producer.stop()
+
+
+def in_event_time(trades: list[Trade], orders: list[OrderEvent]) -> list[Trade | OrderEvent]:
+    """The two inputs merged as replay and the one-process run merge them."""
+    return list(merge_in_event_time(trades, orders, lambda t: t.timestamp, lambda o: o.timestamp))
 
 
 async def analyzed_copies(
@@ -94,20 +212,25 @@ async def analyzed_copies(
 
 
 async def assert_same_as_one_process(
-    settings: Settings, catalog: SchemaCatalog, trades: list[Trade], workers: list[WorkerProcess]
+    settings: Settings,
+    catalog: SchemaCatalog,
+    trades: list[Trade],
+    orders: list[OrderEvent],
+    workers: list[WorkerProcess],
 ) -> None:
     """Every trade analyzed; duplicates byte-identical; alerts and final states as in one process."""
     copies = await analyzed_copies(settings, catalog, trades, workers)
     assert all(len(values) == 1 for values in copies.values()), "duplicates must be byte-identical"
 
-    states, evaluations = evaluate_many(trades, EMPTY_REFERENCE, DEFAULT_RULES)
+    states, expected = one_process(trades, orders)
+    assert {a.pattern.value for a in expected} >= {"SPOOFING"}
     alerts = await collect(
         settings, f"risk-alerts{settings.worker_topic_suffix}", lambda rs: False, wait_s=3.0
     )
     alert_copies: dict[str, set[bytes]] = defaultdict(set)
     for record in alerts:
         alert_copies[catalog.decode(record.value, "RiskAlert")["alertId"]].add(record.value)
-    assert set(alert_copies) == {a.alert_id for e in evaluations for a in e.alerts}
+    assert set(alert_copies) == {a.alert_id for a in expected}
     assert all(len(values) == 1 for values in alert_copies.values())
 
     changelog = await collect(
@@ -134,17 +257,18 @@ async def crash_workers(settings, unique, tmp_path):
 
 async def test_sigkill_mid_stream_loses_nothing(crash_workers):
     settings, catalog, workers = crash_workers
-    trades = generated_trades()
+    trades, orders = generated_flow()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         await owned_partitions(session, workers, settings.topic_partitions)
-    for start in range(0, TRADES, CHUNK):
-        chunk = trades[start : start + CHUNK]
-        await send_trades(settings, catalog, chunk)
-        if start == 4 * CHUNK:
+    flow = in_event_time(trades, orders)
+    chunk = len(flow) * CHUNK // TRADES
+    for number, start in enumerate(range(0, len(flow), chunk)):
+        await send_in_event_time(settings, catalog, flow[start : start + chunk])
+        if number == 4:
             workers[1].kill()
         await asyncio.sleep(0.2)
 
-    await assert_same_as_one_process(settings, catalog, trades, workers)
+    await assert_same_as_one_process(settings, catalog, trades, orders, workers)
 
 
 async def test_takeover_of_partitions_never_committed(crash_workers):
@@ -159,7 +283,7 @@ async def test_takeover_of_partitions_never_committed(crash_workers):
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         await owned_partitions(session, workers, settings.topic_partitions)
     workers[1].freeze()
-    trades = generated_trades()[:1000]
-    await send_trades(settings, catalog, trades)
+    trades, orders = generated_flow(1000)
+    await send_in_event_time(settings, catalog, in_event_time(trades, orders))
     workers[1].kill()
-    await assert_same_as_one_process(settings, catalog, trades, workers)
+    await assert_same_as_one_process(settings, catalog, trades, orders, workers)

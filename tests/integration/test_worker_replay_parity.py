@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,7 @@ async def test_worker_and_replay_agree_on_trades_and_order_events(settings, uniq
 
     worker = WorkerProcess(own, tmp_path / "data", name="parity")
     async with running([worker]):
+        ready = time.perf_counter()
         analyzed_records = await collect(
             own,
             f"risk-analyzed-trades{suffix}",
@@ -88,6 +90,7 @@ async def test_worker_and_replay_agree_on_trades_and_order_events(settings, uniq
                 if stats["orderEventsIn"] >= len(orders) and stats["heldEvents"] == 0:
                     break
                 await asyncio.sleep(0.5)
+        elapsed = time.perf_counter() - ready
         alert_records = await collect(
             own, f"risk-alerts{suffix}", lambda rs: len(rs) >= len(expected_alerts), 30.0
         )
@@ -103,3 +106,9 @@ async def test_worker_and_replay_agree_on_trades_and_order_events(settings, uniq
         analyzed["processedAt"] = None
         got_analyzed[analyzed["originalTrade"]["tradeId"]] = analyzed
     assert got_analyzed == expected_analyzed
+    events = len(trades) + len(orders)
+    print(
+        f"worker: {len(trades):,} trades and {len(orders):,} order events (a backlog) analyzed in "
+        f"{elapsed:.1f} s = {events / elapsed:,.0f} events/s; replay {summary.events_per_second:,.0f} "
+        "events/s"
+    )

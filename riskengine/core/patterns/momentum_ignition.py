@@ -2,11 +2,11 @@
 
 Keyed by (account, symbol). A match is, in one symbol and event-time order:
 
-- a burst: at least ``momentum.min.trades`` (3) consecutive trades of the account on one side (no
-  trade of the other side between them), the first and the last at most
-  ``momentum.burst.seconds`` (30, inclusive) apart, whose prices move by at least
-  ``momentum.price.move`` (1 %, relative to the first) in the burst's direction: up for buys, down
-  for sells (the aggressive side pushes the price);
+- a burst: at least ``momentum.min.trades`` (3) consecutive aggressive trades of the account on one
+  side (market, IOC or FOK orders, which take liquidity; no trade of the other side and no passive
+  one between them), the first and the last at most ``momentum.burst.seconds`` (30, inclusive)
+  apart, whose prices move by at least ``momentum.price.move`` (1 %, relative to the first) in the
+  burst's direction: up for buys, down for sells (the aggressive side pushes the price);
 - then, at most ``momentum.reversal.minutes`` (2, inclusive) after the burst's last trade, a trade
   of the account on the other side: it trades against the move it started.
 
@@ -52,11 +52,14 @@ class MomentumIgnition(WindowedDetector):
             last -= 1
         if last < 0 or times[end] - times[last] > rules.momentum_reversal_ms:
             return None
+        aggressive = window.aggressive
+        if not aggressive[last]:
+            return None
         burst = [last]
         position = last - 1
         while position >= 0 and times[last] - times[position] <= rules.momentum_burst_ms:
             if symbols[position] == symbol:
-                if sells[position] == reversal_sell:
+                if sells[position] == reversal_sell or not aggressive[position]:
                     break
                 burst.append(position)
             position -= 1

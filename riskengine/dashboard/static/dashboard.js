@@ -506,6 +506,7 @@
       const threshold = f.threshold === null || f.threshold === undefined ? "–" : `${f.comparison || ""} ${formatNumber(f.threshold, 4)}`;
       features.append(el("tr", {}, el("td", { text: f.name }), el("td", { text: formatNumber(f.value, 4) }), el("td", { text: threshold })));
     }
+    drawOrderStory(alert.orderActivity || []);
     const evidence = $("evidence").tBodies[0];
     clear(evidence);
     const ids = (alert.evidence || []).slice(0, MAX_EVIDENCE);
@@ -552,6 +553,139 @@
     }
     const missing = found.missing.length;
     note("evidence-note", missing ? `${missing} of ${ids.length} trades are not in Elasticsearch yet.` : "");
+  }
+
+  // --- order book story ---------------------------------------------------------------------------
+
+  const SIDE_COLORS = { BUY: "#1b8a4e", SELL: "#c8382f" };
+
+  // An order-flow alert's activity (its orders' lives and the account's fills) as price against
+  // time: a step line per order at its price from placement to cancel or fill, markers for each
+  // event, triangles for the fills; and the same as a table.
+  function drawOrderStory(activity) {
+    const box = $("order-story");
+    const chart = $("order-story-chart");
+    const rows = $("order-activity").tBodies[0];
+    clear(chart);
+    clear(rows);
+    box.hidden = !activity.length;
+    if (!activity.length) return;
+    const events = activity.slice().sort((a, b) => a.timestamp - b.timestamp);
+    for (const e of events) {
+      rows.append(
+        el("tr", { "data-testid": "order-activity-row", "data-kind": e.kind, "data-event-id": e.eventId },
+          el("td", { text: formatTime(e.timestamp) }), el("td", { text: e.kind }),
+          el("td", { text: e.orderId || "–" }), el("td", { text: e.side }),
+          el("td", { text: formatNumber(e.price, 6) }), el("td", { text: formatNumber(e.quantity, 6) }),
+          el("td", { text: formatNumber(e.remainingQuantity, 6) })),
+      );
+    }
+    const width = Math.max(chart.clientWidth, 480);
+    const height = 260;
+    const t0 = events[0].timestamp;
+    const t1 = events[events.length - 1].timestamp;
+    const span = Math.max(1000, t1 - t0);
+    const prices = events.map((e) => e.price);
+    const low = Math.min(...prices);
+    const high = Math.max(...prices);
+    const pad = (high - low) * 0.15 || Math.abs(high) * 0.001 || 1;
+    const x = (t) => 70 + ((t - t0) / span) * (width - 90);
+    const y = (p) => height - 25 - ((p - (low - pad)) / (high - low + 2 * pad)) * (height - 45);
+    const plot = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`,
+      "data-testid": "order-story-svg",
+      "data-events": events.length,
+    });
+    plot.append(svg("line", { class: "axis", x1: 70, y1: height - 25, x2: width - 10, y2: height - 25 }));
+    plot.append(svg("line", { class: "axis", x1: 70, y1: 10, x2: 70, y2: height - 25 }));
+    for (const value of [low, high]) {
+      const label = svg("text", { x: 64, y: y(value) + 3, "text-anchor": "end" });
+      label.textContent = formatNumber(value, 6);
+      plot.append(label);
+    }
+    for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
+      const label = svg("text", { x: x(t), y: height - 8, "text-anchor": anchor });
+      label.textContent = formatTime(t).slice(11);
+      plot.append(label);
+    }
+    const orders = new Map();
+    for (const e of events) {
+      if (e.kind === "TRADE") continue;
+      if (!orders.has(e.orderId)) orders.set(e.orderId, []);
+      orders.get(e.orderId).push(e);
+    }
+    for (const [orderId, life] of orders) {
+      const side = life[0].side;
+      const last = life[life.length - 1];
+      const filled = life.some((e) => e.kind === "FILLED");
+      const end = last.kind === "CANCELLED" || (last.kind === "FILLED" && last.remainingQuantity === 0) ? last.kind : "OPEN";
+      const group = svg("g", {
+        "data-testid": "order-life",
+        "data-order-id": orderId,
+        "data-side": side,
+        "data-end": end,
+        "data-events": life.length,
+      });
+      const points = [];
+      life.forEach((e, i) => {
+        const next = life[i + 1];
+        const until = next ? next.timestamp : end === "OPEN" ? t1 : e.timestamp;
+        points.push(`${x(e.timestamp)},${y(e.price)}`, `${x(until)},${y(e.price)}`);
+      });
+      const line = svg("polyline", {
+        points: points.join(" "),
+        fill: "none",
+        stroke: SIDE_COLORS[side] || "#555",
+        "stroke-width": 2,
+      });
+      if (end === "CANCELLED" && !filled) line.setAttribute("stroke-dasharray", "5 3");
+      const title = svg("title");
+      title.textContent = `order ${orderId} ${side} ${formatNumber(life[0].quantity, 6)} @ ${formatNumber(life[0].price, 6)}: ${life.map((e) => e.kind).join(" → ")}`;
+      line.append(title);
+      group.append(line);
+      const label = svg("text", { x: x(life[0].timestamp) + 6, y: y(life[0].price) - 6, "data-testid": "order-label" });
+      label.textContent = `${side} ${formatNumber(life[0].quantity, 6)}`;
+      group.append(label);
+      for (const e of life) group.append(marker(e, x(e.timestamp), y(e.price), SIDE_COLORS[side] || "#555"));
+      plot.append(group);
+    }
+    for (const e of events) {
+      if (e.kind !== "TRADE") continue;
+      const cx = x(e.timestamp);
+      const cy = y(e.price);
+      const up = e.side === "BUY";
+      const fill = svg("path", {
+        d: up ? `M${cx - 6},${cy + 5} L${cx + 6},${cy + 5} L${cx},${cy - 6} Z` : `M${cx - 6},${cy - 5} L${cx + 6},${cy - 5} L${cx},${cy + 6} Z`,
+        fill: SIDE_COLORS[e.side] || "#555",
+        "data-testid": "order-fill",
+        "data-trade-id": e.eventId,
+        "data-side": e.side,
+      });
+      const title = svg("title");
+      title.textContent = `fill ${e.eventId}: ${e.side} ${formatNumber(e.quantity, 6)} @ ${formatNumber(e.price, 6)} at ${formatTime(e.timestamp)}`;
+      fill.append(title);
+      plot.append(fill);
+    }
+    chart.append(plot);
+  }
+
+  function marker(event, cx, cy, color) {
+    let shape;
+    if (event.kind === "PLACED") {
+      shape = svg("circle", { cx, cy, r: 4, fill: "#fff", stroke: color, "stroke-width": 2 });
+    } else if (event.kind === "AMENDED") {
+      shape = svg("rect", { x: cx - 4, y: cy - 4, width: 8, height: 8, fill: "#fff", stroke: color, "stroke-width": 2 });
+    } else if (event.kind === "CANCELLED") {
+      shape = svg("path", { d: `M${cx - 5},${cy - 5} L${cx + 5},${cy + 5} M${cx - 5},${cy + 5} L${cx + 5},${cy - 5}`, stroke: color, "stroke-width": 2 });
+    } else {
+      shape = svg("circle", { cx, cy, r: 4, fill: color });
+    }
+    shape.setAttribute("data-testid", "order-event");
+    shape.setAttribute("data-kind", event.kind);
+    const title = svg("title");
+    title.textContent = `${event.kind} ${event.eventId} at ${formatTime(event.timestamp)}: ${formatNumber(event.quantity, 6)} @ ${formatNumber(event.price, 6)}`;
+    shape.append(title);
+    return shape;
   }
 
   // --- search ------------------------------------------------------------------------------------

@@ -5,20 +5,24 @@ one agent reads both topics (co-partitioned by userId, so one worker owns each u
 only collects events into batches (:mod:`riskengine.worker.pipeline`). :meth:`UserAnalysis.analyze`
 then handles a batch in one tight loop, without Faust:
 
-1. decode every event (``CryptoTrade`` or ``OrderEvent`` by its topic); a rejected one becomes a
-   dead letter at once (``crypto-trades-dlq`` / ``crypto-orders-dlq``);
-2. per partition, interleave the two inputs head by head in event time, order events first on ties
-   (:mod:`riskengine.core.event_order`, as ``riskengine replay`` does). When one input has nothing
-   in the batch, the other's events wait for it unless the agent has read that input to the
-   broker's end (:class:`InputPositions`); when that end is not known yet, they wait at most
-   :data:`MAX_HOLD_S`. Held events go back to the pipeline, unacked, ahead of the next batch. Faust
-   reads its partitions round robin by record count, not by event time, so while one input runs
-   ahead its partition is paused (:data:`PAUSE_AT` held events) until the other has caught up
+1. decode every event (``CryptoTrade`` or ``OrderEvent`` by its topic) into its partition's queue
+   of that input; a rejected one waits there too, as a dead letter to be (``crypto-trades-dlq`` /
+   ``crypto-orders-dlq``), so no event is acked while an earlier one of its partition is not
+   (Faust commits the first run of acked offsets, even one after a gap, when nothing was committed
+   before);
+2. per partition, apply the queues' heads in event time, order events first on ties
+   (:mod:`riskengine.core.event_order`, as ``riskengine replay`` does). When one input's queue is
+   empty, the other's events wait unless the agent has read that input to the end it had on the
+   broker after they arrived (:class:`InputPositions` asks the broker when no fetch told it); if
+   the broker does not answer, they wait at most :data:`MAX_HOLD_S`. Held events stay in the
+   queues, unacked, for a later batch (a held event costs nothing per batch). Faust reads its
+   partitions round robin by record count, not by event time, so while one input runs ahead its
+   partition is paused (:data:`PAUSE_AT` held events) until the other has caught up
    (:data:`RESUME_AT`), as Kafka Streams pauses a partition with a full buffer;
-3. per event, take the user's state envelope (from memory, else the batch, else the RocksDB table),
-   run :func:`riskengine.core.evaluate_trade` or :func:`riskengine.core.evaluate_order` with the
-   active rules and the reference data, encode the analyzed trade (``processedAt`` stamped) and the
-   alerts, and add the new envelope and the outputs to the batch.
+3. per event, take the user's state (from memory, else the batch, else the RocksDB table), run
+   :func:`riskengine.core.evaluate_trade` or :func:`riskengine.core.evaluate_order` with the
+   active rules and the reference data, and add the analyzed trade (``processedAt`` stamped) and
+   the alerts to the batch; at the batch's end, add each changed user's envelope, encoded once.
 
 The commit protocol (:mod:`riskengine.worker.commit`) then makes the batch durable. Anything that
 rejects one event (:class:`~riskengine.errors.EventRejected`: decoding, validation, a key that is
@@ -43,19 +47,22 @@ Rules: the active version comes from the risk-rules topic, read by every worker 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, overload
 
 import faust
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from faust.types import TP
 
 from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import RegistryError, UnknownSchemaId
 from riskengine.core import (
+    Evaluation,
+    OrderEvaluation,
     OrderEvent,
     RiskAlert,
     Trade,
@@ -67,15 +74,23 @@ from riskengine.core import (
 )
 from riskengine.core.event_order import order_event_first
 from riskengine.errors import EventRejected, WorkerError
+from riskengine.settings import Settings
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record, StateWriter
 from riskengine.worker.context import WorkerContext
-from riskengine.worker.faust_compat import committed_offset, resume_fetching, stop_fetching
+from riskengine.worker.faust_compat import (
+    TransportApp,
+    committed_offset,
+    last_fetch_ms,
+    resume_fetching,
+    stop_fetching,
+)
 from riskengine.worker.pipeline import BatchPipeline
 from riskengine.worker.tables.user_state import (
     ALERT,
     ANALYZED,
     ORDERS,
     TRADES,
+    AppliedEvents,
     Envelope,
     Pending,
     UserStateTable,
@@ -90,14 +105,15 @@ log = logging.getLogger(__name__)
 MAX_DETAIL = 1000
 #: Users whose decoded state is kept in memory (least recently used ones are dropped first).
 STATE_CACHE_SIZE = 50_000
-#: Longest an event waits for the other input of its partition when that input's end is unknown.
+#: Longest an event waits for the other input of its partition while that input's end is unknown.
 MAX_HOLD_S = 2.0
 #: Held events of one input partition from which it is paused, and below which it is resumed.
 PAUSE_AT = 1_000
 RESUME_AT = 200
 
-#: (event, the stream that acks it, what it decoded to)
-Queued = tuple[Any, Any, Trade | OrderEvent]
+#: (event, the stream that acks it, what it decoded to or why it was rejected, wall-clock arrival)
+#: and the wall-clock ms of the last fetch response for its partition when it was queued
+Queued = tuple[Any, Any, "Trade | OrderEvent | EventRejected", float, int]
 
 
 class KeyMismatch(WorkerError, EventRejected):
@@ -138,9 +154,39 @@ class StateStore(StateWriter, Protocol):
 class InputProgress(Protocol):
     """How far the agent is behind the broker's end of an input partition."""
 
-    def lag(self, topic: str, partition: int) -> int | None:
-        """Events of ``topic``/``partition`` on the broker the agent has not received; None: unknown."""
+    def lag(self, topic: str, partition: int, since_ms: int) -> int | None:
+        """Events of ``topic``/``partition`` on the broker the agent has not received, as known from
+        the broker at ``since_ms`` (wall clock) or later; None: not known (yet)."""
         ...
+
+    def fetched_ms(self, topic: str, partition: int) -> int | None:
+        """Wall-clock ms of the last fetch response for ``topic``/``partition`` (None: unknown)."""
+        ...
+
+
+class CachedUser(AppliedEvents):
+    """A user's table value kept in memory: the envelope's fields, the core state decoded.
+
+    ``stored`` is the value last encoded for it (None: none yet); ``since`` the events applied after
+    it, from which a state left half-updated by a failed evaluation is rebuilt.
+    """
+
+    __slots__ = ("offsets", "partition", "pending", "since", "state", "stored")
+
+    def __init__(
+        self,
+        partition: int,
+        offsets: tuple[int, int],
+        pending: tuple[Pending, ...],
+        state: UserState,
+        stored: bytes | None,
+    ) -> None:
+        self.partition = partition
+        self.offsets = offsets
+        self.pending = pending
+        self.state = state
+        self.stored = stored
+        self.since: list[Trade | OrderEvent] = []
 
 
 class UserAnalysis:
@@ -164,99 +210,123 @@ class UserAnalysis:
         self._topics = (context.names.trades, context.names.orders)
         self._dead_letter_topics = (context.names.trades_dlq, context.names.orders_dlq)
         self._unknown_ids: set[int] = set()
-        #: (topic, partition, offset) -> monotonic time an event was first held back
-        self._held_since: dict[tuple[str, int, int], float] = {}
-        #: (topic, partition, offset) -> what a held event decoded to (decoded once)
-        self._held_items: dict[tuple[str, int, int], Trade | OrderEvent] = {}
-        # key -> (table value, its envelope, its decoded state): reading and decoding the state is a
+        #: partition -> (trades, order events) received and not yet applied, in offset order
+        self._queues: dict[int, tuple[deque[Queued], deque[Queued]]] = {}
+        # key -> the user's envelope with its state decoded: reading and decoding the state is a
         # third of the work per trade. Valid while this worker owns the user's partition without
         # interruption, so it is cleared at every rebalance (another worker may have written since).
         # Insertion order is recency: hits are re-inserted.
-        self._states: dict[bytes, tuple[bytes, Envelope, UserState]] = {}
+        self._states: dict[bytes, CachedUser] = {}
+        # key -> user changed in the current batch: encoded once, at the batch's end (encoding a
+        # state costs more than evaluating an event, and a busy account has many events per batch).
+        self._dirty: dict[bytes, CachedUser] = {}
 
     def forget_states(self) -> None:
-        """Drop the decoded states kept in memory (at every rebalance)."""
-        self._states.clear()
-        self._held_since.clear()
-        self._held_items.clear()
+        """Drop the decoded states and the held events (at every rebalance).
 
-    async def analyze(self, batch: Batch) -> list[tuple[Any, Any]]:
-        """Analyze ``batch``; return the events held back for the next batch (removed from it).
-
-        Never raises for one bad event: its dead letter takes its place in the batch's outputs.
-        Running a whole batch in one tight loop (rather than one event between Faust's own
-        per-event work) keeps the detection code hot in the CPU caches.
+        Faust seeks every assigned partition back to its committed offset after a rebalance, so the
+        held events, never acked, come again.
         """
-        processed_at = int(time.time() * 1000)
-        metrics = self.metrics
-        done: list[tuple[Any, Any]] = []  # dead letters and applied events
-        queues: dict[int, tuple[deque[Queued], deque[Queued]]] = {}
-        held_items = self._held_items
+        self._states.clear()
+        self._queues.clear()
+
+    def held(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> events received from it and held back, for those holding any."""
+        counts: dict[tuple[str, int], int] = {}
+        for partition, queues in self._queues.items():
+            for topic, queue in zip(self._topics, queues, strict=True):
+                if queue:
+                    counts[(topic, partition)] = len(queue)
+        return counts
+
+    async def analyze(self, batch: Batch) -> int:
+        """Analyze ``batch`` and the events held from earlier ones; return how many are still held.
+
+        ``batch.events`` becomes the events to ack: those applied or dead-lettered, in offset order
+        per input partition. Never raises for one bad event: its dead letter takes its place in the
+        batch's outputs. Running a whole batch in one tight loop (rather than one event between
+        Faust's own per-event work) keeps the detection code hot in the CPU caches.
+        """
+        now = time.time()
+        processed_at = int(now * 1000)
+        queues = self._queues
+        self._dirty = {}
+        now_ms = int(now * 1000)
+        fetched: dict[tuple[str, int], int] = {}
         for event, stream in batch.events:
             message = event.message
+            where = (message.topic, message.partition)
+            fetched_ms = fetched.get(where)
+            if fetched_ms is None:
+                # A response no earlier than the one that brought the event (unknown: now).
+                fetched_ms = fetched[where] = self.inputs.fetched_ms(*where) or now_ms
             source = self._sources.get(message.topic, TRADES)
+            item: Trade | OrderEvent | EventRejected
             try:
-                item = held_items.pop((message.topic, message.partition, message.offset), None)
-                if item is None:
-                    item = await self._decode(message, source)
+                item = await self._decode(message, source)
             except EventRejected as rejected:
-                self._count_in(message, source)
-                batch.outputs.append(self._dead_letter(message, source, rejected))
-                done.append((event, stream))
-                continue
+                item = rejected
             partition_queues = queues.get(message.partition)
             if partition_queues is None:
                 partition_queues = queues[message.partition] = (deque(), deque())
-            partition_queues[source].append((event, stream, item))
-        held: list[tuple[Any, Any]] = []
-        now = time.monotonic()
+            partition_queues[source].append((event, stream, item, now, fetched_ms))
+        done: list[tuple[Any, Any]] = []
+        held = 0
         for partition, (trades, orders) in queues.items():
             while trades or orders:
-                if trades and orders:
-                    first_order = order_event_first(orders[0][2].timestamp, trades[0][2].timestamp)
-                    queue = orders if first_order else trades
-                elif trades:
-                    queue = trades
-                    if not self._may_go_alone(ORDERS, partition, trades, now):
-                        break
+                queue = self._next_queue(partition, trades, orders, now)
+                if queue is None:
+                    break
+                event, stream, item, _arrived, _fetched = queue.popleft()
+                if isinstance(item, EventRejected):
+                    source = TRADES if queue is trades else ORDERS
+                    self._count_in(event.message, source)
+                    batch.outputs.append(self._dead_letter(event.message, source, item))
                 else:
-                    queue = orders
-                    if not self._may_go_alone(TRADES, partition, orders, now):
-                        break
-                event, stream, item = queue.popleft()
-                self._apply(event.message, item, processed_at, batch)
+                    self._apply(event.message, item, processed_at, batch)
                 done.append((event, stream))
-            for event, stream, item in (*trades, *orders):
-                held.append((event, stream))
-                message = event.message
-                held_items[(message.topic, message.partition, message.offset)] = item
-        for event, _stream in done:
-            message = event.message
-            self._held_since.pop((message.topic, message.partition, message.offset), None)
-        # Acks in arrival order (offset order per input partition), without the held events.
-        held_ids = {id(event) for event, _stream in held}
-        batch.events = [pair for pair in batch.events if id(pair[0]) not in held_ids]
-        metrics.held_events = len(held)
+            held += len(trades) + len(orders)
+        for key, user in self._dirty.items():
+            self._store(key, user, batch)
+        self._dirty = {}
+        batch.events = done
+        self.metrics.held_events = held
         return held
+
+    def _next_queue(
+        self, partition: int, trades: deque[Queued], orders: deque[Queued], now: float
+    ) -> deque[Queued] | None:
+        """The queue whose head goes next in event time; None while both must wait.
+
+        A rejected head goes at once (it has no event time and changes no state). Otherwise the
+        earlier head of the two, order events first on ties; a head alone only when it may go
+        without the other input (:meth:`_may_go_alone`).
+        """
+        for queue in (trades, orders):
+            if queue and isinstance(queue[0][2], EventRejected):
+                return queue
+        if trades and orders:
+            trade = cast(Trade, trades[0][2])
+            order_event = cast(OrderEvent, orders[0][2])
+            return orders if order_event_first(order_event.timestamp, trade.timestamp) else trades
+        if trades:
+            return trades if self._may_go_alone(ORDERS, partition, trades, now) else None
+        return orders if self._may_go_alone(TRADES, partition, orders, now) else None
 
     def _may_go_alone(self, other: int, partition: int, queue: deque[Queued], now: float) -> bool:
         """May ``queue``'s head be applied while the other input of its partition has nothing here?
 
-        Yes once the agent has read the other input to its end; no while events of it are known to
-        be waiting; when that is unknown, once the head has waited :data:`MAX_HOLD_S` (every event
-        of ``queue`` starts waiting now, if not already).
+        Yes once the agent has read the other input to the end the broker gave no earlier than the
+        fetch response that brought the head; no while events of it are known to be waiting; when
+        that is not known (it is asked for), once the head has waited :data:`MAX_HOLD_S` since it
+        arrived.
         """
-        lag = self.inputs.lag(self._topics[other], partition)
+        lag = self.inputs.lag(self._topics[other], partition, queue[0][4])
         if lag == 0:
             return True
         if lag is not None:
             return False
-        held_since = self._held_since
-        for event, _stream, _item in queue:
-            message = event.message
-            held_since.setdefault((message.topic, message.partition, message.offset), now)
-        head = queue[0][0].message
-        return now - held_since[(head.topic, head.partition, head.offset)] >= MAX_HOLD_S
+        return now - queue[0][3] >= MAX_HOLD_S
 
     def _count_in(self, message: Any, source: int) -> None:
         metrics = self.metrics
@@ -323,67 +393,105 @@ class UserAnalysis:
         partition = message.partition
         offset = message.offset
         key = message.key
-        # Popped: the core updates the state in place, so after a failure it must not be reused.
-        cached = self._states.pop(key, None)
-        if cached is not None:
-            raw: bytes | None = cached[0]
-            envelope: Envelope | None = cached[1]
-        else:
-            raw = batch.changelog.get((partition, key))
-            if raw is None:
-                raw = self.user_state.get(partition, key)
-            envelope = None if raw is None else decode_envelope(raw)
-        if raw is not None and envelope is not None and envelope.applied(source, partition, offset):
+        user = self._user(partition, key, batch)
+        if user.applied(source, partition, offset):
             # A re-delivery after a crash: the state already has this event. Its changelog record
             # goes out again (the local write may never have reached the broker), then any outputs
             # still pending.
             self.metrics.redelivered += 1
-            batch.changelog[(partition, key)] = raw
-            entry = envelope.pending_for(source, offset)
+            self._dirty[key] = user
+            entry = user.pending_for(source, offset)
             if entry is not None:
                 self.metrics.resent += 1
                 batch.outputs.extend(self._records(partition, key, entry.outputs))
             return
-        if cached is not None:
-            state = cached[2]
-        else:
-            state = UserState() if envelope is None else decode_state(envelope.state)
         outputs: list[tuple[int, bytes]] = []
         alerts: tuple[RiskAlert, ...]
-        rules = self.reference.rules.current
-        if isinstance(item, Trade):
-            evaluation = evaluate_trade(state, item, self.reference.data, rules)
-            analyzed = evaluation.analyzed._replace(processed_at=processed_at)
-            outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
-            alerts = evaluation.alerts
-            state = evaluation.state
-            batch.analyzed += 1
-        else:
-            outcome = evaluate_order(state, item, self.reference.data, rules)
-            alerts = outcome.alerts
-            state = outcome.state
-            if outcome.issue is not None:
-                self.metrics.order_issues[outcome.issue] += 1
-            if outcome.late:
-                self.metrics.late_order_events += 1
-        alert_records = [alert.to_record() for alert in alerts]
-        outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
-        previous = () if envelope is None else envelope.pending
-        offsets = [-1, -1] if envelope is None else list(envelope.offsets)
+        try:
+            if isinstance(item, Trade):
+                evaluation = self._run(user.state, item)
+                analyzed = evaluation.analyzed._replace(processed_at=processed_at)
+                outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
+                alerts = evaluation.alerts
+                batch.analyzed += 1
+            else:
+                outcome = self._run(user.state, item)
+                alerts = outcome.alerts
+                if outcome.issue is not None:
+                    self.metrics.order_issues[outcome.issue] += 1
+                if outcome.late:
+                    self.metrics.late_order_events += 1
+            alert_records = [alert.to_record() for alert in alerts]
+            outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
+        except Exception:
+            # The core updates the state in place: rebuild it as it was before this event.
+            user.state = self._rebuilt(user)
+            raise
+        user.since.append(item)
+        user.partition = partition
+        offsets = list(user.offsets)
         offsets[source] = offset
+        user.offsets = (offsets[0], offsets[1])
         undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))
         entry = Pending(source, offset, tuple(outputs)) if outputs else None
-        pending = with_pending(previous, entry, undelivered)
-        written = Envelope(partition, (offsets[0], offsets[1]), encode_state(state), pending)
-        stored = encode_envelope(written)
-        batch.changelog[(partition, key)] = stored
+        user.pending = with_pending(user.pending, entry, undelivered)
+        self._dirty[key] = user
         batch.outputs.extend(self._records(partition, key, outputs))
-        self._states[key] = (stored, written, state)
-        if len(self._states) > STATE_CACHE_SIZE:
-            del self._states[next(iter(self._states))]
         for record in alert_records:
             self.metrics.alerts_by_pattern[record["patternType"]] += 1
             self.metrics.recent_alerts.append(record)
+
+    @overload
+    def _run(self, state: UserState, item: Trade) -> Evaluation: ...
+
+    @overload
+    def _run(self, state: UserState, item: OrderEvent) -> OrderEvaluation: ...
+
+    def _run(self, state: UserState, item: Trade | OrderEvent) -> Evaluation | OrderEvaluation:
+        """The core on one event, with the active rules and the reference data."""
+        rules = self.reference.rules.current
+        if isinstance(item, Trade):
+            return evaluate_trade(state, item, self.reference.data, rules)
+        return evaluate_order(state, item, self.reference.data, rules)
+
+    def _rebuilt(self, user: CachedUser) -> UserState:
+        """``user``'s state from its last stored value and the events applied since (the core is
+        deterministic, so this is the state those events left)."""
+        envelope = None if user.stored is None else decode_envelope(user.stored)
+        state = UserState() if envelope is None else decode_state(envelope.state)
+        for item in user.since:
+            self._run(state, item)
+        return state
+
+    def _user(self, partition: int, key: bytes, batch: Batch) -> CachedUser:
+        """``key``'s state: from memory, else this batch's changelog, else the table."""
+        states = self._states
+        user = states.pop(key, None)
+        if user is None:
+            raw = batch.changelog.get((partition, key))
+            if raw is None:
+                raw = self.user_state.get(partition, key)
+            if raw is None:
+                user = CachedUser(partition, (-1, -1), (), UserState(), None)
+            else:
+                envelope = decode_envelope(raw)
+                user = CachedUser(
+                    envelope.partition, envelope.offsets, envelope.pending, decode_state(envelope.state), raw
+                )
+        states[key] = user  # the most recently used
+        if len(states) > STATE_CACHE_SIZE:
+            oldest = next(iter(states))
+            evicted = states.pop(oldest)
+            if self._dirty.pop(oldest, None) is not None:
+                self._store(oldest, evicted, batch)
+        return user
+
+    def _store(self, key: bytes, user: CachedUser, batch: Batch) -> None:
+        """Encode ``user``'s envelope into ``batch``'s changelog (once per user and batch)."""
+        envelope = Envelope(user.partition, user.offsets, encode_state(user.state), user.pending)
+        user.stored = encode_envelope(envelope)
+        user.since.clear()
+        batch.changelog[(user.partition, key)] = user.stored
 
     def _undelivered(self, source: int, partition: int) -> int | None:
         delivered = self.progress.delivered(self._topics[source], partition)
@@ -405,12 +513,31 @@ class UserAnalysis:
 
 
 class InputPositions:
-    """:class:`InputProgress` from the consumer: the offsets received against each partition's end."""
+    """:class:`InputProgress` from the consumer: the offsets received against each partition's end.
 
-    def __init__(self, app: faust.App) -> None:
+    The end a fetch response brought (the consumer's highwater) is enough to know that events are
+    still to come. That none are is only known from an end the broker gave after the event that
+    waits arrived: a partition the fetcher skipped (its last records not handed out yet) keeps an
+    old highwater while newer events, produced before the waiting one, sit on the broker. So the
+    highwater counts only if it came in the fetch response that brought the waiting event or a
+    later one (:func:`last_fetch_ms`; with several brokers, "later" is the time this consumer
+    processed the responses, and a waiting fetch returns as soon as an event is appended, so an
+    end older than an event appended before the waiting one would have to be overtaken on the
+    wire); otherwise the end is asked for, in one request (:meth:`refresh`) for every partition
+    :meth:`lag` needed.
+    """
+
+    def __init__(self, app: faust.App, offsets: OffsetsReader) -> None:
         self._app = app
+        self._offsets = offsets
         #: (topic, partition) -> the next offset the agent expects
         self._next: dict[tuple[str, int], int] = {}
+        #: (topic, partition) -> (end offset asked for, wall-clock ms the request was sent)
+        self._ends: dict[tuple[str, int], tuple[int, int]] = {}
+        #: (topic, partition) -> first offset on the broker (for partitions nothing was read from)
+        self._starts: dict[tuple[str, int], int] = {}
+        #: partitions whose end :meth:`lag` needed as of a later time than known
+        self.wanted: set[tuple[str, int]] = set()
 
     def received(self, topic: str, partition: int, offset: int) -> None:
         """The agent has the event at ``offset``."""
@@ -419,21 +546,106 @@ class InputPositions:
     def forget(self) -> None:
         """Positions restart from the committed offsets (after a rebalance)."""
         self._next.clear()
+        self._ends.clear()
+        self._starts.clear()
+        self.wanted.clear()
 
-    def lag(self, topic: str, partition: int) -> int | None:
-        """Offsets below the partition's end (highwater) not received yet; None before its first fetch."""
+    def lag(self, topic: str, partition: int, since_ms: int) -> int | None:
+        """Events of the partition on the broker not received yet, as of ``since_ms`` (wall clock)
+        or later; None while that is not known (the end is then wanted)."""
         consumer = self._app.consumer
         tp = TP(topic, partition)
+        key = (topic, partition)
         try:
             highwater = consumer.highwater(tp)
         except Exception:  # Not assigned here (any more): nothing to wait for.
             return 0
-        if highwater is None:
-            return None
-        expected = self._next.get((topic, partition))
+        expected = self._next.get(key)
         if expected is None:
-            expected = committed_offset(consumer, tp) or 0
-        return max(0, int(highwater) - expected)
+            expected = committed_offset(consumer, tp)
+            if expected is None:
+                expected = self._starts.get(key)
+        if expected is None:
+            self.wanted.add(key)
+            return None
+        if highwater is not None:
+            if highwater > expected:
+                return int(highwater) - expected
+            fetched = last_fetch_ms(consumer, tp)
+            if fetched is not None and fetched >= since_ms:
+                return 0
+        end = self._ends.get(key)
+        if end is not None and end[1] >= since_ms:
+            return max(0, end[0] - expected)
+        self.wanted.add(key)
+        return None
+
+    def fetched_ms(self, topic: str, partition: int) -> int | None:
+        """Wall-clock ms of the last fetch response for the partition (None: unknown)."""
+        return last_fetch_ms(self._app.consumer, TP(topic, partition))
+
+    async def refresh(self) -> None:
+        """Ask the broker for the ends (and, where needed, the starts) of the wanted partitions."""
+        wanted, self.wanted = self.wanted, set()
+        if not wanted:
+            return
+        consumer = self._app.consumer
+        asked_at = int(time.time() * 1000)
+        for key, end in (await self._offsets.ends(sorted(wanted))).items():
+            self._ends[key] = (end, asked_at)
+        unread = [
+            key
+            for key in sorted(wanted)
+            if key not in self._next and committed_offset(consumer, TP(*key)) is None
+        ]
+        if unread:
+            self._starts.update(await self._offsets.starts(unread))
+
+
+class OffsetsReader:
+    """A consumer of the worker's own that only asks for partitions' first and end offsets.
+
+    Faust's consumer answers such requests in its fetcher thread once the fetch in flight returns
+    (up to 1.5 s when the inputs are idle; measured 0.2-2.6 s), which would hold events that long.
+    This one has the input partitions assigned and paused: it never fetches records.
+    """
+
+    def __init__(self, settings: Settings, topics: Sequence[str]) -> None:
+        self._settings = settings
+        self._topics = topics
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        """Connect, with every partition of the topics assigned and paused."""
+        consumer = AIOKafkaConsumer(**client_options(self._settings), enable_auto_commit=False)
+        await consumer.start()
+        partitions = [
+            TopicPartition(t, p) for t in self._topics for p in range(self._settings.topic_partitions)
+        ]
+        consumer.assign(partitions)
+        consumer.pause(*partitions)
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def ends(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset the next event written to it gets."""
+        found = await self._started().end_offsets([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
+
+    async def starts(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset of its first event on the broker."""
+        found = await self._started().beginning_offsets([TopicPartition(t, p) for t, p in partitions])
+        return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
+
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise WorkerError("the offsets reader is not started")
+        return self._consumer
 
 
 def _names(tps: set[TP]) -> str:
@@ -443,7 +655,7 @@ def _names(tps: set[TP]) -> str:
 class UserAgent:
     """The Faust side: both input topics, the agent that collects their events, the pipeline."""
 
-    def __init__(self, app: faust.App, context: WorkerContext, user_state: UserStateTable) -> None:
+    def __init__(self, app: TransportApp, context: WorkerContext, user_state: UserStateTable) -> None:
         self.app = app
         self.context = context
         self.user_state = user_state
@@ -454,10 +666,15 @@ class UserAgent:
             names.trades, names.orders, key_type=bytes, value_type=bytes, partitions=partitions
         )
         self.progress = DeliveryProgress()
-        self.positions = InputPositions(app)
+        self.offsets = OffsetsReader(context.settings, (names.trades, names.orders))
+        self.positions = InputPositions(app, self.offsets)
         self.analysis = UserAnalysis(context, user_state, self.progress, self.positions)
         #: input partitions this agent paused because their events ran ahead
         self._paused: set[TP] = set()
+        self._pipeline: BatchPipeline | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+        app.rebalance_started.append(self._on_rebalance_start)
         app.on_partitions_revoked.connect(self._forget)
         app.on_partitions_assigned.connect(self._forget)
 
@@ -471,13 +688,38 @@ class UserAgent:
         self.positions.forget()
         self._paused.clear()
 
-    async def analyze(self, batch: Batch) -> list[tuple[Any, Any]]:
+    def _on_rebalance_start(self) -> None:
+        # Called in Faust's consumer thread; the agent's state belongs to its own loop.
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._let_go)
+
+    def _let_go(self) -> None:
+        """Drop the events not in a batch being made durable (held, or waiting for the next batch).
+
+        Faust lets the partitions go only once every event handed to the agent is acked or gone;
+        these never acked ones come again after the rebalance (Faust seeks to the committed offsets).
+        """
+        self.analysis.forget_states()
+        if self._pipeline is not None:
+            dropped = self._pipeline.discard_waiting()
+            log.info("rebalance: %d events not yet in a batch will come again", dropped)
+
+    async def _refresh(self) -> None:
+        """Ask for the inputs' ends the held events wait for, then take a batch for them."""
+        try:
+            await self.positions.refresh()
+        except Exception as exc:  # The held events fall back to MAX_HOLD_S.
+            log.warning("could not ask the broker for the inputs' end offsets: %r", exc)
+            return
+        if self._pipeline is not None:
+            self._pipeline.wake()
+
+    async def analyze(self, batch: Batch) -> int:
         """The analysis, then pause input partitions running ahead and resume caught-up ones."""
         held = await self.analysis.analyze(batch)
-        counts: dict[TP, int] = {}
-        for event, _stream in held:
-            tp = TP(event.message.topic, event.message.partition)
-            counts[tp] = counts.get(tp, 0) + 1
+        if self.positions.wanted and (self._refreshing is None or self._refreshing.done()):
+            self._refreshing = asyncio.ensure_future(self._refresh())
+        counts = {TP(topic, partition): count for (topic, partition), count in self.analysis.held().items()}
         consumer = self.app.consumer
         ahead = {tp for tp, count in counts.items() if count >= PAUSE_AT} - self._paused
         if ahead:
@@ -501,9 +743,12 @@ class UserAgent:
             max_batch_size=128 * 1024,
         )
         await producer.start()
+        await self.offsets.start()
         commit = CommitProtocol(self.user_state, producer, self.user_state.changelog_topic, self.progress)
         pipeline = BatchPipeline(commit, self.analyze, self.app.crash, self.context.metrics)
         pipeline.start()
+        self._pipeline = pipeline
+        self._loop = asyncio.get_running_loop()
         consumer = self.app.consumer
         positions = self.positions
         try:
@@ -513,6 +758,13 @@ class UserAgent:
                 positions.received(message.topic, message.partition, message.offset)
                 highwater = consumer.highwater(message.tp)
                 pipeline.add(event, manual, highwater is not None and message.offset + 1 < highwater)
+                # No reference may outlive the pipeline's: a rebalance waits for every event still
+                # referenced (see faust_compat), and a dropped one must not count.
+                del event, message
         finally:
+            self._pipeline = None
+            if self._refreshing is not None:
+                self._refreshing.cancel()
             await pipeline.stop()
+            await self.offsets.stop()
             await producer.stop()

@@ -76,15 +76,16 @@ class Pending:
     outputs: tuple[tuple[int, bytes], ...]
 
 
-@dataclass(frozen=True)
-class Envelope:
-    """A decoded table value: last applied offset per source, pending outputs, core state bytes."""
+class AppliedEvents:
+    """What a table value says about the events its state holds (an envelope, or its cached form)."""
 
+    __slots__ = ()
+    #: the input partition ``offsets`` belong to (-1: a bare core state of an older layout)
     partition: int
     #: source index -> offset of the last event of that source applied (-1: none)
     offsets: tuple[int, int]
-    state: bytes
-    pending: tuple[Pending, ...] = field(default=())
+    #: the outputs of applied events not yet known to be delivered
+    pending: tuple[Pending, ...]
 
     def applied(self, source: int, partition: int, offset: int) -> bool:
         """True if the event at ``source``'s ``partition``/``offset`` is already part of this state."""
@@ -96,6 +97,16 @@ class Envelope:
             if entry.offset == offset and entry.source == source:
                 return entry
         return None
+
+
+@dataclass(frozen=True)
+class Envelope(AppliedEvents):
+    """A decoded table value: last applied offset per source, pending outputs, core state bytes."""
+
+    partition: int
+    offsets: tuple[int, int]
+    state: bytes
+    pending: tuple[Pending, ...] = field(default=())
 
 
 def encode_envelope(envelope: Envelope) -> bytes:

@@ -40,6 +40,7 @@ def trade(
     customer: str | None = None,
     counterparty: str | None = None,
     trade_id: str | None = None,
+    order_type: str = "LIMIT",
 ) -> Trade:
     """A trade at ``T0 + at`` ms; give ``quantity`` to fix it (price = notional / quantity), else price 1."""
     if quantity is None:
@@ -57,7 +58,7 @@ def trade(
         notional=quantity * price,
         timestamp=T0 + at,
         exchange="TEST",
-        order_type="LIMIT",
+        order_type=order_type,
         counterparty_user_id=counterparty,
     )
 

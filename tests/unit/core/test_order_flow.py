@@ -215,11 +215,17 @@ def test_quote_stuffing_counts_orders_by_their_cycle():
 
 
 def momentum(
-    prices: tuple[float, ...] = (1.0, 1.005, 1.0101), spacing_s: float = 10.0, reversal_after_s: float = 60.0
+    prices: tuple[float, ...] = (1.0, 1.005, 1.0101),
+    spacing_s: float = 10.0,
+    reversal_after_s: float = 60.0,
+    order_types: tuple[str, ...] = (),
 ) -> Flow:
-    """BUY trades at ``prices`` every ``spacing_s``, then a SELL ``reversal_after_s`` after the last."""
+    """Market BUY trades at ``prices`` every ``spacing_s`` (or of ``order_types``), then a SELL
+    ``reversal_after_s`` after the last."""
+    types = order_types or ("MARKET",) * len(prices)
     flow: Flow = [
-        trade(round(i * spacing_s * 1000), "BUY", 100 * price, quantity=100) for i, price in enumerate(prices)
+        trade(round(i * spacing_s * 1000), "BUY", 100 * price, quantity=100, order_type=kind)
+        for i, (price, kind) in enumerate(zip(prices, types, strict=True))
     ]
     last = round((len(prices) - 1) * spacing_s * 1000)
     flow.append(trade(last + round(reversal_after_s * 1000), "SELL", 101, quantity=100))
@@ -243,6 +249,11 @@ def test_momentum_ignition_needs_three_trades_within_30_s():
     assert alerts_of(momentum(prices=(1.0, 1.0101)), "MOMENTUM_IGNITION") == []
 
 
+def test_momentum_ignition_needs_aggressive_trades():
+    assert len(alerts_of(momentum(order_types=("IOC", "MARKET", "fok")), "MOMENTUM_IGNITION")) == 1
+    assert alerts_of(momentum(order_types=("MARKET", "LIMIT", "MARKET")), "MOMENTUM_IGNITION") == []
+
+
 def test_momentum_ignition_needs_the_reversal_within_2_minutes():
     assert len(alerts_of(momentum(reversal_after_s=120.0), "MOMENTUM_IGNITION")) == 1
     assert alerts_of(momentum(reversal_after_s=121.0), "MOMENTUM_IGNITION") == []
@@ -250,12 +261,14 @@ def test_momentum_ignition_needs_the_reversal_within_2_minutes():
 
 def test_momentum_ignition_a_selling_burst_must_push_the_price_down():
     flow: Flow = [
-        trade(i * 10 * SECOND, "SELL", 100 * p, quantity=100) for i, p in enumerate((1.0, 0.995, 0.99))
+        trade(i * 10 * SECOND, "SELL", 100 * p, quantity=100, order_type="MARKET")
+        for i, p in enumerate((1.0, 0.995, 0.99))
     ]
     flow.append(trade(80 * SECOND, "BUY", 99, quantity=100))
     assert len(alerts_of(flow, "MOMENTUM_IGNITION")) == 1
     rising: Flow = [
-        trade(i * 10 * SECOND, "SELL", 100 * p, quantity=100) for i, p in enumerate((1.0, 1.005, 1.011))
+        trade(i * 10 * SECOND, "SELL", 100 * p, quantity=100, order_type="MARKET")
+        for i, p in enumerate((1.0, 1.005, 1.011))
     ]
     rising.append(trade(80 * SECOND, "BUY", 99, quantity=100))
     assert alerts_of(rising, "MOMENTUM_IGNITION") == []

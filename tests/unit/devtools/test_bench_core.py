@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 
 from riskengine.core import DEFAULT_RULES, REGISTRY
 from riskengine.core.patterns import OrderFlowDetector
-from riskengine_devtools.bench_core import build_stream, register, run_core
+from riskengine_devtools.bench_core import build_stream, register, resting_orders_state, run_core
 
 
 def test_the_stream_is_deterministic_and_sized():
@@ -41,3 +42,36 @@ def test_command_line(capsys):
     assert args.handler(args, None) == 0
     out = capsys.readouterr().out
     assert "trades/s: min" in out and "median" in out and "peak memory" in out
+    assert re.search(r"1,000 placed: +512 kept, +[\d,]+ B, encode [\d,]+ us, decode [\d,]+ us", out)
+
+
+def test_a_generated_run_with_order_events(tmp_path, capsys):
+    from riskengine.producer.files import write_run
+    from riskengine.producer.simulator import SimulationConfig
+
+    write_run(SimulationConfig(seed=3, users=100, scenario_every=40), 3_000, tmp_path / "run.jsonl")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "core", "--run", str(tmp_path / "run.jsonl")])
+    assert args.handler(args, None) == 0
+    out = capsys.readouterr().out
+    assert "order events/s" in out and "state sizes" in out and "state encode per user: median" in out
+    assert "SPOOFING=" in out or "LAYERING=" in out or "QUOTE_STUFFING=" in out
+
+
+def test_a_missing_run_is_reported(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "core", "--run", str(tmp_path / "nothing.jsonl")])
+    assert args.handler(args, None) == 2
+    assert "cannot read the run" in capsys.readouterr().err
+
+
+def test_the_resting_orders_state_holds_them_up_to_the_books_bound():
+    from riskengine.core import decode_state, encode_state
+    from riskengine.core.order_book import MAX_ORDERS
+
+    for count, kept in ((0, 0), (100, 100), (MAX_ORDERS + 100, MAX_ORDERS)):
+        state = resting_orders_state(count)
+        assert len(state.orders.open_orders()) == kept
+        assert decode_state(encode_state(state)) == state

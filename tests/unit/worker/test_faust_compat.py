@@ -166,3 +166,48 @@ def test_a_partition_that_stops_fetching_still_hands_out_what_was_fetched():
     assert "discard(tp)" in full and "_buffered_partitions.add(tp)" in full, _upgrade_hint(reach)
     assert "add(tp)" in drop and "_buffered_partitions" in drop, _upgrade_hint(reach)
     assert "tp in self._buffered_partitions" in inspect.getsource(Consumer.getmany), _upgrade_hint(reach)
+
+
+def test_a_rebalance_calls_the_hooks_before_the_revocation_waits_for_acks(app):
+    # The listener runs in Faust's consumer thread: on_rebalance_start synchronously, then the
+    # revocation (with its wait for acks) handed to the app's loop.
+    from faust.transport.drivers.aiokafka import ConsumerRebalanceListener
+
+    calls: list[str] = []
+    app.rebalance_started.append(lambda: calls.append("hook"))
+
+    class Thread:
+        def __init__(self) -> None:
+            self.app = app
+
+        def on_partitions_revoked(self, revoked: set[Any]) -> Any:
+            calls.append("revoked")
+            return None
+
+    ConsumerRebalanceListener(Thread()).on_partitions_revoked([])  # type: ignore[arg-type]
+    assert calls == ["hook", "revoked"]
+    assert app.rebalancing
+
+
+def test_faust_waits_only_for_the_events_still_referenced_when_partitions_go(app):
+    # An agent that lets go of held events relies on this (see faust_compat's module docstring).
+    from weakref import WeakSet
+
+    from faust.transport.consumer import Consumer
+
+    reach = next(r for r in SURFACE if r.attribute == "_unacked_messages")
+    assert isinstance(app.consumer._unacked_messages, WeakSet), _upgrade_hint(reach)
+    assert "self._unacked_messages" in inspect.getsource(Consumer.wait_empty), _upgrade_hint(reach)
+    assert "gc.collect()" in inspect.getsource(Consumer.wait_empty), _upgrade_hint(reach)
+
+
+def test_the_aiokafka_consumer_behind_fausts_is_where_last_fetch_ms_reads_it(app):
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    thread = next(r for r in SURFACE if r.attribute == "_thread")
+    inner = next(r for r in SURFACE if r.attribute == "_consumer")
+    assert isinstance(getattr(app.consumer, "_thread", None), AIOKafkaConsumerThread), _upgrade_hint(thread)
+    assert "_consumer" in vars(AIOKafkaConsumerThread), _upgrade_hint(inner)
+    assert callable(AIOKafkaConsumer.last_poll_timestamp)
+    # Before the thread starts there is no aiokafka consumer: nothing was fetched.
+    assert faust_compat.last_fetch_ms(app.consumer, faust.types.TP("crypto-orders", 0)) is None

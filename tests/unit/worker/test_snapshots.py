@@ -146,6 +146,8 @@ async def test_restore_refuses_newer_state_formats_and_damaged_files(tmp_path):
         await restore_partition(
             store, dataclasses.replace(manifest, state_format=FORMAT_VERSION + 1), tmp_path / "d", False
         )
+    with pytest.raises(SnapshotError, match="table format 3, newer"):
+        await restore_partition(store, dataclasses.replace(manifest, table_format=3), tmp_path / "d", False)
     lying = dataclasses.replace(manifest, changelog_offset=6)
     with pytest.raises(SnapshotError, match="offset 5"):
         await restore_partition(store, lying, tmp_path / "d", False)

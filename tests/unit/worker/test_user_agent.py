@@ -9,17 +9,31 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
+from collections.abc import Sequence
+from types import SimpleNamespace
 
 import pytest
+from faust.types import TP
 
 from riskengine.contracts.avro_codec import RegistryError, SchemaCatalog
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import RECORD_TOPICS
-from riskengine.core import DEFAULT_RULES, EMPTY_REFERENCE, OrderEvent, Trade, encode_state
+from riskengine.core import (
+    DEFAULT_RULES,
+    EMPTY_REFERENCE,
+    Evaluation,
+    OrderEvent,
+    ReferenceData,
+    Rules,
+    Trade,
+    UserState,
+    encode_state,
+    evaluate_trade,
+)
 from riskengine.core.event_order import merge_in_event_time
 from riskengine.settings import Settings
 from riskengine.worker.agents import user_agent
-from riskengine.worker.agents.user_agent import UserAnalysis
+from riskengine.worker.agents.user_agent import InputPositions, UserAnalysis
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, DeliveryProgress
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.metrics import Metrics
@@ -74,7 +88,7 @@ def spoof_flow(user: str) -> list[Trade | OrderEvent]:
     return flow
 
 
-def events_of(catalog: SchemaCatalog, items: list[tuple[int, Trade | OrderEvent]]) -> list[FakeEvent]:
+def events_of(catalog: SchemaCatalog, items: Sequence[tuple[int, Trade | OrderEvent]]) -> list[FakeEvent]:
     """Wire-format events of (partition, trade or order event), offsets counting per topic partition."""
     offsets: dict[tuple[str, int], int] = {}
     made = []
@@ -106,8 +120,11 @@ class Inputs:
         #: (topic, partition) -> events waiting on the broker (None: not known)
         self.behind: dict[tuple[str, int], int | None] = {}
 
-    def lag(self, topic: str, partition: int) -> int | None:
+    def lag(self, topic: str, partition: int, since_ms: int) -> int | None:
         return self.behind.get((topic, partition), 0)
+
+    def fetched_ms(self, topic: str, partition: int) -> int | None:
+        return None
 
 
 class Worker:
@@ -124,11 +141,30 @@ class Worker:
 
     async def process(self, taken: list[FakeEvent], stream: FakeStream) -> Batch:
         batch = Batch(events=[(event, stream) for event in taken])
-        held = await self.analysis.analyze(batch)
-        assert held == []
+        assert await self.analysis.analyze(batch) == 0
         await self.commit.persist(batch)
         await self.commit.publish(batch)
         return batch
+
+
+def running_pipeline(worker: Worker) -> tuple[BatchPipeline, list[BaseException]]:
+    """The worker's analysis and commit protocol in a started pipeline, and the failures it reports."""
+    failures: list[BaseException] = []
+
+    async def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+
+    pipeline = BatchPipeline(worker.commit, worker.analysis.analyze, on_failure, Metrics())
+    pipeline.start()
+    return pipeline, failures
+
+
+async def acked(stream: FakeStream, count: int) -> None:
+    """Wait (at most a second) until ``stream`` has ``count`` acks."""
+    for _ in range(100):
+        if len(stream.acked) >= count:
+            return
+        await asyncio.sleep(0.01)
 
 
 def input_trades() -> list[tuple[int, Trade | OrderEvent]]:
@@ -219,7 +255,7 @@ async def test_a_dead_letter_raised_after_an_await_stays_with_its_event():
 
     batches: list[Batch] = []
 
-    async def analyze(batch: Batch) -> list[tuple[object, object]]:
+    async def analyze(batch: Batch) -> int:
         held = await worker.analysis.analyze(batch)
         batches.append(batch)
         return held
@@ -267,7 +303,7 @@ async def test_an_analysis_failure_stops_the_pipeline_and_acks_nothing():
     stream = FakeStream(journal)
     failures: list[BaseException] = []
 
-    async def broken(batch: Batch) -> list[tuple[object, object]]:
+    async def broken(batch: Batch) -> int:
         raise OSError("state store unreadable")
 
     async def on_failure(exc: BaseException) -> None:
@@ -324,14 +360,15 @@ async def test_events_wait_for_the_other_input_until_it_has_caught_up():
     worker.inputs.behind[("crypto-orders", 0)] = 40
     stream = FakeStream(journal)
     batch = Batch(events=[(event, stream) for event in trades])
-    held = await worker.analysis.analyze(batch)
-    assert [e.message.offset for e, _s in held] == [e.message.offset for e in trades]
+    assert await worker.analysis.analyze(batch) == len(trades)
+    assert worker.analysis.held() == {("crypto-trades", 0): len(trades)}
     assert batch.events == [] and batch.changelog == {} and worker.context.metrics.held_events == len(trades)
 
     worker.inputs.behind.clear()
-    batch = Batch(events=held)
-    assert await worker.analysis.analyze(batch) == []
-    assert len(batch.events) == len(trades) and worker.context.metrics.trades_in == len(trades)
+    batch = Batch()
+    assert await worker.analysis.analyze(batch) == 0
+    assert [e.message.offset for e, _s in batch.events] == [e.message.offset for e in trades]
+    assert worker.context.metrics.trades_in == len(trades) and worker.analysis.held() == {}
 
 
 async def test_held_events_go_alone_after_the_longest_hold(monkeypatch):
@@ -340,16 +377,14 @@ async def test_held_events_go_alone_after_the_longest_hold(monkeypatch):
     trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
     worker.inputs.behind[("crypto-orders", 0)] = None  # its end not known yet
     clock = [1_000.0]
-    monkeypatch.setattr("riskengine.worker.agents.user_agent.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("riskengine.worker.agents.user_agent.time.time", lambda: clock[0])
     stream = FakeStream(journal)
-    held = await worker.analysis.analyze(Batch(events=[(event, stream) for event in trades]))
-    assert len(held) == len(trades)
+    assert await worker.analysis.analyze(Batch(events=[(event, stream) for event in trades])) == len(trades)
     clock[0] += user_agent.MAX_HOLD_S - 0.01
-    held = await worker.analysis.analyze(Batch(events=held))
-    assert len(held) == len(trades)
+    assert await worker.analysis.analyze(Batch()) == len(trades)
     clock[0] += 0.01
-    batch = Batch(events=held)
-    assert await worker.analysis.analyze(batch) == []
+    batch = Batch()
+    assert await worker.analysis.analyze(batch) == 0
     assert len(batch.events) == len(trades)
 
 
@@ -380,7 +415,218 @@ async def test_events_wait_as_long_as_the_other_input_is_known_to_be_behind(monk
     trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
     worker.inputs.behind[("crypto-orders", 0)] = 3
     clock = [1_000.0]
-    monkeypatch.setattr("riskengine.worker.agents.user_agent.time.monotonic", lambda: clock[0])
-    held = await worker.analysis.analyze(Batch(events=[(event, FakeStream(journal)) for event in trades]))
+    monkeypatch.setattr("riskengine.worker.agents.user_agent.time.time", lambda: clock[0])
+    await worker.analysis.analyze(Batch(events=[(event, FakeStream(journal)) for event in trades]))
     clock[0] += 10 * user_agent.MAX_HOLD_S
-    assert len(await worker.analysis.analyze(Batch(events=held))) == len(trades)
+    assert await worker.analysis.analyze(Batch()) == len(trades)
+
+
+async def test_a_rejected_event_is_not_acked_before_the_held_events_ahead_of_it():
+    # Faust commits the first run of acked offsets even after a gap when nothing was committed yet,
+    # so an acked dead letter behind held trades would commit past them.
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
+    garbage = FakeEvent(FakeMessage("crypto-trades", 0, len(trades), b"u-1", b"\x00\x00\x00\x00\x01garbage"))
+    worker.inputs.behind[("crypto-orders", 0)] = 5
+    stream = FakeStream(journal)
+    batch = Batch(events=[(event, stream) for event in [*trades, garbage]])
+    assert await worker.analysis.analyze(batch) == len(trades) + 1
+    assert batch.events == [] and batch.outputs == []
+
+    worker.inputs.behind.clear()
+    batch = Batch()
+    assert await worker.analysis.analyze(batch) == 0
+    assert [e.message.offset for e, _s in batch.events] == list(range(len(trades) + 1))
+    assert [r[0] for r in batch.outputs if r[0] == "crypto-trades-dlq"] == ["crypto-trades-dlq"]
+
+
+async def test_the_pipeline_takes_held_events_again_without_new_arrivals():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
+    worker.inputs.behind[("crypto-orders", 0)] = 5
+    stream = FakeStream(journal)
+    pipeline, failures = running_pipeline(worker)
+    for event in trades:
+        pipeline.add(event, stream, more_waiting=False)
+    await asyncio.sleep(0.2)
+    assert stream.acked == [] and worker.analysis.held() == {("crypto-trades", 0): len(trades)}
+    worker.inputs.behind.clear()  # the order events caught up: nothing new for this agent arrives
+    await acked(stream, len(trades))
+    await pipeline.stop()
+    assert failures == []
+    assert stream.acked == [(0, offset) for offset in range(len(trades))]
+
+
+async def test_a_core_failure_mid_batch_dead_letters_its_event_and_keeps_the_others_effects(monkeypatch):
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    flow = spoof_flow("u-1")
+    failing = flow[8]
+    assert isinstance(failing, Trade)
+
+    def half_done(state: UserState, item: Trade, reference: ReferenceData, rules: Rules) -> Evaluation:
+        if item.trade_id == failing.trade_id:
+            state.watermark = 10**15  # the state is left half-updated, then the core fails
+            raise ArithmeticError("a bug in a detector")
+        return evaluate_trade(state, item, reference, rules)
+
+    monkeypatch.setattr(user_agent, "evaluate_trade", half_done)
+    stream = FakeStream(journal)
+    events = events_of(worker.context.catalog, [(0, item) for item in flow])
+    await worker.process(events, stream)
+
+    [dead] = worker.producer.records("crypto-trades-dlq")
+    assert dict(dead[4])["reason"] == b"processing-error"
+    assert len(stream.acked) == len(flow)
+    expected, _alerts, _issues = run_flow(
+        [item for item in flow if item is not failing], DEFAULT_RULES, EMPTY_REFERENCE
+    )
+    assert decode_envelope(worker.store.values[0][b"u-1"]).state == encode_state(expected)
+    assert "SPOOFING" in alert_patterns(worker.producer, worker.context.catalog)
+
+
+async def test_a_users_state_is_encoded_once_per_batch_even_when_evicted_from_memory(monkeypatch):
+    encodings: list[str] = []
+
+    def counted(state: UserState) -> bytes:
+        encodings.append("state")
+        return encode_state(state)
+
+    monkeypatch.setattr(user_agent, "encode_state", counted)
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    items = [(0, t) for t in wash_trades("u-1")]
+    await worker.process(events_of(worker.context.catalog, items), FakeStream(journal))
+    assert encodings == ["state"]
+    expected, _alerts, _issues = run_flow([t for _p, t in items], DEFAULT_RULES, EMPTY_REFERENCE)
+    envelope = decode_envelope(worker.store.values[0][b"u-1"])
+    assert envelope.state == encode_state(expected) and envelope.offsets == (4, -1)
+
+    # Two users taking turns with room for one state in memory: each eviction stores the evicted one.
+    monkeypatch.setattr(user_agent, "STATE_CACHE_SIZE", 1)
+    encodings.clear()
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    a, b = wash_trades("u-a"), wash_trades("u-b")
+    items = [(0, t) for pair in zip(a, b, strict=True) for t in pair]
+    await worker.process(events_of(worker.context.catalog, items), FakeStream(journal))
+    assert len(encodings) == len(items)
+    for user, trades in ((b"u-a", a), (b"u-b", b)):
+        expected, _alerts, _issues = run_flow(list(trades), DEFAULT_RULES, EMPTY_REFERENCE)
+        assert decode_envelope(worker.store.values[0][user]).state == encode_state(expected)
+
+
+async def test_a_rebalance_drops_held_and_waiting_events_and_their_redelivery_is_applied_in_order():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    made = wash_trades("u-1")
+    trades = trade_events(worker.context.catalog, [(0, t) for t in made])
+    worker.inputs.behind[("crypto-orders", 0)] = 5
+    stream = FakeStream(journal)
+    pipeline, failures = running_pipeline(worker)
+    for event in trades[:3]:
+        pipeline.add(event, stream, more_waiting=False)
+    await asyncio.sleep(0.1)
+    assert worker.analysis.held() == {("crypto-trades", 0): 3}
+    pipeline.add(trades[3], stream, more_waiting=True)  # not taken yet
+
+    # The rebalance starts: what is held or waiting is let go, never acked.
+    worker.analysis.forget_states()
+    assert pipeline.discard_waiting() == 1
+    assert worker.analysis.held() == {} and stream.acked == []
+
+    # After the seek to the committed offset every trade comes again, the other input caught up.
+    worker.inputs.behind.clear()
+    for event in trades:
+        pipeline.add(event, stream, more_waiting=False)
+    await acked(stream, len(trades))
+    await pipeline.stop()
+    assert failures == []
+    assert stream.acked == [(0, offset) for offset in range(len(trades))]
+    expected, _alerts, _issues = run_flow(list(made), DEFAULT_RULES, EMPTY_REFERENCE)
+    assert decode_envelope(worker.store.values[0][b"u-1"]).state == encode_state(expected)
+
+
+class PositionsConsumer:
+    """The consumer as InputPositions reads it: fetched highwaters and committed offsets."""
+
+    def __init__(self) -> None:
+        self.highwaters_seen: dict[TP, int | None] = {}
+        self._committed_offset: dict[TP, int] = {}
+        #: TP -> wall-clock ms of the last fetch response that brought its highwater
+        self.fetched_at: dict[TP, int] = {}
+        self._thread = SimpleNamespace(_consumer=SimpleNamespace(last_poll_timestamp=self.fetched_at.get))
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.highwaters_seen.get(tp)
+
+
+class BrokerOffsets:
+    """The offsets reader: the ends and starts the broker would answer, and what was asked."""
+
+    def __init__(self) -> None:
+        self.end: dict[tuple[str, int], int] = {}
+        self.start: dict[tuple[str, int], int] = {}
+        self.asked: list[str] = []
+
+    async def ends(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.asked.append("ends")
+        return {key: self.end[key] for key in partitions}
+
+    async def starts(self, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        self.asked.append("starts")
+        return {key: self.start[key] for key in partitions}
+
+
+def positions_over(consumer: PositionsConsumer, broker: BrokerOffsets) -> InputPositions:
+    return InputPositions(SimpleNamespace(consumer=consumer), broker)  # type: ignore[arg-type]
+
+
+async def test_input_positions_trust_a_fetched_end_only_to_wait_and_ask_for_a_fresh_one_to_go():
+    consumer, broker = PositionsConsumer(), BrokerOffsets()
+    positions = positions_over(consumer, broker)
+    orders = TP("crypto-orders", 0)
+    consumer._committed_offset[orders] = 10
+    consumer.highwaters_seen[orders] = 12
+    assert positions.lag("crypto-orders", 0, since_ms=int(time.time() * 1000)) == 2  # known behind: wait
+    positions.received("crypto-orders", 0, 11)
+    # The fetched end says caught up, but it may be older than the event that waits.
+    arrived = int(time.time() * 1000)
+    assert positions.lag("crypto-orders", 0, since_ms=arrived) is None
+    assert positions.wanted == {("crypto-orders", 0)}
+    broker.end[("crypto-orders", 0)] = 14  # two more order events reached the broker meanwhile
+    await positions.refresh()
+    assert positions.wanted == set() and broker.asked == ["ends"]
+    assert positions.lag("crypto-orders", 0, since_ms=arrived) == 2
+    positions.received("crypto-orders", 0, 13)
+    assert positions.lag("crypto-orders", 0, since_ms=arrived) == 0
+    # An event that arrives after that answer needs a newer one.
+    assert positions.lag("crypto-orders", 0, since_ms=int(time.time() * 1000) + 1000) is None
+
+
+async def test_input_positions_of_a_partition_never_read_nor_committed_start_at_its_first_offset():
+    consumer, broker = PositionsConsumer(), BrokerOffsets()
+    positions = positions_over(consumer, broker)
+    broker.start[("crypto-orders", 3)] = 500  # older records were deleted by retention
+    broker.end[("crypto-orders", 3)] = 500
+    arrived = int(time.time() * 1000)
+    assert positions.lag("crypto-orders", 3, since_ms=arrived) is None
+    await positions.refresh()
+    assert broker.asked == ["ends", "starts"]
+    assert positions.lag("crypto-orders", 3, since_ms=arrived) == 0
+
+
+async def test_input_positions_trust_a_caught_up_highwater_fetched_with_or_after_the_event():
+    consumer, broker = PositionsConsumer(), BrokerOffsets()
+    positions = positions_over(consumer, broker)
+    orders = TP("crypto-orders", 1)
+    positions.received("crypto-orders", 1, 7)
+    consumer.highwaters_seen[orders] = 8
+    arrived = int(time.time() * 1000)
+    consumer.fetched_at[orders] = arrived - 5  # a response before the one that brought the event
+    assert positions.lag("crypto-orders", 1, since_ms=arrived) is None
+    consumer.fetched_at[orders] = arrived + 3  # a later response
+    assert positions.lag("crypto-orders", 1, since_ms=arrived) == 0
+    assert broker.asked == []
