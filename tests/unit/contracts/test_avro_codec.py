@@ -136,3 +136,57 @@ def test_any_bytes_decode_or_fail_with_a_decode_error(body):
             cache.decode_trade(payload)
         except DecodeError as exc:
             assert exc.reason
+
+
+ORDER_EVENT = {
+    "eventId": "e-1",
+    "orderId": "o-1",
+    "userId": "u-1",
+    "symbol": "BTC/USDT",
+    "side": "SELL",
+    "eventType": "PLACED",
+    "price": 60000.0,
+    "quantity": 0.5,
+    "remainingQuantity": 0.5,
+    "timestamp": 1_764_000_000_000,
+    "exchange": "BINANCE",
+}
+
+
+def order_cache(schema_id: int, schema: dict[str, Any], *known: tuple[int, dict[str, Any]]) -> SchemaCache:
+    cache = SchemaCache()
+    for other_id, other in known:
+        cache.add(other_id, other)
+    cache.add(schema_id, schema, writes="OrderEvent")
+    return cache
+
+
+def test_an_unknown_order_event_type_from_a_newer_writer_names_the_field():
+    wider = copy.deepcopy(expanded_schema("OrderEvent"))
+    kind = next(f for f in wider["fields"] if f["name"] == "eventType")
+    kind["type"]["symbols"] = [*kind["type"]["symbols"], "EXPIRED"]
+    writer = order_cache(4, wider)
+    reader = order_cache(2, expanded_schema("OrderEvent"), (4, wider))
+    with pytest.raises(InvalidRecord) as info:
+        reader.decode_order_event(writer.encode("OrderEvent", {**ORDER_EVENT, "eventType": "EXPIRED"}))
+    assert info.value.field == "eventType"
+    assert "EXPIRED" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("price", 0.0),
+        ("price", -60000.0),
+        ("quantity", 0.0),
+        ("price", float("inf")),
+        ("remainingQuantity", float("nan")),
+        ("timestamp", 10**14 + 1),  # far future: beyond the year 5138
+        ("timestamp", -1),
+    ],
+)
+def test_an_order_event_with_an_impossible_value_names_the_field(field, value):
+    cache = order_cache(2, expanded_schema("OrderEvent"))
+    with pytest.raises(InvalidRecord) as info:
+        cache.decode_order_event(cache.encode("OrderEvent", {**ORDER_EVENT, field: value}))
+    assert info.value.field == field

@@ -306,6 +306,20 @@ def test_inconsistent_order_events_are_flagged_and_change_nothing():
     assert state.orders.orders["b"].status == 0  # the user's later events still apply
 
 
+def test_an_amend_up_after_a_partial_fill_is_applied_and_an_impossible_one_flagged():
+    # Venues let an order's size be raised (it loses its time priority): not an inconsistency.
+    placed = order(0, "PLACED", "a", "SELL", 10)
+    partial = order(SECOND, "FILLED", "a", "SELL", 10, remaining=4)
+    amend_up = order(2 * SECOND, "AMENDED", "a", "SELL", 30, remaining=24)
+    # Remaining above the new quantity cannot be.
+    impossible = order(3 * SECOND, "AMENDED", "a", "SELL", 30, remaining=31)
+    state, _alerts, issues = run_flow([placed, partial, amend_up, impossible])
+    assert issues == [None, None, None, "remaining-out-of-range"]
+    kept = state.orders.orders["a"]
+    assert (kept.quantity, kept.remaining, kept.filled, kept.status) == (30, 24, 6, 0)
+    assert kept.placed_quantity == 10  # the size it was placed with, as the spoofing baseline saw it
+
+
 def test_a_redelivered_order_event_changes_nothing():
     placed = order(0, "PLACED", "a", "BUY", 10)
     fill = order(SECOND, "FILLED", "a", "BUY", 10, remaining=4)
