@@ -7,7 +7,12 @@ time, order events first on ties), with one state per user. Output, in ``--out``
 
 - ``analyzed-trades.jsonl``: one ``RiskAnalyzedTrade`` record per valid trade (``processedAt``
   is null: replay has no processing clock);
-- ``alerts.jsonl``: every ``RiskAlert`` record (trade and order-flow patterns), in the order raised.
+- ``alerts.jsonl``: every ``RiskAlert`` record: the account patterns in the order raised, then the
+  market (PRICE_CRASH, PUMP_AND_DUMP) and account-pair (ROUND_TRIP_WASH) ones, which run over every
+  account's trades in (timestamp, tradeId) order once the file is read. Which trades they see is
+  decided as in the worker (:mod:`riskengine.core.market_feed`): a trade more than
+  ``market.allowed.lateness.seconds`` behind its ``crypto-trades`` partition (``--partitions``,
+  default ``RISKENGINE_TOPIC_PARTITIONS``) is late for the market.
 
 A line that is not JSON, not an object, or not a valid trade or order event is reported on stderr
 with its file, line number and reason, and skipped; the run completes. An order event the order
@@ -52,6 +57,7 @@ from riskengine.core import (
     parse_trade,
 )
 from riskengine.core.event_order import merge_in_event_time
+from riskengine.core.market_feed import PartitionClocks, evaluate_cross_account, kafka_partition
 from riskengine.errors import CommandError, CoreError
 from riskengine.settings import Settings
 
@@ -76,6 +82,10 @@ class ReplaySummary:
     trades: int = 0
     order_events: int = 0
     late_order_events: int = 0
+    #: trades late for the market (kept out of the market and pair states)
+    late_for_market: int = 0
+    #: executions the market states counted (an execution reported by both sides counts once)
+    executions: int = 0
     order_issues: Counter[str] = field(default_factory=Counter)
     malformed: int = 0
     alerts: Counter[str] = field(default_factory=Counter)
@@ -180,6 +190,7 @@ def replay(
     reference: ReferenceData,
     errors: TextIO | None = None,
     orders: Iterable[bytes] = (),
+    partitions: int = 6,
 ) -> ReplaySummary:
     """Run the core over ``source`` trade lines and ``orders`` order-event lines (bytes), writing
     the two output files into ``out_dir``; the final states are kept in ``summary.states``.
@@ -194,6 +205,8 @@ def replay(
     trades = read_trades(source, errors, summary)
     order_events = read_records(orders, parse_order_event, "order event", errors, summary, "orders ")
     merged = merge_in_event_time(trades, order_events, _trade_time, _order_time)
+    clocks = PartitionClocks()
+    for_market: list[Trade] = []
     with (
         (out_dir / ANALYZED_FILE).open("w", encoding="utf-8") as analyzed_out,
         (out_dir / ALERTS_FILE).open("w", encoding="utf-8") as alerts_out,
@@ -209,6 +222,14 @@ def replay(
                 summary.levels[result.analyzed.final_risk_level.value] += 1
                 analyzed_out.write(_json_line(result.analyzed.to_record()))
                 alerts = result.alerts
+                if clocks.admit(
+                    kafka_partition(item.user_id.encode(), partitions),
+                    item.timestamp,
+                    rules.market_lateness_ms,
+                ):
+                    for_market.append(item)
+                else:
+                    summary.late_for_market += 1
             else:
                 outcome = evaluate_order(state, item, reference, rules)
                 summary.order_events += 1
@@ -216,11 +237,18 @@ def replay(
                 if outcome.issue is not None:
                     summary.order_issues[outcome.issue] += 1
                 alerts = outcome.alerts
-            for alert in alerts:
-                summary.alerts[alert.pattern.value] += 1
-                alerts_out.write(_json_line(alert.to_record()))
+            _write_alerts(alerts, alerts_out, summary)
+        cross = evaluate_cross_account(for_market, reference, rules)
+        summary.executions = cross.executions
+        _write_alerts(cross.alerts, alerts_out, summary)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _write_alerts(alerts: Iterable[RiskAlert], out: TextIO, summary: ReplaySummary) -> None:
+    for alert in alerts:
+        summary.alerts[alert.pattern.value] += 1
+        out.write(_json_line(alert.to_record()))
 
 
 def _trade_time(trade: Trade) -> int:
@@ -265,6 +293,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="reference data JSON (profiles, sanctions, countries, markets); "
         "default: none, or the bundled sample's when INPUT is omitted",
     )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        metavar="N",
+        help="crypto-trades partitions to emulate for the market's lateness rule "
+        "(default RISKENGINE_TOPIC_PARTITIONS)",
+    )
     parser.set_defaults(handler=run_replay)
 
 
@@ -272,6 +307,10 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
     """Replay the file; print the summary. Exit 0 when the run completes, 2 when it cannot start."""
     source: Path = args.input or sample_path()
     reference_file: Path | None = args.reference
+    partitions: int = settings.topic_partitions if args.partitions is None else args.partitions
+    if partitions < 1:
+        print(f"riskengine replay: --partitions must be at least 1, got {partitions}", file=sys.stderr)
+        return 2
     if args.input is None and reference_file is None:
         reference_file = sample_path("sample-reference.json")
     try:
@@ -287,7 +326,7 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             print(f"riskengine replay: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
             return 2
-        summary = replay(handle, args.out, rules, reference, orders=orders or ())
+        summary = replay(handle, args.out, rules, reference, orders=orders or (), partitions=partitions)
     print(f"input: {source}" + (f", orders: {args.orders}" if args.orders else ""))
     print(
         f"trades: {summary.trades:,} analyzed, {summary.malformed:,} malformed line(s) skipped "
@@ -301,6 +340,10 @@ def run_replay(args: argparse.Namespace, settings: Settings) -> int:
             f"order events: {summary.order_events:,} applied, {summary.late_order_events:,} beyond the "
             f"allowed lateness, inconsistent: {issues}"
         )
+    print(
+        f"market: {summary.executions:,} executions counted, {summary.late_for_market:,} trade(s) late for "
+        f"the market ({partitions} partitions emulated)"
+    )
     levels = ", ".join(f"{level}={summary.levels[level]}" for level in ("LOW", "MEDIUM", "HIGH", "CRITICAL"))
     print(f"risk levels: {levels}")
     total = sum(summary.alerts.values())

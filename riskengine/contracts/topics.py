@@ -32,15 +32,21 @@ class Topics:
     orders: str = "crypto-orders"
     user_profiles: str = "user-profiles"
     risk_rules: str = "risk-rules"
+    #: Sanctions, country lists and market data: one versioned record under one key.
+    risk_reference: str = "risk-reference"
     analyzed_trades: str = "risk-analyzed-trades"
     alerts: str = "risk-alerts"
     trades_dlq: str = "crypto-trades-dlq"
     orders_dlq: str = "crypto-orders-dlq"
+    #: Internal: the per-user agent's executions repartitioned by symbol, for the market agent.
+    market_events: str = "risk-market-events"
+    #: Internal: the executions repartitioned by owner pair, for the account-pair agent.
+    pair_events: str = "risk-pair-events"
 
     @property
     def compacted(self) -> frozenset[str]:
         """Reference-data topics: the latest value per key is all that matters."""
-        return frozenset({self.user_profiles, self.risk_rules})
+        return frozenset({self.user_profiles, self.risk_rules, self.risk_reference})
 
     def all(self) -> tuple[str, ...]:
         """Every topic the engine reads or writes."""
@@ -49,10 +55,13 @@ class Topics:
             self.orders,
             self.user_profiles,
             self.risk_rules,
+            self.risk_reference,
             self.analyzed_trades,
             self.alerts,
             self.trades_dlq,
             self.orders_dlq,
+            self.market_events,
+            self.pair_events,
         )
 
 
@@ -64,6 +73,7 @@ RECORD_TOPICS: dict[str, str] = {
     "OrderEvent": TOPICS.orders,
     "UserProfile": TOPICS.user_profiles,
     "RiskRules": TOPICS.risk_rules,
+    "RiskReference": TOPICS.risk_reference,
     "RiskAnalyzedTrade": TOPICS.analyzed_trades,
     "RiskAlert": TOPICS.alerts,
 }
@@ -78,8 +88,12 @@ def value_subject(topic: str) -> str:
 _TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     TOPICS.user_profiles: {"cleanup.policy": "compact"},
     TOPICS.risk_rules: {"cleanup.policy": "compact"},
+    TOPICS.risk_reference: {"cleanup.policy": "compact"},
     TOPICS.trades_dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
     TOPICS.orders_dlq: {"retention.ms": str(30 * 24 * 3600 * 1000)},
+    # Read within seconds; a day covers a worker that is down for a while.
+    TOPICS.market_events: {"retention.ms": str(24 * 3600 * 1000)},
+    TOPICS.pair_events: {"retention.ms": str(24 * 3600 * 1000)},
 }
 
 

@@ -104,16 +104,24 @@ class ReferenceData:
         return cls(
             profiles=MappingProxyType(profiles),
             sanctioned_users=_names(document, "sanctionedUsers"),
-            sanctioned_countries=_names(document, "sanctionedCountries"),
-            restricted_countries=_names(document, "restrictedCountries"),
+            sanctioned_countries=_names(document, "sanctionedCountries", country=True),
+            restricted_countries=_names(document, "restrictedCountries", country=True),
             markets=MappingProxyType(markets),
         )
 
 
-def _names(document: Mapping[str, Any], key: str) -> frozenset[str]:
+def _names(document: Mapping[str, Any], key: str, country: bool = False) -> frozenset[str]:
     values = document.get(key, [])
-    if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-        raise InvalidReference(f"{key} must be a list of non-empty strings")
+    if not isinstance(values, (list, tuple)):
+        raise InvalidReference(f"{key} must be a list of strings, got {type(values).__name__}")
+    for position, value in enumerate(values):
+        if not isinstance(value, str) or not value:
+            raise InvalidReference(f"{key}[{position}] must be a non-empty string, got {value!r}")
+        # Profiles carry alpha-2 codes (parse_profile); any other spelling would never match one.
+        if country and (len(value) != 2 or not value.isalpha() or not value.isupper()):
+            raise InvalidReference(
+                f"{key}[{position}] must be an ISO 3166-1 alpha-2 code such as IR, got {value!r}"
+            )
     return frozenset(values)
 
 

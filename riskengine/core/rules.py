@@ -216,6 +216,72 @@ _SPECS: tuple[Parameter, ...] = (
         _MINUTES,
         "MOMENTUM_IGNITION: the opposite-side trade follows the burst within this",
     ),
+    # Market level (per symbol) and account pairs.
+    Parameter(
+        "market.allowed.lateness.seconds",
+        5.0,
+        _range(0.0, 3600.0),
+        "market state: a trade this much older than the latest of its input partition still counts",
+    ),
+    Parameter(
+        "price.crash.window.minutes", 5.0, _MINUTES, "PRICE_CRASH: the average price is over this window"
+    ),
+    Parameter(
+        "price.crash.low.ratio",
+        0.7,
+        _range(0.0, 1.0, low_open=True, high_open=True),
+        "PRICE_CRASH: price <= this x the average price",
+    ),
+    Parameter(
+        "price.crash.high.ratio",
+        1.3,
+        _range(1.0, 1000.0, low_open=True),
+        "PRICE_CRASH: price >= this x the average price",
+    ),
+    Parameter(
+        "price.crash.min.trades",
+        5,
+        _integer(1, 1_000_000),
+        "PRICE_CRASH: executions in the window needed for an average price",
+    ),
+    Parameter(
+        "pump.rise.ratio", 0.2, _range(0.0, 100.0, low_open=True), "PUMP_AND_DUMP: price rise from the low"
+    ),
+    Parameter(
+        "pump.rise.hours", 4.0, _range(0.0, 24.0, low_open=True), "PUMP_AND_DUMP: the rise lies within"
+    ),
+    Parameter("pump.volume.zscore", 3.0, _range(0.0, 1000.0), "PUMP_AND_DUMP: volume z-score of the rise"),
+    Parameter(
+        "pump.dump.ratio",
+        0.15,
+        _range(0.0, 1.0, low_open=True, high_open=True),
+        "PUMP_AND_DUMP: fall from the peak",
+    ),
+    Parameter(
+        "pump.dump.hours",
+        12.0,
+        _range(0.0, 24.0, low_open=True),
+        "PUMP_AND_DUMP: the fall follows the peak within",
+    ),
+    Parameter(
+        "round.trip.leg.minutes",
+        2.0,
+        _MINUTES,
+        "ROUND_TRIP_WASH: the buy back follows the first leg within this",
+    ),
+    Parameter(
+        "round.trip.quantity.tolerance",
+        0.01,
+        _range(0.0, 1.0, high_open=True),
+        "ROUND_TRIP_WASH: |q_back - q_first| <= tolerance x q_first",
+    ),
+    Parameter(
+        "round.trip.window.hours",
+        1.0,
+        _range(0.0, 24.0, low_open=True),
+        "ROUND_TRIP_WASH: trips counted within",
+    ),
+    Parameter("round.trip.min.trips", 3, _integer(1, 1000), "ROUND_TRIP_WASH: round trips in the window"),
     # Beyond the seed.
     Parameter(
         "structuring.reporting.threshold", 10_000.0, _positive, "STRUCTURING: the reporting threshold (USD)"
@@ -352,18 +418,32 @@ class Rules:
         "level_high",
         "level_medium",
         "liquidity_high",
+        "market_lateness_ms",
         "momentum_burst_ms",
         "momentum_min_trades",
         "momentum_move",
         "momentum_reversal_ms",
         "order_horizon_ms",
         "price_alpha",
+        "price_crash_high",
+        "price_crash_low",
+        "price_crash_min_trades",
+        "price_crash_window_ms",
         "price_deviation_high",
+        "pump_dump_ms",
+        "pump_dump_ratio",
+        "pump_rise_ms",
+        "pump_rise_ratio",
+        "pump_zscore",
         "quote_cycle_ms",
         "quote_fast_cancel_ms",
         "quote_min_orders",
         "quote_ratio",
         "recent_horizon_ms",
+        "round_trip_leg_ms",
+        "round_trip_min",
+        "round_trip_tolerance",
+        "round_trip_window_ms",
         "sanctions_merge_ms",
         "spike_min_trades",
         "spike_threshold",
@@ -430,6 +510,20 @@ class Rules:
         self.momentum_min_trades = whole("momentum.min.trades")
         self.momentum_move = num("momentum.price.move")
         self.momentum_reversal_ms = minutes("momentum.reversal.minutes")
+        self.market_lateness_ms = round(num("market.allowed.lateness.seconds") * 1000)
+        self.price_crash_window_ms = minutes("price.crash.window.minutes")
+        self.price_crash_low = num("price.crash.low.ratio")
+        self.price_crash_high = num("price.crash.high.ratio")
+        self.price_crash_min_trades = whole("price.crash.min.trades")
+        self.pump_rise_ratio = num("pump.rise.ratio")
+        self.pump_rise_ms = round(num("pump.rise.hours") * HOUR_MS)
+        self.pump_zscore = num("pump.volume.zscore")
+        self.pump_dump_ratio = num("pump.dump.ratio")
+        self.pump_dump_ms = round(num("pump.dump.hours") * HOUR_MS)
+        self.round_trip_leg_ms = minutes("round.trip.leg.minutes")
+        self.round_trip_tolerance = num("round.trip.quantity.tolerance")
+        self.round_trip_window_ms = round(num("round.trip.window.hours") * HOUR_MS)
+        self.round_trip_min = whole("round.trip.min.trips")
         self.structuring_threshold = num("structuring.reporting.threshold")
         self.structuring_lower = num("structuring.lower.ratio") * self.structuring_threshold
         self.structuring_min_trades = whole("structuring.min.trades")

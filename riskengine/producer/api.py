@@ -14,7 +14,10 @@ Endpoints (JSON in and out; ``/api/admin/*`` need ``Authorization: Bearer <token
   clock. Query: ``rateMs`` (mean ms between normal trades), ``scenarios`` (all, none, or names),
   ``seed``, ``users``, ``symbols``, ``exchanges``, ``scenarioEvery``, ``quietMs`` (how long a
   scenario's accounts stay quiet before it starts, default 5 minutes). The accounts' profiles are
-  published to the user-profiles topic first.
+  published to the user-profiles topic first, then the simulation's reference lists (the sanctioned
+  countries the population is drawn against, as in ``riskengine generate``'s reference file) as
+  one ``RiskReference`` record on risk-reference, versioned with the run's start in epoch ms (a
+  later start supersedes it; see :func:`reference_message`).
 - ``POST /api/admin/mock-trading/stop``: stop it.
 - ``GET /api/admin/stats``: produced per topic, trades/s over the last 10 s, errors, counts by
   scenario, the simulation's own counts, the audit trail's rows by status.
@@ -42,16 +45,17 @@ from typing import Any
 from aiohttp import web
 
 from riskengine.contracts.avro_codec import SchemaCache, SchemaCatalog, registry_client
+from riskengine.contracts.reference_record import RECORD_NAME, REFERENCE_KEY, reference_record
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import ensure_topics, topic_specs
-from riskengine.core import InvalidTrade, parse_trade
+from riskengine.core import InvalidTrade, ReferenceData, parse_trade
 from riskengine.errors import SettingsError
 from riskengine.settings import Settings
 
 from .audit import AuditLog, Outgoing
 from .config import ProducerConfig
 from .events import Event, Label
-from .population import PopulationError
+from .population import PopulationError, reference_document
 from .publisher import KafkaTransport, Publisher, Transport
 from .scenarios import parse_scenarios
 from .simulator import InvalidConfig, SimulationConfig, Simulator
@@ -97,6 +101,34 @@ def event_message(event: Event, config: ProducerConfig) -> Outgoing:
         scenario=event.scenario,
         scenario_id=event.scenario_id,
         order_id=event.record.get("orderId"),
+    )
+
+
+def reference_message(simulator: Simulator, config: ProducerConfig) -> Outgoing:
+    """The simulation's reference lists as the ``RiskReference`` message published at start.
+
+    The same lists as ``riskengine generate``'s reference file (without the profiles, which go to
+    user-profiles one by one), so the workers see what ``riskengine replay --reference`` sees. The
+    version is the run's start in epoch ms: every start supersedes the previous one's without
+    reading the topic, and a ``riskengine reference publish`` after it continues from there.
+    """
+    start = simulator.config.start_ms
+    document = reference_document(simulator.population, start)
+    del document["profiles"]
+    record = reference_record(
+        ReferenceData.from_document(document),
+        version=start,
+        updated_at=start,
+        updated_by=f"riskengine-producer (seed {simulator.config.seed})",
+    )
+    return Outgoing(
+        kind="reference",
+        record_name=RECORD_NAME,
+        topic=config.topics.risk_reference,
+        key=REFERENCE_KEY.decode(),
+        event_id=f"reference@{start}",
+        event_ts=start,
+        record=record,
     )
 
 
@@ -160,7 +192,10 @@ class MockTrading:
         return self._run is not None and self._run.task is not None and not self._run.task.done()
 
     async def start(self, simulation: SimulationConfig) -> Simulator:
-        """(Re)start with ``simulation`` (its ``start_ms`` should be now); profiles are sent first."""
+        """(Re)start with ``simulation`` (its ``start_ms`` should be now).
+
+        The profiles are sent first, then the reference lists, then the events.
+        """
         await self.stop()
         simulator = Simulator(simulation)
         for profile in simulator.profiles():
@@ -175,6 +210,7 @@ class MockTrading:
                     record=profile,
                 )
             )
+        await self._publisher.submit(reference_message(simulator, self._config))
         run = _Run(simulator, _now_ms())
         run.task = asyncio.create_task(self._produce(run), name="mock-trading")
         self._run = run
@@ -508,14 +544,15 @@ def kafka_connector(settings: Settings) -> Connector:
 
     async def connect(config: ProducerConfig) -> tuple[Transport, SchemaCache]:
         topics = config.topics
-        names = (topics.trades, topics.orders, topics.user_profiles)
+        names = (topics.trades, topics.orders, topics.user_profiles, topics.risk_reference)
+        compacted = (topics.user_profiles, topics.risk_reference)
         specs = [
-            replace(spec, configs=_configs(spec.name, topics.user_profiles, spec.configs))
+            replace(spec, configs=_configs(spec.name, compacted, spec.configs))
             for spec in topic_specs(settings, names)
         ]
         await ensure_topics(settings, specs)
         catalog = SchemaCatalog(registry_client(settings))
-        await catalog.register(["CryptoTrade", "OrderEvent", "UserProfile"])
+        await catalog.register(["CryptoTrade", "OrderEvent", "UserProfile", RECORD_NAME])
         transport = KafkaTransport(settings)
         await transport.start()
         return transport, catalog
@@ -523,9 +560,9 @@ def kafka_connector(settings: Settings) -> Connector:
     return connect
 
 
-def _configs(name: str, profiles_topic: str, configs: dict[str, str]) -> dict[str, str]:
-    # topic_specs knows the engine's own names; a renamed profiles topic must be compacted too.
-    return configs | {"cleanup.policy": "compact"} if name == profiles_topic else configs
+def _configs(name: str, compacted: tuple[str, ...], configs: dict[str, str]) -> dict[str, str]:
+    # topic_specs knows the engine's own names; a renamed reference-data topic must be compacted too.
+    return configs | {"cleanup.policy": "compact"} if name in compacted else configs
 
 
 def main(argv: Sequence[str] | None = None) -> int:

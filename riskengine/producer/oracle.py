@@ -13,7 +13,7 @@ The simulator uses one :class:`PatternOracle` for two jobs:
 
 Covered here: the trade-level typologies (VOLUME_SPIKE, WASH_TRADING, LARGE_ORDER, FLASH_CRASH,
 STRUCTURING, KYC_LIMIT_BREACH, SELF_TRADE, SANCTIONS_HIT, ROUND_TRIP_WASH). Order-event typologies
-(SPOOFING, LAYERING, QUOTE_STUFFING) and the market-level PUMP_AND_DUMP are kept out of normal
+(SPOOFING, LAYERING, QUOTE_STUFFING) and the market-level PUMP_AND_DUMP and PRICE_CRASH are kept out of normal
 traffic by construction instead (see :mod:`riskengine.producer.simulator`).
 
 Windows are inclusive at both ends, as in the engine's rules. The oracle sees trades in event-time

@@ -31,9 +31,12 @@ round_trip_wash     ROUND_TRIP_WASH      A buys from B, B buys back within 90 s 
 structuring         STRUCTURING          3-5 trades of 8,100-9,950 USD, 2-15 minutes apart
 sanctioned_user     SANCTIONS_HIT        1-4 trades of a sanctioned profile or sanctioned-country account
 kyc_limit_breach    KYC_LIMIT_BREACH     an unverified (tier 0) account trades 1,500-6,000 USD
-pump_and_dump       PUMP_AND_DUMP        a ring of 3-5 accounts buys for 60 min while the symbol's
-                                         price rises 25-35%, holds 10 min, sells for 60 min while it
+pump_and_dump       PUMP_AND_DUMP        a ring of 3-5 accounts buys for 45 min while the symbol's
+                                         price rises 25-35%, holds 5 min, sells for 45 min while it
                                          falls 22-30% from the peak; ring volume several times normal
+                                         (after the run's first hour, at most 4 symbols at once)
+price_crash         PRICE_CRASH          1-2 trades within 40 s at 0.55-0.68x or 1.35-1.6x the mid of a
+                                         symbol no scenario moves
 ==================  ===================  ===============================================================
 """
 
@@ -97,9 +100,16 @@ class Venue(Protocol):
         """The median quantity of ``user``'s last 32 orders in ``symbol`` (None: fewer than 5)."""
 
     def trade(
-        self, user: User, symbol: str, sell: bool, quantity: float, counterparty: str | Auto | None = AUTO
+        self,
+        user: User,
+        symbol: str,
+        sell: bool,
+        quantity: float,
+        counterparty: str | Auto | None = AUTO,
+        price: float | None = None,
     ) -> None:
-        """A market order filled at once: PLACED, FILLED and the trade, now."""
+        """A market order filled at once: PLACED, FILLED and the trade, now (at ``price``, else near
+        the mid)."""
 
     def place(self, user: User, symbol: str, sell: bool, quantity: float, price: float) -> OrderHandle:
         """A resting limit order (PLACED, now)."""
@@ -389,6 +399,21 @@ def kyc_limit_breach(venue: Venue) -> Iterator[int]:
         venue.trade(user, symbol, _side(rng), venue.quantity_for(symbol, notional, venue.mid(symbol)))
 
 
+def price_crash(venue: Venue) -> Iterator[int]:
+    """A trade far from the market (a fat finger, or a sale that knocks the price down), once or twice."""
+    rng, user = venue.rng, venue.users[0]
+    symbol = rng.choice(venue.pumpable() or list(venue.symbols))
+    venue.label_symbol(symbol)
+    low = rng.random() < 0.5
+    factor = rng.uniform(0.55, 0.68) if low else rng.uniform(1.35, 1.6)
+    for position in range(rng.choice((1, 2))):
+        if position:
+            yield rng.randint(5_000, 40_000)
+        price = venue.mid(symbol) * factor
+        quantity = venue.quantity_for(symbol, _outside_band(rng, 300.0, 6_000.0), price)
+        venue.trade(user, symbol, low, quantity, price=price)
+
+
 def pump_and_dump(venue: Venue) -> Iterator[int]:
     """A ring buys while the symbol's price climbs, then sells into the fall."""
     rng, ring = venue.rng, venue.users
@@ -396,7 +421,7 @@ def pump_and_dump(venue: Venue) -> Iterator[int]:
     minor = [s for s in candidates if s.partition("/")[0] not in ("BTC", "ETH")]
     symbol = rng.choice(minor or candidates)
     venue.label_symbol(symbol)
-    rise, hold, dump = 60 * MINUTE_MS, 10 * MINUTE_MS, 60 * MINUTE_MS
+    rise, hold, dump = 45 * MINUTE_MS, 5 * MINUTE_MS, 45 * MINUTE_MS
     peak = math.log(rng.uniform(1.25, 1.35))
     trough = peak + math.log(rng.uniform(0.70, 0.78))
     start = venue.now
@@ -449,6 +474,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "pump_and_dump", "PUMP_AND_DUMP", (), 12 * HOUR_MS, pump_and_dump, ring=(3, 5), moves_market=True
         ),
+        Scenario("price_crash", "PRICE_CRASH", (Role.ABUSER,), _SHORT, price_crash),
         Scenario("structuring", "STRUCTURING", (Role.ABUSER,), _DAY_PLUS, structuring),
         Scenario("sanctioned_user", "SANCTIONS_HIT", (Role.SANCTIONED,), 2 * HOUR_MS, sanctioned_user),
         Scenario("kyc_limit_breach", "KYC_LIMIT_BREACH", (Role.TIER0,), _DAY_PLUS, kyc_limit_breach),

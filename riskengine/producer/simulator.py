@@ -65,6 +65,10 @@ ORDER_SIZE_MIN_HISTORY = 5
 LEAD_MS = 20_000
 #: A scenario's accounts rest this long before another scenario may use them.
 REST_MS = 10 * 60_000
+#: Market-moving scenarios start after this much simulated time (a volume baseline to rise above).
+MARKET_WARMUP_MS = 60 * 60_000
+#: Market-moving scenarios running at once, each on its own symbol.
+MAX_MARKET_MOVERS = 4
 _ATTEMPTS = 20
 _CHURN_WINDOW_MS = 10 * 60_000
 _CHURN_MAX = 100
@@ -568,9 +572,7 @@ class Simulator:
             self._scenario_rng.shuffle(self._cycle)
         scenario = SCENARIOS[self._cycle.pop()]
         users = self._allocate(scenario)
-        if users is None or (
-            scenario.moves_market and any(i.scenario.moves_market for i in self._running.values())
-        ):
+        if users is None or (scenario.moves_market and not self._market_can_move()):
             self.stats.skipped[scenario.name] += 1
             return
         scenario_id = f"S-{self.run_id}-{next(self._scenario_ids):05d}"
@@ -584,6 +586,13 @@ class Simulator:
         self._busy.update(u.user_id for u in users)
         self.stats.started[scenario.name] += 1
         self._schedule(start, _SCENARIO, instance)
+
+    def _market_can_move(self) -> bool:
+        """A market-moving scenario may start: the symbols have an hour of history (a volume baseline)
+        and fewer than :data:`MAX_MARKET_MOVERS` such scenarios run."""
+        if self.now < self.config.start_ms + MARKET_WARMUP_MS:
+            return False
+        return sum(i.scenario.moves_market for i in self._running.values()) < MAX_MARKET_MOVERS
 
     def _allocate(self, scenario: Scenario) -> tuple[User, ...] | None:
         rng = self._scenario_rng
@@ -686,11 +695,14 @@ class Simulator:
         sell: bool,
         quantity: float,
         counterparty: str | Auto | None,
+        price: float | None = None,
     ) -> None:
         rng = self._scenario_rng
         mid = self.market.mid(symbol, self.now)
         spread = rng.uniform(0.0001, 0.0006)
-        price = self.market.round_price(symbol, mid * (1 - spread) if sell else mid * (1 + spread))
+        if price is None:
+            price = mid * (1 - spread) if sell else mid * (1 + spread)
+        price = self.market.round_price(symbol, price)
         plan = _Plan(
             user,
             symbol,
@@ -771,9 +783,15 @@ class _Context:
         return self._sim.median_order_size(user.user_id, symbol)
 
     def trade(
-        self, user: User, symbol: str, sell: bool, quantity: float, counterparty: str | Auto | None = AUTO
+        self,
+        user: User,
+        symbol: str,
+        sell: bool,
+        quantity: float,
+        counterparty: str | Auto | None = AUTO,
+        price: float | None = None,
     ) -> None:
-        self._sim._scenario_trade(self._instance, user, symbol, sell, quantity, counterparty)
+        self._sim._scenario_trade(self._instance, user, symbol, sell, quantity, counterparty, price)
 
     def place(self, user: User, symbol: str, sell: bool, quantity: float, price: float) -> _Order:
         return self._sim._scenario_place(self._instance, user, symbol, sell, quantity, price)

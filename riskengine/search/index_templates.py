@@ -72,6 +72,8 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
             "properties": {
                 "alertId": _KEYWORD,
                 "patternType": _KEYWORD,
+                # A market-level alert has a symbol and no userId: the market view finds it by
+                # an exact symbol term and a missing userId.
                 "userId": _KEYWORD,
                 "symbol": _KEYWORD,
                 "severity": _KEYWORD,

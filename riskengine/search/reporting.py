@@ -1,4 +1,5 @@
-"""Reporting views over Elasticsearch: alert search, a user's risk history, top risky users, counts.
+"""Reporting views over Elasticsearch: alert search, a user's risk history, top risky users, counts,
+and a symbol's market (price and volume over time with the symbol's alerts).
 
 The Kafka Connect sink indexes ``risk-alerts`` and ``risk-analyzed-trades`` into indices named like
 the topics (``RISKENGINE_WORKER_TOPIC_SUFFIX`` appended), with the mappings of
@@ -11,8 +12,12 @@ the topics (``RISKENGINE_WORKER_TOPIC_SUFFIX`` appended), with the mappings of
 - :class:`Reporting` runs them on an ``AsyncElasticsearch`` client, and
   :func:`create_reporting_app` serves them as a small aiohttp app (the dashboard mounts it under
   ``/api/reporting``): ``GET /alerts``, ``/users/{userId}/history``, ``/top-users``, ``/counts``,
-  ``/trades``. A bad parameter answers 400 ``{"error", "parameter"}``; Elasticsearch unreachable
-  answers 503.
+  ``/trades``, ``/market``. A bad parameter answers 400 ``{"error", "parameter"}``; Elasticsearch
+  unreachable answers 503.
+
+Market-level alerts (PUMP_AND_DUMP, PRICE_CRASH, cross-account ROUND_TRIP_WASH, ...) are RiskAlerts
+without a ``userId`` and with a ``symbol``: ``scope=market`` selects them, ``scope=account`` the
+alerts of one account, ``scope=all`` both.
 
 Times are epoch milliseconds or ISO 8601 (``2026-01-31T12:00:00Z``; no zone means UTC).
 """
@@ -55,6 +60,16 @@ MAX_QUERY_TEXT = 200
 DEFAULT_WINDOW_MS = 24 * 3600 * 1000
 #: Latest time accepted (year 5138): catches seconds-vs-milliseconds mix-ups and overflow.
 MAX_EPOCH_MS = 10**14
+#: Longest echo of a bad value in an error message (a hostile 5,000-digit value is not sent back whole).
+MAX_ECHO = 40
+#: Widest window of a market view: a quarter, so even its daily buckets stay readable (and cheap).
+MAX_MARKET_SPAN_MS = 92 * 86_400_000
+#: Most whole intervals an automatically chosen market interval divides the window into: a price
+#: line needs more points than a bar chart of counts.
+MARKET_BUCKETS = 120
+#: Most alerts a market view returns, and the accounts it ranks by traded notional.
+MAX_MARKET_ALERTS = 100
+MARKET_ACCOUNTS = 10
 
 _UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _INTERVAL = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
@@ -64,8 +79,14 @@ _ENUM_ORDER = {name: index for index, name in enumerate(Severity.__members__)}
 
 TopBy = Literal["max", "sum", "alerts"]
 CountSource = Literal["alerts", "trades"]
+#: Which alerts: ``market`` (no userId: a symbol's market-level alerts), ``account`` (one account's),
+#: or ``all``.
+Scope = Literal["all", "market", "account"]
 _TOP_BY: dict[str, TopBy] = {"max": "max", "sum": "sum", "alerts": "alerts"}
 _SOURCES: dict[str, CountSource] = {"alerts": "alerts", "trades": "trades"}
+_SCOPES: dict[str, Scope] = {"all": "all", "market": "market", "account": "account"}
+#: A symbol as the contracts write it: BASE/QUOTE, one slash, no blanks (``BTC/USDT``).
+_SYMBOL = re.compile(r"[^\s/]+/[^\s/]+")
 #: ``split`` of a counts view -> the field per source it is a terms aggregation on.
 SPLIT_FIELDS: dict[CountSource, dict[str, str]] = {
     "alerts": {"pattern": "patternType", "severity": "severity"},
@@ -104,17 +125,27 @@ def _text(params: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
+def _shown(raw: str) -> str:
+    """``raw`` quoted for an error message, cut short when it is long."""
+    return repr(raw if len(raw) <= MAX_ECHO else raw[: MAX_ECHO - 3] + "...")
+
+
 def parse_time(name: str, raw: str) -> int:
     """Epoch milliseconds from ``raw``: an integer of epoch ms, or an ISO 8601 date or date-time."""
     text = raw.strip()
     if re.fullmatch(r"-?[0-9]+", text):
+        # More digits than any accepted time: refused before int(), which raises on 4,300+ digits.
+        if len(text.lstrip("-")) > len(str(MAX_EPOCH_MS)):
+            raise ParameterError(
+                name, f"{name} must be between 0 and {MAX_EPOCH_MS} epoch ms, got a {len(text)}-digit number"
+            )
         value = int(text)
     else:
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
             raise ParameterError(
-                name, f"{name} must be epoch milliseconds or an ISO 8601 time, got {raw!r}"
+                name, f"{name} must be epoch milliseconds or an ISO 8601 time, got {_shown(raw)}"
             ) from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
@@ -152,10 +183,10 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
     raw = _text(params, name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ParameterError(name, f"{name} must be an integer, got {raw!r}") from None
+    if not re.fullmatch(r"-?[0-9]{1,9}", raw):
+        # Also refuses a 5,000-digit value before int() would raise on it.
+        raise ParameterError(name, f"{name} must be an integer between {low} and {high}, got {_shown(raw)}")
+    value = int(raw)
     if not low <= value <= high:
         raise ParameterError(name, f"{name} must be between {low} and {high}, got {value}")
     return value
@@ -169,8 +200,27 @@ def _symbols(params: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> 
     values = tuple(dict.fromkeys(part.strip().upper() for part in raw.split(",") if part.strip()))
     for value in values:
         if value not in allowed:
-            raise ParameterError(name, f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            raise ParameterError(name, f"{name} must be one of {', '.join(allowed)}, got {_shown(value)}")
     return values
+
+
+def _scope(params: Mapping[str, str], default: Scope) -> Scope:
+    raw = _text(params, "scope") or default
+    scope = _SCOPES.get(raw)
+    if scope is None:
+        raise ParameterError("scope", f"scope must be all, market or account, got {_shown(raw)}")
+    return scope
+
+
+def check_symbol(symbol: str, name: str = "symbol") -> str:
+    """``symbol`` if it is BASE/QUOTE (``BTC/USDT``; 3 to 128 printable characters, no blanks), else
+    ParameterError.
+
+    Symbols are exact keywords in the indices, so case is kept: ``btc/usdt`` is another symbol.
+    """
+    if not 3 <= len(symbol) <= MAX_ID or not symbol.isprintable() or _SYMBOL.fullmatch(symbol) is None:
+        raise ParameterError(name, f"{name} must be BASE/QUOTE such as BTC/USDT, got {_shown(symbol)}")
+    return symbol
 
 
 def check_user_id(user: str, name: str = "userId") -> str:
@@ -184,16 +234,29 @@ def parse_interval(raw: str) -> int:
     """Milliseconds of a fixed interval such as ``30s``, ``5m``, ``1h``, ``1d``."""
     match = _INTERVAL.fullmatch(raw.strip())
     if match is None:
-        raise ParameterError("interval", f"interval must look like 30s, 5m, 1h or 1d, got {raw!r}")
+        raise ParameterError("interval", f"interval must look like 30s, 5m, 1h or 1d, got {_shown(raw)}")
     return int(match.group(1)) * _UNITS_MS[match.group(2)]
 
 
-def auto_interval(span_ms: int) -> str:
-    """The shortest interval of a fixed ladder that covers ``span_ms`` in at most 60 buckets."""
+def auto_interval(span_ms: int, most: int = AUTO_BUCKETS) -> str:
+    """The shortest interval of a fixed ladder that covers ``span_ms`` in at most ``most`` buckets."""
     for interval in _AUTO_INTERVALS:
-        if span_ms // parse_interval(interval) <= AUTO_BUCKETS:
+        if span_ms // parse_interval(interval) <= most:
             return interval
     return _AUTO_INTERVALS[-1]
+
+
+def _interval(params: Mapping[str, str], since: int, until: int, most: int) -> tuple[str, int]:
+    """(interval, its ms): ``interval`` as given, else the automatic one; at most 500 buckets."""
+    raw = _text(params, "interval")
+    interval = auto_interval(until - since, most) if raw is None else raw
+    interval_ms = parse_interval(interval)
+    buckets = (until - since) // interval_ms + 1
+    if buckets > MAX_BUCKETS:
+        raise ParameterError(
+            "interval", f"interval {interval} gives {buckets} buckets over the window; at most {MAX_BUCKETS}"
+        )
+    return interval, interval_ms
 
 
 @dataclass(frozen=True)
@@ -201,6 +264,8 @@ class AlertSearch:
     """``GET /alerts``: filters (all optional, combined with AND), newest first, paged."""
 
     user: str | None = None
+    symbol: str | None = None
+    scope: Scope = "all"
     patterns: tuple[str, ...] = ()
     severities: tuple[str, ...] = ()
     since: int | None = None
@@ -211,12 +276,18 @@ class AlertSearch:
 
 
 def parse_alert_search(params: Mapping[str, str]) -> AlertSearch:
-    """``user``, ``pattern`` and ``severity`` (comma-separated: any of), ``since``, ``until``,
-    ``q`` (words in the description or recommended action), ``size`` (1-100), ``page`` (from 1)."""
-    _check_known(params, ("user", "pattern", "severity", "since", "until", "q", "size", "page"))
+    """``user``, ``symbol``, ``scope`` (all, market or account), ``pattern`` and ``severity``
+    (comma-separated: any of), ``since``, ``until``, ``q`` (words in the description or recommended
+    action), ``size`` (1-100), ``page`` (from 1)."""
+    _check_known(
+        params, ("user", "symbol", "scope", "pattern", "severity", "since", "until", "q", "size", "page")
+    )
     user = _text(params, "user")
     if user is not None:
         check_user_id(user, "user")
+    symbol = _text(params, "symbol")
+    if symbol is not None:
+        check_symbol(symbol)
     q = _text(params, "q")
     if q is not None and len(q) > MAX_QUERY_TEXT:
         raise ParameterError("q", f"q must be at most {MAX_QUERY_TEXT} characters")
@@ -227,6 +298,8 @@ def parse_alert_search(params: Mapping[str, str]) -> AlertSearch:
         raise ParameterError("page", f"page x size must be at most {MAX_RESULT_WINDOW}; narrow the search")
     return AlertSearch(
         user=user,
+        symbol=symbol,
+        scope=_scope(params, "all"),
         patterns=_symbols(params, "pattern", tuple(PatternType.__members__)),
         severities=_symbols(params, "severity", tuple(Severity.__members__)),
         since=since,
@@ -309,14 +382,7 @@ def parse_counts(params: Mapping[str, str], now: int) -> Counts:
             "split", f"split of {source} must be one of {', '.join(SPLIT_FIELDS[source])}, got {split!r}"
         )
     since, until = _default_window(params, now)
-    raw = _text(params, "interval")
-    interval = auto_interval(until - since) if raw is None else raw
-    interval_ms = parse_interval(interval)
-    buckets = (until - since) // interval_ms + 1
-    if buckets > MAX_BUCKETS:
-        raise ParameterError(
-            "interval", f"interval {interval} gives {buckets} buckets over the window; at most {MAX_BUCKETS}"
-        )
+    interval, interval_ms = _interval(params, since, until, AUTO_BUCKETS)
     return Counts(
         since=since,
         until=until,
@@ -324,6 +390,55 @@ def parse_counts(params: Mapping[str, str], now: int) -> Counts:
         interval_ms=interval_ms,
         source=source,
         split=split,
+    )
+
+
+@dataclass(frozen=True)
+class MarketView:
+    """``GET /market``: one symbol's price and volume per interval, and its alerts, in a window."""
+
+    symbol: str
+    since: int
+    until: int
+    interval: str
+    interval_ms: int
+    scope: Scope = "market"
+    alerts: int = 50
+
+    def alert_search(self) -> AlertSearch:
+        """The alerts of the view as an alert search (the same filters ``GET /alerts`` uses)."""
+        return AlertSearch(
+            symbol=self.symbol, scope=self.scope, since=self.since, until=self.until, size=self.alerts
+        )
+
+
+def parse_market(params: Mapping[str, str], now: int) -> MarketView:
+    """``symbol`` (required, BASE/QUOTE), ``since``/``until`` (default: the last 24 h; until after
+    since, at most 92 days apart), ``interval`` (default: at most 120 buckets; at most 500),
+    ``scope`` (market, account or all alerts of the symbol; default market), ``alerts`` (0-100)."""
+    _check_known(params, ("symbol", "since", "until", "interval", "scope", "alerts"))
+    raw = _text(params, "symbol")
+    if raw is None:
+        raise ParameterError("symbol", "symbol is required: BASE/QUOTE such as BTC/USDT")
+    symbol = check_symbol(raw)
+    since, until = _default_window(params, now)
+    if since == until:
+        raise ParameterError("until", f"until ({until}) must be after since ({since})")
+    if until - since > MAX_MARKET_SPAN_MS:
+        raise ParameterError(
+            "since",
+            f"the window is {(until - since) // 86_400_000} days; a market view spans at most "
+            f"{MAX_MARKET_SPAN_MS // 86_400_000} days",
+        )
+    interval, interval_ms = _interval(params, since, until, MARKET_BUCKETS)
+    return MarketView(
+        symbol=symbol,
+        since=since,
+        until=until,
+        interval=interval,
+        interval_ms=interval_ms,
+        scope=_scope(params, "market"),
+        alerts=_int(params, "alerts", 50, 0, MAX_MARKET_ALERTS),
     )
 
 
@@ -367,6 +482,13 @@ def alert_search_body(search: AlertSearch) -> dict[str, Any]:
     filters: list[dict[str, Any]] = []
     if search.user is not None:
         filters.append({"term": {"userId": search.user}})
+    if search.symbol is not None:
+        filters.append({"term": {"symbol": search.symbol}})
+    if search.scope == "market":
+        # A market-level alert has userId null, which the index holds as no value at all.
+        filters.append({"bool": {"must_not": [{"exists": {"field": "userId"}}]}})
+    elif search.scope == "account":
+        filters.append({"exists": {"field": "userId"}})
     if search.patterns:
         filters.append({"terms": {"patternType": list(search.patterns)}})
     if search.severities:
@@ -506,6 +628,58 @@ def counts_body(counts: Counts) -> dict[str, Any]:
     }
 
 
+#: Per-bucket and whole-window figures of a market view (prices and sizes of the analyzed trades).
+_MARKET_METRICS: dict[str, Any] = {
+    "volume": {"sum": {"field": "originalTrade.notional"}},
+    "quantity": {"sum": {"field": "originalTrade.quantity"}},
+    "low": {"min": {"field": "originalTrade.price"}},
+    "high": {"max": {"field": "originalTrade.price"}},
+}
+
+
+def market_trades_body(view: MarketView) -> dict[str, Any]:
+    """The symbol's trades per interval (every bucket present) and over the window, and the
+    accounts that traded the most notional in it (no hits)."""
+    return {
+        "query": _bool(
+            [
+                {"term": {"originalTrade.symbol": view.symbol}},
+                *_range("eventTimestamp", view.since, view.until),
+            ]
+        ),
+        "size": 0,
+        "track_total_hits": True,
+        "aggs": {
+            "overTime": {
+                "date_histogram": {
+                    "field": "eventTimestamp",
+                    "fixed_interval": view.interval,
+                    "min_doc_count": 0,
+                    "extended_bounds": {"min": view.since, "max": view.until},
+                },
+                "aggs": _MARKET_METRICS,
+            },
+            **_MARKET_METRICS,
+            "accounts": {
+                "terms": {
+                    "field": "originalTrade.userId",
+                    "size": MARKET_ACCOUNTS,
+                    "shard_size": MARKET_ACCOUNTS * 10,
+                    "order": [{"volume": "desc"}, {"_key": "asc"}],
+                },
+                "aggs": {"volume": _MARKET_METRICS["volume"]},
+            },
+        },
+    }
+
+
+def market_alerts_body(view: MarketView) -> dict[str, Any]:
+    """The symbol's alerts in the window (newest first), counted by pattern."""
+    body = alert_search_body(view.alert_search())
+    body["aggs"] = {"patterns": {"terms": {"field": "patternType", "size": len(PatternType)}}}
+    return body
+
+
 def trades_by_id_body(ids: tuple[str, ...]) -> dict[str, Any]:
     """The analyzed trades with the given trade ids."""
     return {"query": {"terms": {"originalTrade.tradeId": list(ids)}}, "size": len(ids)}
@@ -532,6 +706,11 @@ def _terms(aggregation: Mapping[str, Any] | None) -> dict[str, int]:
 def _metric(aggregations: Mapping[str, Any], name: str) -> float | None:
     value = aggregations.get(name, {}).get("value")
     return None if value is None else float(value)
+
+
+def _zero_buckets(since: int, until: int, interval_ms: int) -> list[int]:
+    """The bucket times Elasticsearch gives an empty window: multiples of the interval since the epoch."""
+    return list(range(since - since % interval_ms, until + 1, interval_ms))
 
 
 def alert_search_result(search: AlertSearch, response: Mapping[str, Any]) -> dict[str, Any]:
@@ -617,10 +796,9 @@ def counts_result(counts: Counts, response: Mapping[str, Any]) -> dict[str, Any]
     if aggregation is None:
         # No index yet (nothing indexed): the same zero buckets Elasticsearch gives an empty index,
         # aligned like its fixed intervals (multiples of the interval since the epoch).
-        start = counts.since - counts.since % counts.interval_ms
         buckets = [
             {"time": key, "total": 0, "counts": {}}
-            for key in range(start, counts.until + 1, counts.interval_ms)
+            for key in _zero_buckets(counts.since, counts.until, counts.interval_ms)
         ]
     else:
         for bucket in aggregation.get("buckets", []):
@@ -637,6 +815,58 @@ def counts_result(counts: Counts, response: Mapping[str, Any]) -> dict[str, Any]
         "series": sorted(names, key=_series_order),
         "buckets": buckets,
         "total": sum(b["total"] for b in buckets),
+    }
+
+
+def _market_figures(aggregations: Mapping[str, Any], trades: int) -> dict[str, Any]:
+    """Trades, notional volume, quantity, low and high price, and the volume-weighted price."""
+    volume = _metric(aggregations, "volume") or 0.0
+    quantity = _metric(aggregations, "quantity") or 0.0
+    return {
+        "trades": trades,
+        "volume": volume,
+        "quantity": quantity,
+        "price": volume / quantity if trades and quantity > 0 else None,
+        "low": _metric(aggregations, "low") if trades else None,
+        "high": _metric(aggregations, "high") if trades else None,
+    }
+
+
+def market_result(
+    view: MarketView, trades: Mapping[str, Any], alerts: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``buckets`` (``time`` and the figures of :func:`_market_figures`, oldest first, empty ones
+    too), the window's ``summary``, the top ``accounts`` by notional, and the symbol's ``alerts``."""
+    aggregations = trades.get("aggregations")
+    if aggregations is None:  # no index yet: the zero buckets of an empty window
+        buckets = [
+            {"time": key, **_market_figures({}, 0)}
+            for key in _zero_buckets(view.since, view.until, view.interval_ms)
+        ]
+        summary, accounts = _market_figures({}, 0), []
+    else:
+        buckets = [
+            {"time": int(b["key"]), **_market_figures(b, int(b["doc_count"]))}
+            for b in aggregations.get("overTime", {}).get("buckets", [])
+        ]
+        summary = _market_figures(aggregations, _total(trades))
+        accounts = [
+            {"userId": b["key"], "trades": int(b["doc_count"]), "volume": _metric(b, "volume") or 0.0}
+            for b in aggregations.get("accounts", {}).get("buckets", [])
+        ]
+    return {
+        "symbol": view.symbol,
+        "since": view.since,
+        "until": view.until,
+        "interval": view.interval,
+        "intervalMs": view.interval_ms,
+        "scope": view.scope,
+        "buckets": buckets,
+        "summary": summary,
+        "accounts": accounts,
+        "alerts": [] if alerts is None else _sources(alerts),
+        "alertsTotal": 0 if alerts is None else _total(alerts),
+        "alertsByPattern": {} if alerts is None else _terms(alerts.get("aggregations", {}).get("patterns")),
     }
 
 
@@ -722,6 +952,14 @@ class Reporting:
         """Analyzed trades by trade id (an alert's evidence)."""
         return trades_result(ids, await self._search(self.indices.trades, trades_by_id_body(ids)))
 
+    async def market(self, view: MarketView) -> dict[str, Any]:
+        """A symbol's price and volume per interval and its alerts."""
+        trades = await self._search(self.indices.trades, market_trades_body(view))
+        alerts = None
+        if view.alerts:
+            alerts = await self._search(self.indices.alerts, market_alerts_body(view))
+        return market_result(view, trades, alerts)
+
 
 # --- HTTP ------------------------------------------------------------------------------------
 
@@ -775,6 +1013,11 @@ async def _trades(request: web.Request) -> web.Response:
     return web.json_response(await reporting.trades(parse_trade_ids(request.query)))
 
 
+async def _market(request: web.Request) -> web.Response:
+    reporting = request.app[REPORTING]
+    return web.json_response(await reporting.market(parse_market(request.query, now_ms())))
+
+
 def create_reporting_app(settings: Settings) -> web.Application:
     """The reporting views as an aiohttp app; its Elasticsearch client lives as long as the app."""
     app = web.Application(middlewares=[_errors])
@@ -791,4 +1034,5 @@ def create_reporting_app(settings: Settings) -> web.Application:
     app.router.add_get("/top-users", _top_users)
     app.router.add_get("/counts", _counts)
     app.router.add_get("/trades", _trades)
+    app.router.add_get("/market", _market)
     return app

@@ -33,11 +33,12 @@ from riskengine.connections import ssl_context
 from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.settings import Settings
 from riskengine.worker.agents.user_agent import UserAgent
+from riskengine.worker.agents.watermarked_agent import market_agent, pair_agent
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.faust_compat import TransportApp
 from riskengine.worker.gc_tuning import tune_garbage_collector
 from riskengine.worker.snapshots import Snapshotter, snapshot_store
-from riskengine.worker.tables.user_state import UserStateTable
+from riskengine.worker.tables.user_state import MARKET_TABLE_NAME, PAIR_TABLE_NAME, StateTable, UserStateTable
 from riskengine.worker.web_views import register_views
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,15 @@ class RiskApp(TransportApp):
         super().__init__(context.settings.worker_app_id, **app_options(context.settings))
         self.context = context
         self.user_state = UserStateTable(self, context.settings)
+        self.market_state = StateTable(
+            self, context.settings, MARKET_TABLE_NAME, "per-symbol market state (riskengine.core.market)"
+        )
+        self.pair_state = StateTable(
+            self,
+            context.settings,
+            PAIR_TABLE_NAME,
+            "per-owner-pair round trips (riskengine.core.account_pairs)",
+        )
 
     async def on_first_start(self) -> None:
         """Create the topics, fill the schema catalog and load the reference data before consuming."""
@@ -119,6 +129,8 @@ def create_app(settings: Settings) -> RiskApp:
     context = WorkerContext.from_settings(settings)
     app = RiskApp(context)
     users = UserAgent(app, context, app.user_state)
+    market_agent(app, context, app.market_state)
+    pair_agent(app, context, app.pair_state)
     snapshots = Snapshotter(app, snapshot_store(settings))
     if settings.worker_snapshot_interval:
         app.timer(settings.worker_snapshot_interval, name="table-snapshots")(snapshots.on_timer)

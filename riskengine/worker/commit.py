@@ -18,6 +18,14 @@ Steps 1-3 are :meth:`CommitProtocol.persist`, steps 4-5 :meth:`CommitProtocol.pu
 pipeline (:mod:`riskengine.worker.pipeline`) persists batches one at a time and publishes them in
 the same order, so one batch's publish overlaps the next one's persist.
 
+Outputs first (``outputs_first=True``: the market and account-pair agents): step 4 comes before
+step 1, so ``persist`` is 4, 1, 2, 3 and ``publish`` is 5. Those agents' outputs are a pure function
+of the stored state and the events (no processing time is stamped), so a batch re-processed after a
+crash from the state before it sends byte-identical outputs again, and a state that reached the
+store is never ahead of its outputs: no pending outputs need to be kept in the state. An event the
+state already holds (at or before its last applied one) is a re-delivery: it sends the state to the
+changelog again and nothing else.
+
 Why this order, and what a crash at each point leaves:
 
 - An envelope carries, next to the state, the offset of its last event and the exact bytes of the
@@ -141,14 +149,21 @@ class CommitProtocol:
         producer: BatchProducer,
         changelog_topic: str,
         progress: DeliveryProgress,
+        *,
+        outputs_first: bool = False,
     ) -> None:
         self.store = store
         self.producer = producer
         self.changelog_topic = changelog_topic
         self.progress = progress
+        self.outputs_first = outputs_first
 
     async def persist(self, batch: Batch) -> None:
-        """Steps 1-3: state written, changelog acknowledged, stored changelog offset advanced."""
+        """Steps 1-3 (outputs first: 4, then 1-3): state written, changelog acknowledged, stored
+        changelog offset advanced."""
+        if self.outputs_first:
+            await self._send(batch.outputs, "step 4, the outputs")
+            self.progress.advance(batch.offsets())
         store = self.store
         held = {partition for partition, _key in batch.changelog if store.holds(partition)}
         # 1. State written (partitions revoked meanwhile are left to their next owner).
@@ -171,13 +186,18 @@ class CommitProtocol:
             raise DeliveryFailed(f"step 3, storing the changelog offset: {exc!r}") from exc
 
     async def publish(self, batch: Batch) -> None:
-        """Steps 4-5: outputs and dead letters acknowledged, then the events acked."""
+        """Steps 4-5 (outputs first: 5): outputs and dead letters acknowledged, then the events acked."""
         # 4. Outputs and dead letters acknowledged.
-        await self._send(batch.outputs, "step 4, the outputs")
-        self.progress.advance(batch.offsets())
+        if not self.outputs_first:
+            await self._send(batch.outputs, "step 4, the outputs")
+            self.progress.advance(batch.offsets())
         # 5. Events acked.
         for event, stream in batch.events:
             await stream.ack(event)
+
+    async def send(self, records: list[Record]) -> None:
+        """Send records outside a batch (idle markers, when no batch is in flight); DeliveryFailed."""
+        await self._send(records, "a send outside the batches")
 
     async def _send(self, records: list[Record], step: str) -> dict[tuple[str, int], int]:
         """Send ``records`` as one record batch per (topic, partition), wait for every acknowledgement.

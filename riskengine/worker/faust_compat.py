@@ -30,11 +30,14 @@ The reaches:
   ``getmany`` silently drops the fetched records of a partition paused before they were handed
   out (aiokafka's position has moved past them), which the per-user agent's first version of
   input pausing ran into (a worker stalled with thousands of order events never delivered).
-- ``faust.transport.consumer.Consumer._unacked_messages`` is a ``WeakSet`` (relied on, not read):
-  before it lets partitions go, Faust waits until every message handed to an agent is acked or no
-  longer referenced. An agent that holds events back lets go of them when a rebalance starts
+- ``faust.transport.consumer.Consumer._unacked_messages`` is a ``WeakSet``: before it lets
+  partitions go, Faust waits until every message handed to an agent is acked or no longer
+  referenced. An agent that holds events back lets go of them when a rebalance starts
   (:attr:`TransportApp.rebalance_started`), so the rebalance does not wait for them; they were
-  never acked, so they come again after it.
+  never acked, so they come again after it. The last event a stream handed out stays referenced
+  by the stream's generator until the next one arrives (none does during a rebalance), so a
+  dropped event is also taken out of the set (:func:`untrack`): Faust then neither waits for it
+  nor commits past it.
 
 - ``faust.transport.consumer.ThreadDelegateConsumer._thread`` and its ``_consumer``: the
   aiokafka consumer behind Faust's, for ``last_poll_timestamp`` (public there): when a fetch
@@ -119,8 +122,8 @@ SURFACE: tuple[Reach, ...] = (
         "faust.transport.consumer.Consumer",
         "_unacked_messages",
         "instance attribute",
-        "a WeakSet (relied on, not read): a rebalance waits only for events still referenced, so "
-        "the events an agent drops as it starts are not waited for",
+        "a WeakSet: a rebalance waits only for events still in it; an agent takes out the events "
+        "it drops as a rebalance starts (untrack)",
     ),
     Reach(
         "faust.transport.consumer.ThreadDelegateConsumer",
@@ -178,6 +181,13 @@ def last_fetch_ms(consumer: Any, tp: Any) -> int | None:
     except (AssertionError, KeyError):  # not assigned (any more)
         return None
     return fetched
+
+
+def untrack(consumer: Any, messages: Iterable[Any]) -> None:
+    """Faust stops waiting for ``messages`` (dropped unacked; they come again after the rebalance)."""
+    unacked = consumer._unacked_messages
+    for message in messages:
+        unacked.discard(message)
 
 
 def stop_fetching(consumer: Any, tps: Iterable[Any]) -> None:

@@ -27,6 +27,11 @@ class Metrics:
         self.redelivered = 0
         self.resent = 0
         self.invalid_profiles = 0
+        #: trades more than market.allowed.lateness behind their partition (kept out of the market)
+        self.late_for_market = 0
+        #: per watermarked agent ("market", "pair"): records released, late, re-delivered, rejected,
+        #: and held at the last batch
+        self.keyed: dict[str, Counter[str]] = {"market": Counter(), "pair": Counter()}
         self.alerts_by_pattern: Counter[str] = Counter()
         self.dead_letters_by_reason: Counter[str] = Counter()
         self.recent_alerts: deque[dict[str, Any]] = deque(maxlen=RECENT_ALERTS)

@@ -77,6 +77,8 @@ class BatchPipeline:
         self._persisted: asyncio.Queue[Batch] = asyncio.Queue(maxsize=IN_FLIGHT)
         self._last_take = 0.0
         self._tasks: list[asyncio.Task[None]] = []
+        #: batches taken and not yet published
+        self._in_flight = 0
 
     def start(self) -> None:
         """Start the take and publish tasks."""
@@ -111,6 +113,10 @@ class BatchPipeline:
         self._work.set()
         self._ready.set()
 
+    def idle(self) -> bool:
+        """True when no event waits in the filling batch and no batch is being made durable."""
+        return not self.filling.events and self._in_flight == 0
+
     def _retry(self) -> None:
         self._retry_handle = None
         self.wake()
@@ -137,12 +143,15 @@ class BatchPipeline:
                 self._ready.clear()
                 batch, self.filling = self.filling, Batch()
                 self._taken.set()
+                self._in_flight += 1
                 held = await self.analyze(batch)
                 if held and self._retry_handle is None:
                     self._retry_handle = loop.call_later(MAX_LINGER_S, self._retry)
-                if batch.events or batch.outputs:
+                if batch.events or batch.outputs or batch.changelog:
                     await self.commit.persist(batch)
                     await self._persisted.put(batch)
+                else:
+                    self._in_flight -= 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Nothing of the batch was acked: stop, leave it to re-delivery.
@@ -153,6 +162,7 @@ class BatchPipeline:
             while True:
                 batch = await self._persisted.get()
                 await self.commit.publish(batch)
+                self._in_flight -= 1
                 self.metrics.count_analyzed(batch.analyzed)
         except asyncio.CancelledError:
             raise

@@ -8,9 +8,11 @@
   order events. Routed the same way.
 - ``GET /alerts?user=&pattern=&severity=&since=&limit=``: recent alerts raised by this worker,
   newest first (``since`` is an event time in epoch ms). 400 with a message for a bad parameter.
-- ``GET /stats``: throughput, consumer lag per partition (trades, and order events), dead letters by
+- ``GET /stats``: throughput, consumer lag per partition (trades, and order events), trades late for
+  the market, the market and pair agents' counters (released, late, re-delivered, held), dead letters by
   reason, alerts by pattern, order events in, inconsistent and late ones, active rules version,
-  rejected rules messages.
+  rejected rules messages, active reference version (with the sizes of its lists), rejected and
+  ignored reference messages.
 - ``GET /health``: 200 once table recovery is complete and no rebalance is in progress, else 503.
 - ``GET /metrics``: the same figures in the Prometheus text format.
 - ``POST /admin/alerts/clear``: empty this worker's recent-alerts buffer. Admin endpoints (those
@@ -151,9 +153,11 @@ def consumer_lag(app: faust.App, positions: dict[tuple[str, int], int], topic: s
 
 
 def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
-    """Throughput, lag, dead letters, alerts and rules of this worker."""
+    """Throughput, lag, dead letters, alerts, rules and reference lists of this worker."""
     metrics = context.metrics
     rules = context.reference.rules
+    lists = context.reference.lists
+    active = lists.current.data
     return {
         "uptimeSeconds": round(time.time() - metrics.started, 1),
         "tradesIn": metrics.trades_in,
@@ -165,6 +169,9 @@ def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
         "orderIssues": dict(metrics.order_issues),
         "lateOrderEvents": metrics.late_order_events,
         "heldEvents": metrics.held_events,
+        "lateForMarket": metrics.late_for_market,
+        "marketAgent": dict(metrics.keyed["market"]),
+        "pairAgent": dict(metrics.keyed["pair"]),
         "deadLetters": dict(metrics.dead_letters_by_reason),
         "deadLettersTotal": sum(metrics.dead_letters_by_reason.values()),
         "alertsByPattern": dict(metrics.alerts_by_pattern),
@@ -174,6 +181,16 @@ def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
         "rulesVersion": rules.current.version,
         "rulesRejected": rules.rejected,
         "rulesIgnoredStale": rules.stale,
+        "referenceVersion": lists.current.version,
+        "referenceRejected": lists.rejected,
+        "referenceIgnoredStale": lists.stale,
+        "referenceLastError": lists.last_error,
+        "referenceLists": {
+            "sanctionedUsers": len(active.sanctioned_users),
+            "sanctionedCountries": len(active.sanctioned_countries),
+            "restrictedCountries": len(active.restricted_countries),
+            "markets": len(active.markets),
+        },
     }
 
 
@@ -196,12 +213,29 @@ def prometheus_text(stats: dict[str, Any]) -> str:
         f"riskengine_rules_version {stats['rulesVersion']}",
         "# TYPE riskengine_rules_rejected_total counter",
         f"riskengine_rules_rejected_total {stats['rulesRejected']}",
+        "# TYPE riskengine_reference_version gauge",
+        f"riskengine_reference_version {stats['referenceVersion']}",
+        "# TYPE riskengine_reference_rejected_total counter",
+        f"riskengine_reference_rejected_total {stats['referenceRejected']}",
+        "# TYPE riskengine_reference_ignored_stale_total counter",
+        f"riskengine_reference_ignored_stale_total {stats['referenceIgnoredStale']}",
         "# TYPE riskengine_redelivered_total counter",
         f"riskengine_redelivered_total {stats['redelivered']}",
         "# TYPE riskengine_order_events_in_total counter",
         f"riskengine_order_events_in_total {stats['orderEventsIn']}",
         "# TYPE riskengine_order_issues_total counter",
         *(f'riskengine_order_issues_total{{kind="{k}"}} {v}' for k, v in stats["orderIssues"].items()),
+        "# TYPE riskengine_late_for_market_total counter",
+        f"riskengine_late_for_market_total {stats['lateForMarket']}",
+        *(
+            line
+            for agent in ("market", "pair")
+            for kind, value in sorted(stats[f"{agent}Agent"].items())
+            for line in (
+                f"# TYPE riskengine_{agent}_agent_{kind} {'gauge' if kind == 'held' else 'counter'}",
+                f"riskengine_{agent}_agent_{kind}{'' if kind == 'held' else '_total'} {value}",
+            )
+        ),
         "# TYPE riskengine_order_events_lag gauge",
         *(f'riskengine_order_events_lag{{partition="{p}"}} {v}' for p, v in stats["orderEventsLag"].items()),
     ]
@@ -283,7 +317,13 @@ def register_views(app: faust.App, context: WorkerContext, users: UserAgent, sna
     async def health(web: Any, request: Any) -> Any:
         if recovering(app):
             return web.json({"status": "recovering"}, status=503)
-        return web.json({"status": "ready", "rulesVersion": context.reference.rules.current.version})
+        return web.json(
+            {
+                "status": "ready",
+                "rulesVersion": context.reference.rules.current.version,
+                "referenceVersion": context.reference.lists.current.version,
+            }
+        )
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -8,6 +8,12 @@ live list. Drill-down: a user's window comes from the worker; an alert's evidenc
 Elasticsearch, where the test indexes the analyzed trades and alerts it reads from the worker's
 output topics, as the Kafka Connect sink will.
 
+Market view: trades of one symbol (a pump, then a dump) go through the worker, and two market
+alerts (userId null, keyed by symbol; the core's market patterns are not needed for the page) are
+produced on the alerts topic; both are indexed. From the alert's row the page must open the
+symbol's market: the price series, the volume bars and a marker per market alert, saved as
+``/tmp/market_view.png``.
+
 The page load time and the time from producing an alert-raising trade to its row in the browser
 are printed (``pytest -rP`` shows them).
 """
@@ -17,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -35,6 +43,8 @@ from .worker_harness import WorkerProcess, free_port, isolated, prepare, running
 
 #: Seconds a browser-side wait may take before the test fails.
 WAIT_MS = 30_000
+#: Where the market view's screenshot goes (kept after the run, unlike pytest's tmp_path).
+MARKET_SCREENSHOT = Path(tempfile.gettempdir()) / "market_view.png"
 
 
 def chromium_path() -> str:
@@ -133,6 +143,55 @@ def spoofing_flow(base: dict[str, Any], user: str) -> tuple[list[dict[str, Any]]
     order(now + 7_000, "CANCELLED", f"{user}-bait", "SELL", 0.2, 50_100.0)
     orders.sort(key=lambda o: o["timestamp"])
     return orders, trades
+
+
+#: A pump then a dump of SOL/USDT, one trade every 2 minutes by a ring of three accounts.
+PUMP_PRICES = (150.0, 156.0, 163.0, 170.0, 178.0, 186.0, 190.0, 172.0, 158.0, 149.0, 141.0, 140.0)
+
+
+def pump_and_dump_flow(
+    base: dict[str, Any], unique: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(trades, market alerts) of a pump and dump of SOL/USDT in the last 25 minutes.
+
+    The alerts are what the market patterns raise: no userId, the symbol, the trades as evidence,
+    numbers as features: a PUMP_AND_DUMP at the last trade and a PRICE_CRASH during the dump.
+    """
+    symbol = "SOL/USDT"
+    start = int(time.time() * 1000) - 24 * 60_000
+    ring = [f"ring{n}-{unique}" for n in range(3)]
+    trades = []
+    for i, price in enumerate(PUMP_PRICES):
+        notional = 2_000.0 + 500.0 * i
+        record = trade(base, f"sol-{unique}-{i}", ring[i % 3], symbol, notional)
+        trades.append(dict(record, price=price, quantity=notional / price, timestamp=start + i * 120_000))
+
+    def market_alert(pattern: str, severity: str, last: int, description: str, rise: float) -> dict[str, Any]:
+        return {
+            "alertId": f"{pattern.lower()}-{unique}",
+            "patternType": pattern,
+            "userId": None,
+            "symbol": symbol,
+            "severity": severity,
+            "description": description,
+            "recommendedAction": "Review the ring's accounts and the symbol's order flow.",
+            "timestamp": trades[last]["timestamp"],
+            "evidence": [t["tradeId"] for t in trades[: last + 1]],
+            "features": [
+                {"name": "priceRise", "value": rise, "threshold": 0.2, "comparison": ">="},
+                {"name": "referencePrice", "value": PUMP_PRICES[0], "threshold": None, "comparison": None},
+            ],
+            "ruleVersion": 1,
+            "orderActivity": [],
+        }
+
+    alerts = [
+        market_alert("PRICE_CRASH", "MEDIUM", 9, f"{symbol} fell 21.6% in 6 minutes", -0.216),
+        market_alert(
+            "PUMP_AND_DUMP", "HIGH", 11, f"{symbol} pumped 26.7% by a ring of 3 accounts, then dumped", 0.267
+        ),
+    ]
+    return trades, alerts
 
 
 async def open_page(browser: Browser, url: str) -> tuple[Page, float, float]:
@@ -313,3 +372,103 @@ async def test_dashboard_api_passes_worker_answers_through(stack):
         async with http.get(f"{url}/api/reporting/alerts?severity=NONE") as response:
             assert response.status == 400
             assert (await response.json())["parameter"] == "severity"
+
+
+async def test_market_view_of_a_market_alert_in_a_browser(browser, stack, unique):
+    settings, catalog, _worker, es, _app, url = stack
+    suffix = settings.worker_topic_suffix
+    page, _load, _ready = await open_page(browser, url)
+    trades, market_alerts = pump_and_dump_flow(sample_trades()[0].to_record(), unique)
+    crash, pump = market_alerts
+    await send(
+        settings,
+        f"crypto-trades{suffix}",
+        [(t["userId"].encode(), catalog.encode("CryptoTrade", t)) for t in trades],
+    )
+    analyzed = decoded(
+        catalog,
+        await collect(settings, f"risk-analyzed-trades{suffix}", lambda rs: len(rs) >= len(trades)),
+        "RiskAnalyzedTrade",
+    )
+    assert {a["originalTrade"]["tradeId"] for a in analyzed} == {t["tradeId"] for t in trades}
+    # Keyed by symbol, like the market patterns' alerts; the dashboard's feed shows them live.
+    await send(
+        settings,
+        f"risk-alerts{suffix}",
+        [(a["symbol"].encode(), catalog.encode("RiskAlert", a)) for a in market_alerts],
+    )
+    await index_documents(es, Indices.from_settings(settings), analyzed, market_alerts)
+
+    # The reporting endpoint: every trade in its minute, the two market alerts, hostile input refused.
+    window = f"since={trades[0]['timestamp'] - 60_000}&until={trades[-1]['timestamp'] + 60_000}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/api/reporting/market?symbol=SOL%2FUSDT&{window}") as response:
+            assert response.status == 200
+            answer = await response.json()
+        for query in (
+            "symbol=SOL%2FUSDT&since=" + "9" * 5000,
+            "symbol=SOL%2FUSDT&since=2&until=1",
+            "symbol=x",
+        ):
+            async with http.get(f"{url}/api/reporting/market?{query}") as response:
+                assert response.status == 400, await response.text()
+                assert (await response.json())["error"]
+    assert answer["interval"] == "30s"
+    assert [b["price"] for b in answer["buckets"] if b["trades"]] == pytest.approx(PUMP_PRICES)
+    assert answer["summary"]["trades"] == len(trades)
+    assert (answer["summary"]["low"], answer["summary"]["high"]) == (min(PUMP_PRICES), max(PUMP_PRICES))
+    assert [a["alertId"] for a in answer["alerts"]] == [pump["alertId"], crash["alertId"]], "newest first"
+    assert {a["userId"] for a in answer["accounts"]} == {t["userId"] for t in trades}
+
+    # From the market alert in the live list to its market, around its time.
+    row = page.locator(f'[data-testid="alert-row"][data-alert-id="{pump["alertId"]}"]')
+    await expect(row).to_have_attribute("data-market", "true", timeout=WAIT_MS)
+    await row.locator("td").last.click()
+    market = page.get_by_test_id("market-detail")
+    await expect(market).to_be_visible()
+    await expect(page.get_by_test_id("alert-detail-pattern")).to_have_text("PUMP_AND_DUMP")
+    await expect(page.get_by_test_id("market-symbol")).to_have_text("SOL/USDT")
+    chart = page.get_by_test_id("market-svg")
+    await expect(chart).to_have_attribute("data-traded-buckets", str(len(trades)), timeout=WAIT_MS)
+    points = page.get_by_test_id("market-price-point")
+    await expect(points).to_have_count(len(trades))
+    prices = [float(await p.get_attribute("data-price") or "nan") for p in await points.all()]
+    assert prices == pytest.approx(PUMP_PRICES), "the price series, oldest first"
+    await expect(page.get_by_test_id("market-price-line")).to_have_attribute("data-points", str(len(trades)))
+    await expect(page.get_by_test_id("market-volume-bar")).to_have_count(len(trades))
+    await expect(page.get_by_test_id("market-band")).to_have_count(1)
+    await expect(page.get_by_test_id("market-trades")).to_have_text(str(len(trades)))
+    markers = page.get_by_test_id("market-alert")
+    await expect(markers).to_have_count(2)
+    pump_marker = markers.and_(page.locator(f'[data-alert-id="{pump["alertId"]}"]'))
+    await expect(pump_marker).to_have_attribute("data-pattern", "PUMP_AND_DUMP")
+    await expect(pump_marker).to_have_attribute("data-market", "true")
+    await expect(pump_marker).to_have_class("market-alert selected")
+    await expect(pump_marker.locator("title")).to_contain_text(pump["description"])
+    await expect(page.get_by_test_id("market-anchor")).to_have_count(1)
+    await expect(page.get_by_test_id("market-alert-row")).to_have_count(2)
+    await expect(page.get_by_test_id("market-account-row")).to_have_count(3)
+    # The accounts behind the market alert are its evidence trades' users.
+    await expect(page.get_by_test_id("evidence-row")).to_have_count(len(pump["evidence"]), timeout=WAIT_MS)
+    await expect(page.get_by_test_id("evidence-user")).to_have_count(len(pump["evidence"]))
+    await expect(page.get_by_test_id("alert-features")).to_contain_text("priceRise")
+    await market.screenshot(path=MARKET_SCREENSHOT)
+
+    # A marker opens its alert; the market stays.
+    await markers.and_(page.locator(f'[data-alert-id="{crash["alertId"]}"]')).click()
+    await expect(page.get_by_test_id("alert-detail-pattern")).to_have_text("PRICE_CRASH")
+    await expect(market).to_be_visible()
+
+    # The symbol of an alert opens the market alone; market alerts are searchable by symbol.
+    await page.locator(
+        f'[data-testid="alert-row"][data-alert-id="{crash["alertId"]}"] [data-testid="alert-symbol"]'
+    ).click()
+    await expect(page.get_by_test_id("alert-detail")).to_be_hidden()
+    await expect(market).to_be_visible()
+    await expect(page.get_by_test_id("market-price-point")).to_have_count(len(trades), timeout=WAIT_MS)
+    await page.get_by_test_id("search-symbol").fill("SOL/USDT")
+    await page.get_by_test_id("search-scope").select_option("market")
+    await page.get_by_test_id("search-submit").click()
+    await expect(page.get_by_test_id("search-row")).to_have_count(2, timeout=WAIT_MS)
+    await expect(page.locator('[data-testid="search-row"][data-market="true"]')).to_have_count(2)
+    print(f"market view screenshot {MARKET_SCREENSHOT}")

@@ -26,7 +26,12 @@ TRADE = {"userId": "U000001", "symbol": "ETH/USDT", "side": "SELL", "quantity": 
 
 
 def _topics(unique: str) -> Topics:
-    return Topics(trades=f"trades-{unique}", orders=f"orders-{unique}", user_profiles=f"profiles-{unique}")
+    return Topics(
+        trades=f"trades-{unique}",
+        orders=f"orders-{unique}",
+        user_profiles=f"profiles-{unique}",
+        risk_reference=f"reference-{unique}",
+    )
 
 
 @pytest.fixture
@@ -44,7 +49,7 @@ async def service(settings, unique, tmp_path):
 
 async def _reader(settings) -> SchemaCatalog:
     catalog = SchemaCatalog(registry_client(settings))
-    await catalog.register(["CryptoTrade", "OrderEvent", "UserProfile"])
+    await catalog.register(["CryptoTrade", "OrderEvent", "UserProfile", "RiskReference"])
     return catalog
 
 
@@ -104,6 +109,7 @@ async def test_the_audit_trail_and_the_labels_agree_with_what_the_broker_receive
         (config.topics.trades, "CryptoTrade", lambda v: v["tradeId"]),
         (config.topics.orders, "OrderEvent", lambda v: v["eventId"]),
         (config.topics.user_profiles, "UserProfile", lambda v: f"{v['userId']}@{v['updatedAt']}"),
+        (config.topics.risk_reference, "RiskReference", lambda v: f"reference@{v['version']}"),
     ):
         records = await consume(settings, topic, per_topic[topic] + 1, wait_s=10.0)
         assert len(records) == per_topic[topic], topic
@@ -116,6 +122,7 @@ async def test_the_audit_trail_and_the_labels_agree_with_what_the_broker_receive
             )
     assert received == expected
     assert per_topic[config.topics.user_profiles] == 200
+    assert per_topic[config.topics.risk_reference] == 1, "the reference lists, once per start"
 
     labelled = Counter(scenario for _, scenario in received.values() if scenario)
     assert set(labelled) == {"large_order", "kyc_limit_breach", "sanctioned_user", "self_trade"}

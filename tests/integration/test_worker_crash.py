@@ -1,12 +1,15 @@
 """(b) Two workers share the partitions; one dies by SIGKILL mid-stream; nothing is lost or changed.
 
 The input is trades and order events (each trade's order placed and filled, resting orders that are
-cancelled, and spoofing episodes), produced in event time as a venue publishes them. Afterwards
-every input trade has an analyzed output, every duplicate output is byte-identical to the first
-copy (the re-sent pending bytes), alerts likewise, and every user's state (the last changelog
-value per user, order book included) equals the detection core run over the same input in one
-process: no order event without its effect. The second test has the dying worker frozen before
-any event arrives, so the partitions it leaves behind have no committed offset (see
+cancelled, spoofing episodes, executions between two accounts, now and then a price far off the
+market), produced in event time as a venue publishes them. Afterwards every input trade has an
+analyzed output, every duplicate output is byte-identical to the first copy (the re-sent pending
+bytes), alerts likewise, every user's state (the last changelog value per user, order book
+included) equals the detection core run over the same input in one process, and so does every
+symbol's market state and every owner pair's state (the last values of their changelogs): no order
+event without its effect on its account, no trade without its effect on the market. The second test
+has the dying worker frozen before any event arrives, so the partitions it leaves behind have no
+committed offset (see
 :mod:`riskengine.worker.faust_compat`).
 """
 
@@ -36,9 +39,23 @@ from riskengine.core import (
     evaluate_order,
     evaluate_trade,
 )
+from riskengine.core.account_pairs import encode_pair_state
 from riskengine.core.event_order import merge_in_event_time
+from riskengine.core.market import encode_market_state
+from riskengine.core.market_feed import (
+    CrossAccountRun,
+    PartitionClocks,
+    evaluate_cross_account,
+    kafka_partition,
+)
 from riskengine.settings import Settings
-from riskengine.worker.tables.user_state import TABLE_NAME, decode_envelope
+from riskengine.worker.repartition import CLOCK_KEY
+from riskengine.worker.tables.user_state import (
+    MARKET_TABLE_NAME,
+    PAIR_TABLE_NAME,
+    TABLE_NAME,
+    decode_envelope,
+)
 
 from .test_worker import collect
 from .test_worker_web import owned_partitions
@@ -87,7 +104,10 @@ def generated_flow(trade_count: int = TRADES) -> tuple[list[Trade], list[OrderEv
                 cancel_at, OrderEventType.CANCELLED, order_id, user, symbol, side, quantity, quantity, price
             )
         user = f"crash-u{rng.randrange(USERS)}"
-        price = 100.0 * (1 + rng.random())
+        price = 100.0 * (1 + 0.02 * rng.random()) * (0.6 if rng.random() < 0.003 else 1.0)
+        counterparty = f"crash-u{rng.randrange(USERS)}" if rng.random() < 0.4 else None
+        if counterparty == user:
+            counterparty = None
         quantity = rng.choice((1.0, 2.0, 5.0, 50.0, 500.0))
         symbol = rng.choice(("BTC/USDT", "ETH/USDT", "SOL/USDT"))
         side = rng.choice((Side.BUY, Side.SELL))
@@ -116,6 +136,7 @@ def generated_flow(trade_count: int = TRADES) -> tuple[list[Trade], list[OrderEv
                 exchange="TEST",
                 order_type="LIMIT",
                 order_id=f"crash-o{n}",
+                counterparty_user_id=counterparty,
             )
         )
         baits.sort()
@@ -126,18 +147,25 @@ def generated_flow(trade_count: int = TRADES) -> tuple[list[Trade], list[OrderEv
 
 
 def one_process(
-    trades: list[Trade], orders: list[OrderEvent]
-) -> tuple[dict[str, UserState], list[RiskAlert]]:
-    """The core over the input in one process, the two inputs interleaved as replay does."""
+    trades: list[Trade], orders: list[OrderEvent], partitions: int
+) -> tuple[dict[str, UserState], list[RiskAlert], CrossAccountRun]:
+    """The core over the input in one process, the two inputs interleaved as replay does, then the
+    market and pair cores over the trades admitted to the market (as replay does)."""
     states: dict[str, UserState] = {}
     alerts: list[RiskAlert] = []
+    clocks = PartitionClocks()
+    admitted: list[Trade] = []
+    lateness = DEFAULT_RULES.market_lateness_ms
     for item in merge_in_event_time(trades, orders, lambda t: t.timestamp, lambda o: o.timestamp):
         state = states.setdefault(item.user_id, UserState())
         if isinstance(item, Trade):
             alerts.extend(evaluate_trade(state, item, EMPTY_REFERENCE, DEFAULT_RULES).alerts)
+            if clocks.admit(kafka_partition(item.user_id.encode(), partitions), item.timestamp, lateness):
+                admitted.append(item)
         else:
             alerts.extend(evaluate_order(state, item, EMPTY_REFERENCE, DEFAULT_RULES).alerts)
-    return states, alerts
+    cross = evaluate_cross_account(admitted, EMPTY_REFERENCE, DEFAULT_RULES)
+    return states, alerts + cross.alerts, cross
 
 
 async def send_in_event_time(
@@ -222,10 +250,16 @@ async def assert_same_as_one_process(
     copies = await analyzed_copies(settings, catalog, trades, workers)
     assert all(len(values) == 1 for values in copies.values()), "duplicates must be byte-identical"
 
-    states, expected = one_process(trades, orders)
-    assert {a.pattern.value for a in expected} >= {"SPOOFING"}
+    states, expected, cross = one_process(trades, orders, settings.topic_partitions)
+    assert {a.pattern.value for a in expected} >= {"SPOOFING", "PRICE_CRASH"}
+    assert cross.pairs, "executions between owners reach the pair agent"
+    expected_ids = {a.alert_id for a in expected}
+    # The market agent releases the last executions once the trades partitions are idle (2 s).
     alerts = await collect(
-        settings, f"risk-alerts{settings.worker_topic_suffix}", lambda rs: False, wait_s=3.0
+        settings,
+        f"risk-alerts{settings.worker_topic_suffix}",
+        lambda rs: {catalog.decode(r.value, "RiskAlert")["alertId"] for r in rs} >= expected_ids,
+        wait_s=30.0,
     )
     alert_copies: dict[str, set[bytes]] = defaultdict(set)
     for record in alerts:
@@ -238,10 +272,21 @@ async def assert_same_as_one_process(
     )
     last: dict[str, bytes] = {}
     for record in sorted(changelog, key=lambda r: (r.partition, r.offset)):
-        last[record.key.decode()] = record.value
+        if record.key != CLOCK_KEY:
+            last[record.key.decode()] = record.value
     assert set(last) == set(states)
     for user, state in states.items():
         assert decode_state(decode_envelope(last[user]).state) == state, user
+
+    for table, expected_states in (
+        (MARKET_TABLE_NAME, {k: encode_market_state(v) for k, v in cross.markets.items()}),
+        (PAIR_TABLE_NAME, {k: encode_pair_state(v) for k, v in cross.pairs.items()}),
+    ):
+        records = await collect(
+            settings, f"{settings.worker_app_id}-{table}-changelog", lambda rs: False, wait_s=3.0
+        )
+        latest = {r.key.decode(): r.value for r in sorted(records, key=lambda r: (r.partition, r.offset))}
+        assert latest == expected_states, table
 
 
 @pytest.fixture

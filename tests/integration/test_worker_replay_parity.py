@@ -3,7 +3,8 @@
 A generated run (the simulator with every scenario, order events at its usual ratio, 50,000+
 events) goes to the worker's topics (profiles, then trades and order events, before the worker
 starts, so it consumes a backlog of both inputs), and to ``riskengine replay`` as files, with the
-same reference data: the profiles (what the worker reads from user-profiles). The alert sets must
+same reference data: the run's reference file (profiles on user-profiles, the sanctions and country
+lists on risk-reference). The alert sets must
 be identical record for record, and so must every analyzed trade but its ``processedAt``.
 """
 
@@ -12,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, replay
-from riskengine.core import DEFAULT_RULES, ReferenceData, parse_profile
+from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, load_reference, replay
+from riskengine.contracts.reference_record import REFERENCE_KEY, reference_record
+from riskengine.core import DEFAULT_RULES
 from riskengine.producer.files import write_run
 from riskengine.producer.simulator import SimulationConfig
 
@@ -33,15 +36,28 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 async def test_worker_and_replay_agree_on_trades_and_order_events(settings, unique, tmp_path):
-    run = write_run(SimulationConfig(seed=23, users=400, scenario_every=80), TRADES, tmp_path / "run.jsonl")
+    # A trade every 0.8 s of simulated time: 14,000 trades span three hours, long enough for a
+    # pump-and-dump (after the simulator's first hour) besides every other scenario.
+    run = write_run(
+        SimulationConfig(seed=23, users=400, scenario_every=80, rate_ms=800), TRADES, tmp_path / "run.jsonl"
+    )
     trades = json_lines(run.files.trades)
     orders = json_lines(run.files.orders)
     profiles = json_lines(run.files.profiles)
     assert len(trades) + len(orders) >= 50_000
 
-    reference = ReferenceData(profiles={p["userId"]: parse_profile(p) for p in profiles})
+    # The run's whole reference file: profiles, sanctioned users and countries, restricted countries.
+    reference = load_reference(run.files.reference)
+    assert reference.sanctioned_countries and len(reference.profiles) == len(profiles)
     with run.files.trades.open("rb") as trade_lines, run.files.orders.open("rb") as order_lines:
-        summary = replay(trade_lines, tmp_path / "replay", DEFAULT_RULES, reference, orders=order_lines)
+        summary = replay(
+            trade_lines,
+            tmp_path / "replay",
+            DEFAULT_RULES,
+            reference,
+            orders=order_lines,
+            partitions=settings.topic_partitions,
+        )
     assert summary.trades == len(trades) and summary.order_events == len(orders) and summary.malformed == 0
     expected_alerts = {a["alertId"]: a for a in json_lines(tmp_path / "replay" / ALERTS_FILE)}
     expected_analyzed = {
@@ -54,6 +70,8 @@ async def test_worker_and_replay_agree_on_trades_and_order_events(settings, uniq
         "MOMENTUM_IGNITION",
     }
     assert order_patterns == {"SPOOFING", "LAYERING", "QUOTE_STUFFING", "MOMENTUM_IGNITION"}
+    patterns = Counter(a["patternType"] for a in expected_alerts.values())
+    assert {"PUMP_AND_DUMP", "PRICE_CRASH", "ROUND_TRIP_WASH"} <= set(patterns), patterns
 
     own = isolated(settings, unique)
     catalog = await prepare(own)
@@ -62,6 +80,11 @@ async def test_worker_and_replay_agree_on_trades_and_order_events(settings, uniq
         own,
         f"user-profiles{suffix}",
         [(p["userId"].encode(), catalog.encode("UserProfile", p)) for p in profiles],
+    )
+    await send(
+        own,
+        f"risk-reference{suffix}",
+        [(REFERENCE_KEY, catalog.encode("RiskReference", reference_record(reference, version=1)))],
     )
     await send(
         own,
@@ -91,13 +114,20 @@ async def test_worker_and_replay_agree_on_trades_and_order_events(settings, uniq
                     break
                 await asyncio.sleep(0.5)
         elapsed = time.perf_counter() - ready
+        # The market and pair agents release the last executions once every trades partition is
+        # idle (two seconds after its last trade).
         alert_records = await collect(
-            own, f"risk-alerts{suffix}", lambda rs: len(rs) >= len(expected_alerts), 30.0
+            own, f"risk-alerts{suffix}", lambda rs: len(rs) >= len(expected_alerts), 60.0
         )
     assert stats["orderEventsIn"] == len(orders) and stats["deadLettersTotal"] == 0, stats
     assert stats["lateOrderEvents"] == summary.late_order_events
 
     got_alerts = {a["alertId"]: a for a in (catalog.decode(r.value, "RiskAlert") for r in alert_records)}
+    got_patterns = Counter(a["patternType"] for a in got_alerts.values())
+    print(
+        "alerts per pattern, worker vs replay:",
+        {p: (got_patterns[p], n) for p, n in sorted(patterns.items())},
+    )
     assert set(got_alerts) == set(expected_alerts)
     assert got_alerts == expected_alerts
     got_analyzed = {}

@@ -1,8 +1,9 @@
 // The riskengine dashboard: plain browser JavaScript, no build step, no outside resources.
 // Live alerts come from /api/alerts/stream (Server-Sent Events); the worker figures from /api/stats;
 // the chart, top users, search and evidence from the reporting views (/api/reporting/...); a user's
-// detection window from /api/users/{id}. Every value from the server goes into the page through
-// textContent, never as HTML.
+// detection window from /api/users/{id}; a symbol's market (price, volume, its alerts) from
+// /api/reporting/market. Every value from the server goes into the page through textContent, never
+// as HTML.
 "use strict";
 
 (function () {
@@ -41,6 +42,44 @@
   function svg(tag, attrs) {
     const node = document.createElementNS(SVG_NS, tag);
     for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    return node;
+  }
+
+  // --- drawing helpers shared by the charts ------------------------------------------------------
+
+  // The linear map of [d0, d1] onto [r0, r1]; an empty domain maps everything to r0.
+  function scale(d0, d1, r0, r1) {
+    const span = d1 - d0;
+    return (value) => (span ? r0 + ((value - d0) / span) * (r1 - r0) : r0);
+  }
+
+  // [low, high] of the values with a margin, so the extreme points do not sit on the frame.
+  function paddedRange(values) {
+    const low = Math.min(...values);
+    const high = Math.max(...values);
+    const pad = (high - low) * 0.15 || Math.abs(high) * 0.001 || 1;
+    return [low - pad, high + pad];
+  }
+
+  // The two axes of a plot area: the value axis at `left`, the time axis at `bottom`.
+  function axes(plot, left, top, right, bottom) {
+    plot.append(svg("line", { class: "axis", x1: left, y1: bottom, x2: right, y2: bottom }));
+    plot.append(svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: bottom }));
+  }
+
+  function label(plot, x, y, text, anchor, attrs) {
+    const node = svg("text", { x, y, "text-anchor": anchor || "start", ...attrs });
+    node.textContent = text;
+    plot.append(node);
+    return node;
+  }
+
+  // `node` with a tooltip: an SVG <title>, which the browser shows on hover (first child, where
+  // SVG looks for it).
+  function titled(node, text) {
+    const title = svg("title");
+    title.textContent = text;
+    node.prepend(title);
     return node;
   }
 
@@ -105,34 +144,59 @@
     return button;
   }
 
-  function alertRow(alert, testid, withSymbol) {
-    const cells = [
-      el("td", { text: formatTime(alert.timestamp) }),
-      el("td", {}, badge(alert.severity)),
-      el("td", { text: alert.patternType }),
-      el("td", {}, userButton(alert.userId, testid === "alert-row" ? "alert-user" : "search-user-link")),
-    ];
-    if (withSymbol) cells.push(el("td", { text: alert.symbol || "–" }));
-    cells.push(el("td", { text: alert.description }));
+  // A market-level alert (PUMP_AND_DUMP, PRICE_CRASH, ...) names a symbol and no account.
+  const isMarketAlert = (alert) => !alert.userId && Boolean(alert.symbol);
+
+  // The market view of the alert's symbol around the alert's time.
+  function symbolButton(alert, testid) {
+    if (!alert.symbol) return "–";
+    const button = el("button", { className: "link", type: "button", "data-testid": testid, text: alert.symbol });
+    button.addEventListener("click", (event) => {
+      event.stopPropagation();
+      showMarket(alert.symbol, alert.timestamp, alert.alertId);
+    });
+    return button;
+  }
+
+  // Test ids of the user and symbol links in each table of alerts.
+  const ROW_LINKS = {
+    "alert-row": ["alert-user", "alert-symbol"],
+    "search-row": ["search-user-link", "search-symbol-link"],
+    "user-alert-row": ["search-user-link", "user-alert-symbol"],
+    "market-alert-row": ["market-alert-user", "market-alert-symbol"],
+  };
+
+  function alertRow(alert, testid) {
+    const [userLink, symbolLink] = ROW_LINKS[testid];
+    const user = isMarketAlert(alert)
+      ? el("span", { className: "market-tag", text: "market" })
+      : userButton(alert.userId, userLink);
     const row = el(
       "tr",
       {
         "data-testid": testid,
         "data-alert-id": alert.alertId,
         "data-user-id": alert.userId || "",
+        "data-symbol": alert.symbol || "",
+        "data-market": isMarketAlert(alert),
         "data-severity": alert.severity,
         "data-pattern": alert.patternType,
       },
-      ...cells,
+      el("td", { text: formatTime(alert.timestamp) }),
+      el("td", {}, badge(alert.severity)),
+      el("td", { text: alert.patternType }),
+      el("td", {}, user),
+      el("td", {}, symbolButton(alert, symbolLink)),
+      el("td", { text: alert.description }),
     );
-    row.addEventListener("click", () => showAlert(alert, row));
+    row.addEventListener("click", () => showAlert(alert, row, testid === "market-alert-row"));
     return row;
   }
 
   // Live alerts go on top; alerts loaded from the index (newest first) go below what is there. An
   // alert that is merged again (same alertId, more evidence) replaces its row.
   function addAlert(alert, live) {
-    const row = alertRow(alert, "alert-row", true);
+    const row = alertRow(alert, "alert-row");
     row.dataset.source = live ? "live" : "indexed";
     const known = alerts.get(alert.alertId);
     if (known) {
@@ -294,16 +358,10 @@
     });
     const maxTotal = Math.max(1, ...chart.buckets.map((b) => b.total));
     const slot = (width - left - 4) / Math.max(1, chart.buckets.length);
-    const scale = (height - top - bottom) / maxTotal;
-    plot.append(svg("line", { class: "axis", x1: left, y1: height - bottom, x2: width, y2: height - bottom }));
-    plot.append(svg("line", { class: "axis", x1: left, y1: top, x2: left, y2: height - bottom }));
-    const label = (x, y, text, anchor) => {
-      const node = svg("text", { x, y, "text-anchor": anchor || "start" });
-      node.textContent = text;
-      plot.append(node);
-    };
-    label(left - 4, top + 8, String(maxTotal), "end");
-    label(left - 4, height - bottom, "0", "end");
+    const pixelsPerAlert = (height - top - bottom) / maxTotal;
+    axes(plot, left, top, width, height - bottom);
+    label(plot, left - 4, top + 8, String(maxTotal), "end");
+    label(plot, left - 4, height - bottom, "0", "end");
     chart.buckets.forEach((bucket, index) => {
       let y = height - bottom;
       const x = left + index * slot + 1;
@@ -311,7 +369,7 @@
       chart.series.forEach((name, seriesIndex) => {
         const count = bucket.counts[name] || 0;
         if (!count) return;
-        const h = count * scale;
+        const h = count * pixelsPerAlert;
         y -= h;
         const bar = svg("rect", {
           x,
@@ -326,18 +384,14 @@
         parts.push(`${name} ${count}`);
         plot.append(bar);
       });
-      if (parts.length) {
-        const title = svg("title");
-        title.textContent = `${formatTime(bucket.time)}: ${parts.join(", ")}`;
-        plot.lastChild.append(title);
-      }
+      if (parts.length) titled(plot.lastChild, `${formatTime(bucket.time)}: ${parts.join(", ")}`);
     });
     const ticks = [0, Math.floor(chart.buckets.length / 2), chart.buckets.length - 1];
     for (const index of new Set(ticks)) {
       const bucket = chart.buckets[index];
       if (!bucket) continue;
       const anchor = index === 0 ? "start" : index === chart.buckets.length - 1 ? "end" : "middle";
-      label(left + index * slot + slot / 2, height - 5, formatTime(bucket.time).slice(11, 16), anchor);
+      label(plot, left + index * slot + slot / 2, height - 5, formatTime(bucket.time).slice(11, 16), anchor);
     }
     box.append(plot);
     chart.series.forEach((name, index) => {
@@ -383,10 +437,10 @@
 
   let shown = 0; // a later click wins over a slower earlier answer
 
-  function showPanel(which) {
+  // Shows the named parts of the detail panel ("user", "market", "alert") and hides the others.
+  function showPanel(...which) {
     $("detail-empty").hidden = true;
-    $("user-detail").hidden = which !== "user";
-    $("alert-detail").hidden = which !== "alert";
+    for (const part of ["user", "market", "alert"]) $(`${part}-detail`).hidden = !which.includes(part);
     $("detail").scrollIntoView({ block: "nearest" });
   }
 
@@ -452,15 +506,12 @@
       const height = 120;
       const t0 = points[0].timestamp;
       const span = Math.max(1, points[points.length - 1].timestamp - t0);
-      const x = (t) => 30 + ((t - t0) / span) * (width - 40);
-      const y = (score) => height - 10 - Math.min(1, score) * (height - 20);
+      const x = scale(t0, t0 + span, 30, width - 10);
+      const toY = scale(0, 1, height - 10, 10);
+      const y = (score) => toY(Math.min(1, score));
       const plot = svg("svg", { viewBox: `0 0 ${width} ${height}`, "data-testid": "user-history-svg" });
       plot.append(svg("line", { class: "axis", x1: 30, y1: y(0), x2: width, y2: y(0) }));
-      for (const score of [0, 1]) {
-        const tick = svg("text", { x: 24, y: y(score) + 3, "text-anchor": "end" });
-        tick.textContent = String(score);
-        plot.append(tick);
-      }
+      for (const score of [0, 1]) label(plot, 24, y(score) + 3, String(score), "end");
       plot.append(
         svg("polyline", {
           points: points.map((p) => `${x(p.timestamp)},${y(p.riskScore)}`).join(" "),
@@ -471,20 +522,28 @@
       );
       for (const p of points) {
         const dot = svg("circle", { cx: x(p.timestamp), cy: y(p.riskScore), r: 3, fill: LEVEL_COLORS[p.riskLevel] || "#999" });
-        const title = svg("title");
-        title.textContent = `${p.tradeId} ${formatTime(p.timestamp)} score ${formatNumber(p.riskScore, 3)} ${p.riskLevel}`;
-        dot.append(title);
-        plot.append(dot);
+        plot.append(titled(dot, `${p.tradeId} ${formatTime(p.timestamp)} score ${formatNumber(p.riskScore, 3)} ${p.riskLevel}`));
       }
       box.append(plot);
     }
     const body = $("user-alerts").tBodies[0];
-    for (const alert of history.alerts) body.append(alertRow(alert, "user-alert-row", false));
+    for (const alert of history.alerts) body.append(alertRow(alert, "user-alert-row"));
   }
 
-  async function showAlert(alert, row) {
+  // `inMarket`: the alert was picked in the market view, which stays as it is above it.
+  async function showAlert(alert, row, inMarket) {
     const token = ++shown;
-    showPanel("alert");
+    if (inMarket) {
+      showPanel("market", "alert");
+      market.alertId = alert.alertId;
+      drawMarket();
+    } else if (isMarketAlert(alert)) {
+      // A market alert opens its symbol's market around its time above its own details.
+      showPanel("market", "alert");
+      loadMarket(alert.symbol, alert.timestamp, alert.alertId);
+    } else {
+      showPanel("alert");
+    }
     document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
     if (row) row.classList.add("selected");
     $("alert-detail-pattern").textContent = alert.patternType;
@@ -497,7 +556,7 @@
     clear(facts);
     fact(facts, "alert id", alert.alertId, "alert-detail-id");
     facts.append(el("dt", { text: "user" }), el("dd", {}, userButton(alert.userId, "alert-detail-user")));
-    fact(facts, "symbol", alert.symbol || "–", "alert-detail-symbol");
+    facts.append(el("dt", { text: "symbol" }), el("dd", {}, symbolButton(alert, "alert-detail-symbol")));
     fact(facts, "event time", formatTime(alert.timestamp), "alert-detail-time");
     fact(facts, "rule version", alert.ruleVersion, "alert-detail-rule-version");
     const features = $("alert-features").tBodies[0];
@@ -529,7 +588,7 @@
       if (!t) {
         evidence.append(
           el("tr", { className: "missing", "data-testid": "evidence-missing", "data-trade-id": id },
-            el("td", { text: id }), el("td", { colspan: 9, text: "not indexed yet" })),
+            el("td", { text: id }), el("td", { colspan: 10, text: "not indexed yet" })),
         );
         continue;
       }
@@ -540,6 +599,8 @@
           { "data-testid": "evidence-row", "data-trade-id": id },
           el("td", { text: id }),
           el("td", { text: formatTime(t.eventTimestamp) }),
+          // The accounts behind a market alert are the users of its evidence trades.
+          el("td", {}, userButton(trade.userId, "evidence-user")),
           el("td", { text: trade.symbol }),
           el("td", { text: trade.side }),
           el("td", { text: formatNumber(trade.quantity, 6) }),
@@ -586,28 +647,18 @@
     const t1 = events[events.length - 1].timestamp;
     const span = Math.max(1000, t1 - t0);
     const prices = events.map((e) => e.price);
-    const low = Math.min(...prices);
-    const high = Math.max(...prices);
-    const pad = (high - low) * 0.15 || Math.abs(high) * 0.001 || 1;
-    const x = (t) => 70 + ((t - t0) / span) * (width - 90);
-    const y = (p) => height - 25 - ((p - (low - pad)) / (high - low + 2 * pad)) * (height - 45);
+    const x = scale(t0, t0 + span, 70, width - 20);
+    const y = scale(...paddedRange(prices), height - 25, 20);
     const plot = svg("svg", {
       viewBox: `0 0 ${width} ${height}`,
       "data-testid": "order-story-svg",
       "data-events": events.length,
     });
-    plot.append(svg("line", { class: "axis", x1: 70, y1: height - 25, x2: width - 10, y2: height - 25 }));
-    plot.append(svg("line", { class: "axis", x1: 70, y1: 10, x2: 70, y2: height - 25 }));
-    for (const value of [low, high]) {
-      const label = svg("text", { x: 64, y: y(value) + 3, "text-anchor": "end" });
-      label.textContent = formatNumber(value, 6);
-      plot.append(label);
+    axes(plot, 70, 10, width - 10, height - 25);
+    for (const value of [Math.min(...prices), Math.max(...prices)]) {
+      label(plot, 64, y(value) + 3, formatNumber(value, 6), "end");
     }
-    for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) {
-      const label = svg("text", { x: x(t), y: height - 8, "text-anchor": anchor });
-      label.textContent = formatTime(t).slice(11);
-      plot.append(label);
-    }
+    for (const [t, anchor] of [[t0, "start"], [t1, "end"]]) label(plot, x(t), height - 8, formatTime(t).slice(11), anchor);
     const orders = new Map();
     for (const e of events) {
       if (e.kind === "TRADE") continue;
@@ -639,13 +690,11 @@
         "stroke-width": 2,
       });
       if (end === "CANCELLED" && !filled) line.setAttribute("stroke-dasharray", "5 3");
-      const title = svg("title");
-      title.textContent = `order ${orderId} ${side} ${formatNumber(life[0].quantity, 6)} @ ${formatNumber(life[0].price, 6)}: ${life.map((e) => e.kind).join(" → ")}`;
-      line.append(title);
+      titled(line, `order ${orderId} ${side} ${formatNumber(life[0].quantity, 6)} @ ${formatNumber(life[0].price, 6)}: ${life.map((e) => e.kind).join(" → ")}`);
       group.append(line);
-      const label = svg("text", { x: x(life[0].timestamp) + 6, y: y(life[0].price) - 6, "data-testid": "order-label" });
-      label.textContent = `${side} ${formatNumber(life[0].quantity, 6)}`;
-      group.append(label);
+      label(group, x(life[0].timestamp) + 6, y(life[0].price) - 6, `${side} ${formatNumber(life[0].quantity, 6)}`, "start", {
+        "data-testid": "order-label",
+      });
       for (const e of life) group.append(marker(e, x(e.timestamp), y(e.price), SIDE_COLORS[side] || "#555"));
       plot.append(group);
     }
@@ -661,10 +710,7 @@
         "data-trade-id": e.eventId,
         "data-side": e.side,
       });
-      const title = svg("title");
-      title.textContent = `fill ${e.eventId}: ${e.side} ${formatNumber(e.quantity, 6)} @ ${formatNumber(e.price, 6)} at ${formatTime(e.timestamp)}`;
-      fill.append(title);
-      plot.append(fill);
+      plot.append(titled(fill, `fill ${e.eventId}: ${e.side} ${formatNumber(e.quantity, 6)} @ ${formatNumber(e.price, 6)} at ${formatTime(e.timestamp)}`));
     }
     chart.append(plot);
   }
@@ -682,10 +728,189 @@
     }
     shape.setAttribute("data-testid", "order-event");
     shape.setAttribute("data-kind", event.kind);
-    const title = svg("title");
-    title.textContent = `${event.kind} ${event.eventId} at ${formatTime(event.timestamp)}: ${formatNumber(event.quantity, 6)} @ ${formatNumber(event.price, 6)}`;
-    shape.append(title);
-    return shape;
+    return titled(shape, `${event.kind} ${event.eventId} at ${formatTime(event.timestamp)}: ${formatNumber(event.quantity, 6)} @ ${formatNumber(event.price, 6)}`);
+  }
+
+  // --- market view ---------------------------------------------------------------------------------
+
+  // The market shown: its symbol, the time it is centred on (an alert's) and that alert's id.
+  let market = null;
+  let marketShown = 0; // a later market wins over a slower earlier answer
+  let marketAnswer = null; // the last /market answer, redrawn on resize
+
+  // The window of `span` ms around `at`: mostly before it (what led to an alert), a quarter after,
+  // ending no later than now unless `at` itself is later.
+  function marketWindow(at, span) {
+    const now = Date.now();
+    const until = Math.round(at > now ? at + span / 4 : Math.min(at + span / 4, now));
+    return [until - span, until];
+  }
+
+  function showMarket(symbol, at, alertId) {
+    ++shown; // an alert or user still loading must not take the panel back
+    showPanel("market");
+    document.querySelectorAll("tr.selected").forEach((r) => r.classList.remove("selected"));
+    loadMarket(symbol, at, alertId);
+  }
+
+  async function loadMarket(symbol, at, alertId) {
+    if (symbol !== undefined) market = { symbol, at, alertId };
+    if (!market) return;
+    const token = ++marketShown;
+    const [since, until] = marketWindow(market.at, Number($("market-window").value));
+    const scope = $("market-account-alerts").checked ? "all" : "market";
+    $("market-symbol").textContent = market.symbol;
+    $("market-range").textContent = `${formatTime(since)} – ${formatTime(until)}`;
+    clear($("market-chart"));
+    clear($("market-summary"));
+    clear($("market-alerts").tBodies[0]);
+    clear($("market-accounts").tBodies[0]);
+    marketAnswer = null;
+    note("market-note", "Loading…");
+    const params = new URLSearchParams({ symbol: market.symbol, since, until, scope, alerts: "100" });
+    let answer;
+    try {
+      answer = await api(`/api/reporting/market?${params}`);
+    } catch (error) {
+      if (token === marketShown) note("market-note", `Market unavailable: ${error.message}`, true);
+      return;
+    }
+    if (token !== marketShown) return;
+    marketAnswer = answer;
+    const s = answer.summary;
+    note("market-note", s.trades ? "" : "No trade of this symbol is indexed in this window.");
+    const facts = $("market-summary");
+    fact(facts, "trades", formatNumber(s.trades, 0), "market-trades");
+    fact(facts, "notional volume", formatNumber(s.volume), "market-volume");
+    fact(facts, "price (volume-weighted)", formatNumber(s.price, 6), "market-price");
+    fact(facts, "low – high", `${formatNumber(s.low, 6)} – ${formatNumber(s.high, 6)}`, "market-low-high");
+    fact(facts, "interval", answer.interval, "market-interval");
+    const byPattern = Object.entries(answer.alertsByPattern).map(([p, n]) => `${p} ${n}`);
+    fact(facts, scope === "all" ? "alerts" : "market alerts", `${answer.alertsTotal}${byPattern.length ? ` (${byPattern.join(", ")})` : ""}`, "market-alerts-total");
+    for (const alert of answer.alerts) {
+      const row = alertRow(alert, "market-alert-row");
+      if (alert.alertId === market.alertId) row.classList.add("selected");
+      $("market-alerts").tBodies[0].append(row);
+    }
+    for (const account of answer.accounts) {
+      $("market-accounts").tBodies[0].append(
+        el("tr", { "data-testid": "market-account-row", "data-user-id": account.userId },
+          el("td", {}, userButton(account.userId, "market-account")),
+          el("td", { text: formatNumber(account.trades, 0) }),
+          el("td", { text: formatNumber(account.volume) })),
+      );
+    }
+    drawMarket();
+  }
+
+  // Price against time above volume against time, on one time axis: the volume-weighted price of
+  // each interval as a line through its low-high band, the notional volume as bars, the alerts as
+  // markers at their time (market alerts as diamonds on top, account alerts as dots), and a dashed
+  // line at the time the view is centred on.
+  function drawMarket() {
+    const box = $("market-chart");
+    clear(box);
+    if (!marketAnswer) return;
+    const answer = marketAnswer;
+    const width = Math.max(box.clientWidth, 480);
+    const height = 300;
+    const left = 70;
+    const right = width - 10;
+    const [priceTop, priceBottom, volumeTop, volumeBottom] = [22, 185, 200, 272];
+    const x = scale(answer.since, answer.until, left, right);
+    const traded = answer.buckets.filter((b) => b.trades > 0 && b.price !== null);
+    const plot = svg("svg", {
+      viewBox: `0 0 ${width} ${height}`,
+      "data-testid": "market-svg",
+      "data-symbol": answer.symbol,
+      "data-buckets": answer.buckets.length,
+      "data-traded-buckets": traded.length,
+      role: "img",
+      "aria-label": `${answer.symbol}: price and volume per ${answer.interval}`,
+    });
+    axes(plot, left, priceTop, right, priceBottom);
+    axes(plot, left, volumeTop, right, volumeBottom);
+    label(plot, left - 6, volumeTop + 8, "volume", "end");
+    const mid = (answer.since + answer.until) / 2;
+    for (const [t, anchor] of [[answer.since, "start"], [mid, "middle"], [answer.until, "end"]]) {
+      label(plot, x(t), height - 10, formatTime(t).slice(5, 16), anchor);
+    }
+    // A bucket's figures are drawn at its middle, so bars and points line up with their interval.
+    const centre = (b) => x(Math.min(answer.until, Math.max(answer.since, b.time + answer.intervalMs / 2)));
+    const slot = Math.max(1, ((right - left) * answer.intervalMs) / Math.max(1, answer.until - answer.since) - 1);
+    if (traded.length) {
+      const [low, high] = paddedRange(traded.flatMap((b) => [b.low, b.high]));
+      const y = scale(low, high, priceBottom, priceTop);
+      for (const value of [answer.summary.low, answer.summary.high]) label(plot, left - 6, y(value) + 3, formatNumber(value, 6), "end");
+      const band = traded.map((b) => `${centre(b)},${y(b.high)}`).concat(traded.slice().reverse().map((b) => `${centre(b)},${y(b.low)}`));
+      plot.append(svg("polygon", { points: band.join(" "), fill: "#2a5bd7", "fill-opacity": 0.12, stroke: "none", "data-testid": "market-band" }));
+      plot.append(
+        svg("polyline", {
+          points: traded.map((b) => `${centre(b)},${y(b.price)}`).join(" "),
+          fill: "none",
+          stroke: "#2a5bd7",
+          "stroke-width": 1.5,
+          "data-testid": "market-price-line",
+          "data-points": traded.length,
+        }),
+      );
+      const maxVolume = Math.max(...traded.map((b) => b.volume));
+      const volume = scale(0, maxVolume || 1, volumeBottom, volumeTop);
+      label(plot, left - 6, volumeTop + 20, formatNumber(maxVolume, 0), "end");
+      for (const b of traded) {
+        const text = `${formatTime(b.time)}: price ${formatNumber(b.price, 6)} (low ${formatNumber(b.low, 6)}, high ${formatNumber(b.high, 6)}), ${b.trades} trades, notional ${formatNumber(b.volume)}`;
+        plot.append(
+          titled(svg("rect", {
+            x: centre(b) - slot / 2,
+            y: volume(b.volume),
+            width: slot,
+            height: volumeBottom - volume(b.volume),
+            fill: "#8fb3e0",
+            "data-testid": "market-volume-bar",
+            "data-time": b.time,
+            "data-volume": b.volume,
+          }), text),
+        );
+        plot.append(titled(svg("circle", { cx: centre(b), cy: y(b.price), r: 2.5, fill: "#2a5bd7", "data-testid": "market-price-point", "data-time": b.time, "data-price": b.price }), text));
+      }
+    }
+    if (market && market.at >= answer.since && market.at <= answer.until) {
+      plot.append(
+        titled(svg("line", { x1: x(market.at), y1: priceTop - 12, x2: x(market.at), y2: volumeBottom, stroke: "#677086", "stroke-dasharray": "2 3", "data-testid": "market-anchor" }),
+          `the alert you came from, at ${formatTime(market.at)}`),
+      );
+    }
+    for (const alert of answer.alerts.slice().sort((a, b) => a.timestamp - b.timestamp)) {
+      if (alert.timestamp < answer.since || alert.timestamp > answer.until) continue;
+      plot.append(alertMarker(alert, x(alert.timestamp), priceTop, volumeBottom));
+    }
+    box.append(plot);
+  }
+
+  // One alert on the market chart: a line at its time in its severity's colour, a diamond on top
+  // for a market alert (a dot for an account's); hover tells what it is, a click opens it.
+  function alertMarker(alert, cx, top, bottom) {
+    const color = LEVEL_COLORS[alert.severity] || "#555";
+    const marketLevel = isMarketAlert(alert);
+    const group = svg("g", {
+      class: `market-alert${market && alert.alertId === market.alertId ? " selected" : ""}`,
+      "data-testid": "market-alert",
+      "data-alert-id": alert.alertId,
+      "data-pattern": alert.patternType,
+      "data-severity": alert.severity,
+      "data-market": marketLevel,
+    });
+    group.append(svg("line", { x1: cx, y1: top, x2: cx, y2: bottom, stroke: color, "stroke-width": 1.5, "stroke-opacity": 0.7 }));
+    const cy = top - 10;
+    group.append(
+      marketLevel
+        ? svg("path", { d: `M${cx},${cy - 7} L${cx + 7},${cy} L${cx},${cy + 7} L${cx - 7},${cy} Z`, fill: color })
+        : svg("circle", { cx, cy, r: 4, fill: color }),
+    );
+    const who = marketLevel ? "market" : `user ${alert.userId}`;
+    titled(group, `${alert.patternType} ${alert.severity} (${who}) at ${formatTime(alert.timestamp)}: ${alert.description}`);
+    group.addEventListener("click", () => showAlert(alert, null, true));
+    return group;
   }
 
   // --- search ------------------------------------------------------------------------------------
@@ -701,7 +926,7 @@
     clear(body);
     try {
       const found = await api(`/api/reporting/alerts?${params}`);
-      for (const alert of found.alerts) body.append(alertRow(alert, "search-row", false));
+      for (const alert of found.alerts) body.append(alertRow(alert, "search-row"));
       note("search-note", `${found.total} alerts${found.total > found.alerts.length ? `, the newest ${found.alerts.length} shown` : ""}`);
     } catch (error) {
       note("search-note", error.message, true);
@@ -726,7 +951,12 @@
       refreshStats();
       refreshViews();
     });
-    window.addEventListener("resize", drawChart);
+    $("market-window").addEventListener("change", () => loadMarket());
+    $("market-account-alerts").addEventListener("change", () => loadMarket());
+    window.addEventListener("resize", () => {
+      drawChart();
+      drawMarket();
+    });
     connect();
     loadRecentAlerts();
     refreshStats();

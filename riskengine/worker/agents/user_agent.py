@@ -72,7 +72,10 @@ from riskengine.core import (
     evaluate_order,
     evaluate_trade,
 )
+from riskengine.core.account_pairs import owner_of, pair_key
 from riskengine.core.event_order import order_event_first
+from riskengine.core.executions import buyer_and_seller
+from riskengine.core.market_feed import PartitionClocks
 from riskengine.errors import EventRejected, WorkerError
 from riskengine.settings import Settings
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record, StateWriter
@@ -83,12 +86,28 @@ from riskengine.worker.faust_compat import (
     last_fetch_ms,
     resume_fetching,
     stop_fetching,
+    untrack,
 )
 from riskengine.worker.pipeline import BatchPipeline
+from riskengine.worker.repartition import (
+    CLOCK_KEY,
+    IDLE_AFTER_S,
+    IDLE_MARKER_S,
+    MARKER_INTERVAL_S,
+    decode_clock,
+    encode_clock,
+    execution_value,
+    frame,
+    marker_value,
+    target_partition,
+    unframe,
+)
 from riskengine.worker.tables.user_state import (
     ALERT,
     ANALYZED,
+    MARKET,
     ORDERS,
+    PAIR,
     TRADES,
     AppliedEvents,
     Envelope,
@@ -220,6 +239,17 @@ class UserAnalysis:
         # key -> user changed in the current batch: encoded once, at the batch's end (encoding a
         # state costs more than evaluating an event, and a busy account has many events per batch).
         self._dirty: dict[bytes, CachedUser] = {}
+        #: per trades partition, the latest trade time admitted to the market (kept in the table
+        #: under CLOCK_KEY, so the lateness rule survives a restart or a move to another worker)
+        self._clocks = PartitionClocks()
+        self._clocks_loaded: set[int] = set()
+        self._clocks_changed: set[int] = set()
+        self._target_partitions = context.settings.topic_partitions
+        #: per trades partition: wall-clock time of its last trade, of its last progress marker and
+        #: of its last idle marker
+        self._last_trade_at: dict[int, float] = {}
+        self._last_marker_at: dict[int, float] = {}
+        self._last_idle_at: dict[int, float] = {}
 
     def forget_states(self) -> None:
         """Drop the decoded states and the held events (at every rebalance).
@@ -229,6 +259,14 @@ class UserAnalysis:
         """
         self._states.clear()
         self._queues.clear()
+        self._clocks = PartitionClocks()
+        self._clocks_loaded.clear()
+        self._clocks_changed.clear()
+        self._last_marker_at.clear()
+
+    def held_messages(self) -> list[Any]:
+        """The messages of the held events."""
+        return [item[0].message for queues in self._queues.values() for queue in queues for item in queue]
 
     def held(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> events received from it and held back, for those holding any."""
@@ -289,6 +327,7 @@ class UserAnalysis:
         for key, user in self._dirty.items():
             self._store(key, user, batch)
         self._dirty = {}
+        self._announce(batch, now)
         batch.events = done
         self.metrics.held_events = held
         return held
@@ -400,6 +439,9 @@ class UserAnalysis:
             # still pending.
             self.metrics.redelivered += 1
             self._dirty[key] = user
+            if source == TRADES:  # the partition's market clock may be in the same position
+                self._clock_of(partition)
+                self._clocks_changed.add(partition)
             entry = user.pending_for(source, offset)
             if entry is not None:
                 self.metrics.resent += 1
@@ -414,6 +456,8 @@ class UserAnalysis:
                 outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
                 alerts = evaluation.alerts
                 batch.analyzed += 1
+                outputs.extend(self._repartitioned(partition, item))
+                self._last_trade_at[partition] = time.time()
             else:
                 outcome = self._run(user.state, item)
                 alerts = outcome.alerts
@@ -499,10 +543,81 @@ class UserAnalysis:
 
     def _records(self, partition: int, key: bytes, outputs: Sequence[tuple[int, bytes]]) -> list[Record]:
         names = self.names
+        records: list[Record] = []
+        for kind, data in outputs:
+            if kind in (ANALYZED, ALERT):
+                records.append(
+                    (names.analyzed_trades if kind == ANALYZED else names.alerts, partition, key, data, None)
+                )
+            else:
+                target_key, value = unframe(data)
+                topic = names.market_events if kind == MARKET else names.pair_events
+                records.append(
+                    (topic, target_partition(target_key, self._target_partitions), target_key, value, None)
+                )
+        return records
+
+    def _clock_of(self, partition: int) -> PartitionClocks:
+        """The clocks, with ``partition``'s read from the table once per assignment."""
+        if partition not in self._clocks_loaded:
+            self._clocks.clocks[partition] = decode_clock(self.user_state.get(partition, CLOCK_KEY))
+            self._clocks_loaded.add(partition)
+        return self._clocks
+
+    def _repartitioned(self, partition: int, trade: Trade) -> list[tuple[int, bytes]]:
+        """The trade's records for the market and pair agents, unless it is late for the market."""
+        lateness = self.reference.rules.current.market_lateness_ms
+        clocks = self._clock_of(partition)
+        if not clocks.admit(partition, trade.timestamp, lateness):
+            self.metrics.late_for_market += 1
+            return []
+        self._clocks_changed.add(partition)
+        promise = clocks.clocks[partition] - lateness
+        outputs = [(MARKET, frame(trade.symbol.encode(), execution_value(trade, partition, promise)))]
+        reference = self.reference.data
+        pair = pair_key(reference, trade)
+        if pair is not None:
+            owner = owner_of(reference, buyer_and_seller(trade)[0] or "")
+            value = execution_value(trade, partition, promise, owner, pair)
+            outputs.append((PAIR, frame(pair.encode(), value)))
+        return outputs
+
+    def _announce(self, batch: Batch, now: float) -> None:
+        """Store the clocks that moved; send progress markers for them (at most every MARKER_INTERVAL_S)."""
+        lateness = self.reference.rules.current.market_lateness_ms
+        for partition in sorted(self._clocks_changed):
+            clock = self._clocks.clocks[partition]
+            batch.changelog[(partition, CLOCK_KEY)] = encode_clock(clock)
+            if now - self._last_marker_at.get(partition, 0.0) >= MARKER_INTERVAL_S:
+                self._last_marker_at[partition] = now
+                batch.outputs.extend(self._markers(partition, clock - lateness))
+        self._clocks_changed.clear()
+
+    def _markers(self, source: int, promise: int | None) -> list[Record]:
+        """A marker of ``source`` for every partition of both repartition topics."""
+        value = marker_value(source, promise)
+        names = self.names
         return [
-            (names.analyzed_trades if kind == ANALYZED else names.alerts, partition, key, data, None)
-            for kind, data in outputs
+            (topic, target, None, value, None)
+            for topic in (names.market_events, names.pair_events)
+            for target in range(self._target_partitions)
         ]
+
+    def idle_markers(self, assigned: Sequence[int], caught_up: Any, now: float) -> list[Record]:
+        """Idle markers for the trades partitions of ``assigned`` that are idle (read to their end,
+        ``caught_up(partition)``, nothing held, no trade for IDLE_AFTER_S), each every IDLE_MARKER_S."""
+        records: list[Record] = []
+        for partition in assigned:
+            queues = self._queues.get(partition)
+            if queues is not None and (queues[0] or queues[1]):
+                continue
+            if now - self._last_trade_at.get(partition, 0.0) < IDLE_AFTER_S:
+                continue
+            if now - self._last_idle_at.get(partition, 0.0) < IDLE_MARKER_S or not caught_up(partition):
+                continue
+            self._last_idle_at[partition] = now
+            records.extend(self._markers(partition, None))
+        return records
 
     def _dead_letter(self, message: Any, source: int, rejected: EventRejected) -> Record:
         self.metrics.dead_letters_by_reason[rejected.reason] += 1
@@ -583,6 +698,21 @@ class InputPositions:
     def fetched_ms(self, topic: str, partition: int) -> int | None:
         """Wall-clock ms of the last fetch response for the partition (None: unknown)."""
         return last_fetch_ms(self._app.consumer, TP(topic, partition))
+
+    def caught_up(self, topic: str, partition: int) -> bool:
+        """True if the agent has received every event up to the partition's last fetched end."""
+        consumer = self._app.consumer
+        tp = TP(topic, partition)
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # Not assigned here (any more).
+            return False
+        if highwater is None:
+            return False
+        expected = self._next.get((topic, partition))
+        if expected is None:
+            expected = committed_offset(consumer, tp)
+        return highwater == 0 or (expected is not None and expected >= highwater)
 
     async def refresh(self) -> None:
         """Ask the broker for the ends (and, where needed, the starts) of the wanted partitions."""
@@ -672,6 +802,7 @@ class UserAgent:
         #: input partitions this agent paused because their events ran ahead
         self._paused: set[TP] = set()
         self._pipeline: BatchPipeline | None = None
+        self._commit: CommitProtocol | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._refreshing: asyncio.Future[None] | None = None
         app.rebalance_started.append(self._on_rebalance_start)
@@ -681,6 +812,26 @@ class UserAgent:
         @app.agent(self.inputs, name="user-events")
         async def user_events(stream: Any) -> None:
             await self.run(stream)
+
+        app.timer(1.0, name="idle-markers")(self.send_idle_markers)
+
+    async def send_idle_markers(self) -> None:
+        """Tell the market and pair agents which of this worker's trades partitions are idle (see
+        :mod:`riskengine.worker.repartition`); only while no batch is in flight, so a marker never
+        overtakes an execution."""
+        pipeline, commit = self._pipeline, self._commit
+        if pipeline is None or commit is None or not pipeline.idle():
+            return
+        trades = self.context.names.trades
+        assigned = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == trades)
+        records = self.analysis.idle_markers(
+            assigned, lambda partition: self.positions.caught_up(trades, partition), time.time()
+        )
+        if records:
+            try:
+                await commit.send(records)
+            except WorkerError as exc:  # Best effort: the next tick says it again.
+                log.warning("could not send idle markers: %s", exc)
 
     def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Faust resumes every assigned partition after a rebalance; the holds start afresh.
@@ -699,6 +850,10 @@ class UserAgent:
         Faust lets the partitions go only once every event handed to the agent is acked or gone;
         these never acked ones come again after the rebalance (Faust seeks to the committed offsets).
         """
+        dropped_messages = self.analysis.held_messages()
+        if self._pipeline is not None:
+            dropped_messages += [event.message for event, _stream in self._pipeline.filling.events]
+        untrack(self.app.consumer, dropped_messages)
         self.analysis.forget_states()
         if self._pipeline is not None:
             dropped = self._pipeline.discard_waiting()
@@ -748,6 +903,7 @@ class UserAgent:
         pipeline = BatchPipeline(commit, self.analyze, self.app.crash, self.context.metrics)
         pipeline.start()
         self._pipeline = pipeline
+        self._commit = commit
         self._loop = asyncio.get_running_loop()
         consumer = self.app.consumer
         positions = self.positions
@@ -763,6 +919,7 @@ class UserAgent:
                 del event, message
         finally:
             self._pipeline = None
+            self._commit = None
             if self._refreshing is not None:
                 self._refreshing.cancel()
             await pipeline.stop()

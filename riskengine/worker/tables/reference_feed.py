@@ -1,20 +1,25 @@
-"""Reference data: user profiles and rules, every worker reading all of their compacted topics.
+"""Reference data: user profiles, rules and reference lists, every worker reading their compacted topics.
 
 These are global tables in the Faust sense (every worker holds every key and follows new messages
 without a restart), implemented as a small reader rather than ``app.GlobalTable``: a GlobalTable
 whose changelog is an existing topic hangs faust-streaming 0.15.3's partition assignor (the group
 never finishes its first assignment). :class:`ReferenceReader` assigns itself every partition of
-``user-profiles`` and ``risk-rules`` (no consumer group, nothing committed), reads them from the
-beginning before the worker starts consuming trades, and then follows them. Values are the raw
-Avro messages, decoded when they change, never per trade:
+``user-profiles``, ``risk-rules`` and ``risk-reference`` (no consumer group, nothing committed),
+reads them from the beginning before the worker starts consuming trades, and then follows them.
+Values are the raw Avro messages, decoded when they change, never per trade:
 
 - :class:`ProfileView` is the ``profiles`` mapping of the core's ``ReferenceData``: a live,
   read-only view that caches each decoded profile with the bytes it came from.
 - :class:`RulesHolder` holds the active :class:`~riskengine.core.Rules`: a message with a higher
   version than the active one is activated as soon as it is read; an invalid message is logged and
   counted and the previous version stays active; a lower version is ignored (and counted).
+- :class:`ReferenceHolder` does the same for the ``RiskReference`` record (sanctioned users and
+  countries, restricted countries, market data), validated by the core's own
+  ``ReferenceData.from_document`` (:mod:`riskengine.contracts.reference_record`); a version not
+  above the active one is ignored and counted (unless it is the active record again).
 
-:class:`ReferenceFeed` puts the three together: what the worker's context holds.
+:class:`ReferenceFeed` puts them together: ``data`` is the core's ``ReferenceData`` (the live
+profiles with the active lists and markets), replaced whenever a reference version activates.
 """
 
 from __future__ import annotations
@@ -28,8 +33,17 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import DecodeError, SchemaCache
+from riskengine.contracts.reference_record import NO_REFERENCE, VersionedReference, decode_reference
 from riskengine.contracts.topics import Topics
-from riskengine.core import InvalidProfile, InvalidRule, ReferenceData, Rules, UserProfile, parse_profile
+from riskengine.core import (
+    InvalidProfile,
+    InvalidReference,
+    InvalidRule,
+    ReferenceData,
+    Rules,
+    UserProfile,
+    parse_profile,
+)
 from riskengine.settings import Settings
 from riskengine.worker.faust_compat import refresh_metadata
 from riskengine.worker.metrics import Metrics
@@ -38,32 +52,37 @@ log = logging.getLogger(__name__)
 
 
 class ReferenceReader:
-    """Reads the profiles and rules topics into memory; ``start`` returns once caught up."""
+    """Reads the profiles, rules and reference topics into memory; ``start`` returns once caught up."""
 
-    def __init__(self, settings: Settings, profiles_topic: str, rules_topic: str) -> None:
+    def __init__(
+        self, settings: Settings, profiles_topic: str, rules_topic: str, reference_topic: str
+    ) -> None:
         self._settings = settings
         self._profiles_topic = profiles_topic
         self._rules_topic = rules_topic
+        self._reference_topic = reference_topic
+        self._topics = (profiles_topic, rules_topic, reference_topic)
         self.profiles: dict[bytes, bytes] = {}
         self.on_rules: Callable[[bytes], Any] = lambda raw: None
+        self.on_reference: Callable[[bytes], Any] = lambda raw: None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Read both topics up to their current end, then keep following them in the background."""
+        """Read the topics up to their current end, then keep following them in the background."""
         consumer = AIOKafkaConsumer(**client_options(self._settings), enable_auto_commit=False)
         await consumer.start()
         self._consumer = consumer
         tps = [
             TopicPartition(topic, partition)
-            for topic in (self._profiles_topic, self._rules_topic)
+            for topic in self._topics
             for partition in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         if not tps:
             await refresh_metadata(consumer)
             tps = [
                 TopicPartition(topic, partition)
-                for topic in (self._profiles_topic, self._rules_topic)
+                for topic in self._topics
                 for partition in sorted(consumer.partitions_for_topic(topic) or ())
             ]
         consumer.assign(tps)
@@ -94,6 +113,10 @@ class ReferenceReader:
                 if tp.topic == self._rules_topic:
                     if record.value is not None:
                         self.on_rules(record.value)
+                elif tp.topic == self._reference_topic:
+                    # A tombstone deletes nothing: the active lists stay until a newer version.
+                    if record.value is not None:
+                        self.on_reference(record.value)
                 elif record.key is not None:
                     if record.value is None:
                         self.profiles.pop(record.key, None)
@@ -189,24 +212,94 @@ class RulesHolder:
         return True
 
 
+class ReferenceHolder:
+    """The active reference lists and the bookkeeping of ``RiskReference`` messages (module docstring)."""
+
+    def __init__(self, catalog: SchemaCache, initial: VersionedReference = NO_REFERENCE) -> None:
+        self._catalog = catalog
+        self.current = initial
+        self._current_raw: bytes | None = None
+        self.rejected = 0
+        self.stale = 0
+        self.last_error = ""
+
+    def offer(self, raw: bytes) -> bool:
+        """Activate the ``RiskReference`` message ``raw`` if valid and newer; True if it was activated."""
+        try:
+            candidate = decode_reference(self._catalog, raw)
+        except (DecodeError, InvalidReference) as exc:
+            self.rejected += 1
+            self.last_error = str(exc)
+            log.error(
+                "rejected reference message (reference version %d stays active): %s",
+                self.current.version,
+                exc,
+            )
+            return False
+        if candidate.version <= self.current.version:
+            # The active record read again (a restart reading the topic, a re-sent message) is no news;
+            # anything else at or below the active version would silently differ from it.
+            if raw != self._current_raw:
+                self.stale += 1
+                log.warning(
+                    "ignored reference version %d: version %d is active",
+                    candidate.version,
+                    self.current.version,
+                )
+            return False
+        data = candidate.data
+        log.info(
+            "reference version %d active (was %d): %d sanctioned users, %d sanctioned countries, "
+            "%d restricted countries, %d markets",
+            candidate.version,
+            self.current.version,
+            len(data.sanctioned_users),
+            len(data.sanctioned_countries),
+            len(data.restricted_countries),
+            len(data.markets),
+        )
+        self.current = candidate
+        self._current_raw = raw
+        return True
+
+
 class ReferenceFeed:
-    """The worker's reference data: profiles and rules from their topics, live."""
+    """The worker's reference data: profiles, rules and reference lists from their topics, live."""
 
     def __init__(self, settings: Settings, names: Topics, catalog: SchemaCache, metrics: Metrics) -> None:
         self._metrics = metrics
-        self.reader = ReferenceReader(settings, names.user_profiles, names.risk_rules)
+        self.reader = ReferenceReader(settings, names.user_profiles, names.risk_rules, names.risk_reference)
         self.profiles = ProfileView(self.reader.profiles, catalog, self._invalid_profile)
         self.rules = RulesHolder(catalog, Rules.default())
         self.reader.on_rules = self.rules.offer
-        #: What the core reads: the live profiles.
-        self.data = ReferenceData(profiles=self.profiles)
+        self.lists = ReferenceHolder(catalog)
+        self.reader.on_reference = self._offer_reference
+        #: What the core reads: the live profiles with the active lists and markets. A plain
+        #: attribute, replaced on activation, so the per-event read costs no more than before.
+        self.data = self._compose()
+
+    def _compose(self) -> ReferenceData:
+        lists = self.lists.current.data
+        return ReferenceData(
+            profiles=self.profiles,
+            sanctioned_users=lists.sanctioned_users,
+            sanctioned_countries=lists.sanctioned_countries,
+            restricted_countries=lists.restricted_countries,
+            markets=lists.markets,
+        )
+
+    def _offer_reference(self, raw: bytes) -> bool:
+        activated = self.lists.offer(raw)
+        if activated:
+            self.data = self._compose()
+        return activated
 
     def _invalid_profile(self, user_id: str, exc: Exception) -> None:
         self._metrics.invalid_profiles += 1
         log.warning("profile of %s ignored: %s", user_id, exc)
 
     async def start(self) -> None:
-        """Read both topics up to their end, then follow them (before the first trade is analyzed)."""
+        """Read the topics up to their end, then follow them (before the first trade is analyzed)."""
         await self.reader.start()
 
     async def stop(self) -> None:

@@ -44,9 +44,12 @@ ENVELOPE_MAGIC = 0xE2
 TABLE_FORMAT = 2
 #: Most pending outputs kept per user (a hard bound; normally pruned to the undelivered ones).
 MAX_PENDING = 64
-#: Output kinds inside a pending entry.
+#: Output kinds inside a pending entry (MARKET and PAIR: a framed key and value for the
+#: repartition topics, see riskengine.worker.repartition).
 ANALYZED = 0
 ALERT = 1
+MARKET = 2
+PAIR = 3
 #: Sources: the input topics whose events change a user's state, by index in the envelope.
 TRADES = 0
 ORDERS = 1
@@ -188,25 +191,25 @@ def rocksdb_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-class UserStateTable:
-    """The per-user state table: Faust's table (changelog, recovery, standbys) and batched access.
+class StateTable:
+    """A state table: Faust's table (changelog, recovery, standbys) and batched access.
 
     Declared on the app at construction. Faust's own store API writes one key per call and needs a
-    current event; the agent instead reads by key and writes one :class:`rocksdict.WriteBatch` per
-    partition per batch (one WAL append instead of one per trade), through the partition databases
+    current event; the agents instead read by key and write one :class:`rocksdict.WriteBatch` per
+    partition per batch (one WAL append instead of one per event), through the partition databases
     :mod:`riskengine.worker.faust_compat` reaches. It is the
     :class:`~riskengine.worker.commit.StateWriter` of the commit protocol.
     """
 
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, name: str, description: str) -> None:
         self.table: faust.Table[bytes, bytes] = faust.Table(
             app,
-            name=TABLE_NAME,
+            name=name,
             beacon=app.tables.beacon,
             partitions=settings.topic_partitions,
             key_type=bytes,
             value_type=bytes,
-            help="per-user detection state (envelope around riskengine.core.UserState)",
+            help=description,
             options=rocksdb_options(settings),
         )
         app.tables.add(self.table)
@@ -241,3 +244,17 @@ class UserStateTable:
         """Record ``offset`` as the last changelog record applied to ``partition`` (Faust's own key)."""
         topic = self.changelog_topic
         self.table.data.set_persisted_offset(TP(topic, partition), offset)
+
+
+class UserStateTable(StateTable):
+    """The per-user state table (envelopes around :class:`riskengine.core.UserState`)."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        super().__init__(
+            app, settings, TABLE_NAME, "per-user detection state (envelope around riskengine.core.UserState)"
+        )
+
+
+#: The per-symbol market table (riskengine.core.market.MarketState) and the per-owner-pair table.
+MARKET_TABLE_NAME = "market-state"
+PAIR_TABLE_NAME = "pair-state"

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from riskengine.dashboard.feed import CLOSED, Broadcaster
-from riskengine.dashboard.server import _event, aggregate_stats, worker_urls
+from riskengine.dashboard.server import STATIC, _event, aggregate_stats, create_dashboard, worker_urls
 from riskengine.settings import Settings
 
 
@@ -135,3 +137,25 @@ def test_an_event_is_one_sse_record():
     assert lines[:2] == ["event: alert", "id: a1"]
     assert json.loads(lines[2].removeprefix("data: ")) == {"alertId": "a\n1", "text": "two\nlines"}
     assert record.endswith(b"\n\n") and record.count(b"\n") == 4
+
+
+def test_the_script_only_looks_up_elements_the_page_has():
+    """A renamed or missing element would only fail in a browser, on the one click that needs it."""
+    page = (STATIC / "index.html").read_text()
+    script = (STATIC / "dashboard.js").read_text()
+    ids = set(re.findall(r'\bid="([^"]+)"', page))
+    looked_up = set(re.findall(r'\$\("([^"]+)"\)', script))
+    # The detail panel's parts, looked up by name (showPanel).
+    looked_up |= {f"{part}-detail" for part in ("user", "market", "alert")}
+    assert looked_up - ids == set()
+    assert {"market-detail", "market-chart", "market-window", "market-account-alerts"} <= looked_up
+
+
+def test_the_dashboard_serves_the_market_view_under_the_reporting_api():
+    app = create_dashboard(dataclasses.replace(Settings(), dashboard_worker_urls="http://127.0.0.1:6066"))
+    reporting = next(
+        resource for resource in app.router.resources() if resource.canonical == "/api/reporting"
+    )
+    assert isinstance(reporting, web.PrefixedSubAppResource)
+    served = {resource.canonical for resource in reporting.get_info()["app"].router.resources()}
+    assert "/api/reporting/market" in served

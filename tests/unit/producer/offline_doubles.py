@@ -13,9 +13,9 @@ from riskengine.producer.simulator import SimulationConfig
 
 
 def offline_catalog() -> SchemaCache:
-    """A schema cache for the producer's three contracts, without a registry."""
+    """A schema cache for the producer's four contracts, without a registry."""
     cache = SchemaCache()
-    for schema_id, name in enumerate(("CryptoTrade", "OrderEvent", "UserProfile"), 1):
+    for schema_id, name in enumerate(("CryptoTrade", "OrderEvent", "UserProfile", "RiskReference"), 1):
         cache.add(schema_id, expanded_schema(name), writes=name)
     return cache
 

@@ -1,0 +1,367 @@
+"""The market and account-pair agents: repartitioned executions, released in event time, per-key state.
+
+Where a symbol's market and an owner pair's round trips are evaluated in the worker. Both agents
+are one :class:`WatermarkedAgent` over a repartition topic (:mod:`riskengine.worker.repartition`),
+with a state table of their own (changelog, recovery and standbys by Faust) and a
+:class:`KeyedCore` that says how a key's state is read, written and evaluated:
+:data:`MARKET` (by symbol, :func:`riskengine.core.market.evaluate_market_trade`) and :data:`PAIRS`
+(by owner pair, :func:`riskengine.core.account_pairs.evaluate_pair_trade`).
+
+:meth:`WatermarkedAnalysis.analyze` handles a batch without Faust:
+
+1. per target partition, every record in arrival order: a marker updates its source's promise; an
+   execution updates it too and waits in the partition's buffer, unless it is behind what the
+   partition already released (late: counted, acked, no effect) or already buffered (a duplicate);
+2. the partition's watermark is the smallest promise of all :data:`sources` input partitions
+   (none before every source has spoken; idle sources do not count; all idle: everything goes);
+   the buffered executions before it are released in (timestamp, tradeId) order, each applied to
+   its key's state by the core, whose alerts become outputs (keyed by symbol, or by owner pair);
+3. the records are acked in offset order as far as every earlier one is done (a held execution
+   holds back the acks after it, so a crash re-delivers it); the changed states are encoded once.
+
+The commit protocol runs *outputs first* (see :mod:`riskengine.worker.commit`): the core's
+outputs depend only on state and input, and an execution at or before its key's last applied one
+changes nothing (a re-delivery re-sends its key's state to the changelog). So after a crash the
+states and the alerts are those of a run without it: what replay computes from the same input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from faust.types import TP
+
+from riskengine.connections import client_options
+from riskengine.core import RiskAlert, Rules
+from riskengine.core.account_pairs import PairState, decode_pair_state, encode_pair_state, evaluate_pair_trade
+from riskengine.core.market import (
+    MarketState,
+    decode_market_state,
+    encode_market_state,
+    evaluate_market_trade,
+)
+from riskengine.settings import Settings
+from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record
+from riskengine.worker.context import WorkerContext
+from riskengine.worker.faust_compat import TransportApp, untrack
+from riskengine.worker.pipeline import BatchPipeline
+from riskengine.worker.repartition import Execution, Marker, RepartitionError, decode
+from riskengine.worker.tables.user_state import StateTable
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+#: Keys whose decoded state is kept in memory.
+STATE_CACHE_SIZE = 20_000
+
+
+@dataclass(frozen=True)
+class KeyedCore(Generic[S]):
+    """How one agent keys, stores and evaluates its states."""
+
+    #: "market" or "pair": the agent's name in metrics and logs
+    name: str
+    #: the key of an execution (None: not for this agent)
+    key_of: Callable[[Execution], str | None]
+    new_state: Callable[[], S]
+    decode: Callable[[bytes], S]
+    encode: Callable[[S], bytes]
+    #: (state, execution, rules) -> (applied: not a re-delivery, alerts)
+    evaluate: Callable[[S, Execution, Rules], tuple[bool, tuple[RiskAlert, ...]]]
+
+
+def _evaluate_market(
+    state: MarketState, execution: Execution, rules: Rules
+) -> tuple[bool, tuple[RiskAlert, ...]]:
+    outcome = evaluate_market_trade(state, execution.trade, rules)
+    return outcome.applied, outcome.alerts
+
+
+def _evaluate_pair(
+    state: PairState, execution: Execution, rules: Rules
+) -> tuple[bool, tuple[RiskAlert, ...]]:
+    outcome = evaluate_pair_trade(state, execution.trade, execution.owner or "", execution.pair or "", rules)
+    return outcome.applied, outcome.alerts
+
+
+MARKET: KeyedCore[MarketState] = KeyedCore(
+    "market",
+    lambda execution: execution.trade.symbol,
+    MarketState,
+    decode_market_state,
+    encode_market_state,
+    _evaluate_market,
+)
+PAIRS: KeyedCore[PairState] = KeyedCore(
+    "pair",
+    lambda execution: execution.pair,
+    PairState,
+    decode_pair_state,
+    encode_pair_state,
+    _evaluate_pair,
+)
+
+
+class StateStore(Protocol):
+    """The agent's table as the analysis uses it."""
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The stored value of ``key`` in ``partition``."""
+        ...
+
+
+@dataclass
+class _Feed:
+    """One target partition: the sources' promises, the buffer, the records in offset order."""
+
+    #: source partition -> its promise (None: idle)
+    promises: dict[int, int | None] = field(default_factory=dict)
+    #: (timestamp, tradeId, arrival number, execution, its queue entry)
+    buffer: list[tuple[int, str, int, Execution, list[Any]]] = field(default_factory=list)
+    buffered: set[tuple[int, str]] = field(default_factory=set)
+    #: [event, stream, done] in offset order
+    queue: deque[list[Any]] = field(default_factory=deque)
+    #: executions before this time were released (or are late)
+    released_until: int = -1
+    arrivals: int = 0
+
+
+class WatermarkedAnalysis(Generic[S]):
+    """Buffers, releases and applies repartitioned executions; see the module docstring. No Faust."""
+
+    def __init__(
+        self,
+        core: KeyedCore[S],
+        context: WorkerContext,
+        table: StateStore,
+        sources: int,
+        untrack: Callable[[list[Any]], None] = lambda messages: None,
+    ) -> None:
+        self.core = core
+        #: tells Faust to stop waiting for messages dropped unacked (riskengine.worker.faust_compat)
+        self.untrack = untrack
+        self.context = context
+        self.table = table
+        self.sources = sources
+        self.counters = context.metrics.keyed[core.name]
+        self._feeds: dict[int, _Feed] = {}
+        self._states: dict[bytes, S] = {}
+        self._dirty: dict[tuple[int, bytes], S] = {}
+        #: from the start of a rebalance until the new assignment, records are dropped unacked: Faust
+        #: waits for every record handed out before it lets partitions go, and a buffered one would
+        #: wait for a watermark that cannot move meanwhile (they come again after the rebalance)
+        self.paused = False
+
+    def forget(self) -> None:
+        """Drop the buffers and decoded states (a rebalance: the unacked records come again)."""
+        self.untrack([entry[0].message for feed in self._feeds.values() for entry in feed.queue])
+        self._feeds.clear()
+        self._states.clear()
+
+    def held(self) -> int:
+        """Executions waiting in the buffers."""
+        return sum(len(feed.buffer) for feed in self._feeds.values())
+
+    def watermark(self, feed: _Feed) -> float:
+        """The smallest promise of all sources (see the module docstring)."""
+        if len(feed.promises) < self.sources:
+            return float("-inf")
+        active = [promise for promise in feed.promises.values() if promise is not None]
+        return min(active) if active else float("inf")
+
+    async def analyze(self, batch: Batch) -> int:
+        """Buffer the batch's records, release what the watermarks allow; return how many wait."""
+        feeds = self._feeds
+        self._dirty = {}
+        counters = self.counters
+        if self.paused:
+            self.forget()
+            self.untrack([event.message for event, _stream in batch.events])
+            batch.events = []
+            return 0
+        for event, stream in batch.events:
+            message = event.message
+            feed = feeds.get(message.partition)
+            if feed is None:
+                feed = feeds[message.partition] = _Feed()
+            entry = [event, stream, False]
+            feed.queue.append(entry)
+            try:
+                record = decode(message.value)
+            except RepartitionError as exc:
+                counters["rejected"] += 1
+                log.error("%s/%s/%s: %s", message.topic, message.partition, message.offset, exc)
+                entry[2] = True
+                continue
+            if isinstance(record, Marker):
+                feed.promises[record.source] = record.promise
+                entry[2] = True
+                continue
+            known = feed.promises.get(record.source)
+            feed.promises[record.source] = record.promise if known is None else max(known, record.promise)
+            trade = record.trade
+            order = (trade.timestamp, trade.trade_id)
+            if trade.timestamp < feed.released_until or order in feed.buffered:
+                counters["late" if trade.timestamp < feed.released_until else "duplicates"] += 1
+                entry[2] = True
+                continue
+            feed.arrivals += 1
+            heapq.heappush(feed.buffer, (trade.timestamp, trade.trade_id, feed.arrivals, record, entry))
+            feed.buffered.add(order)
+        outputs: list[Record] = []
+        done: list[tuple[Any, Any]] = []
+        for partition, feed in feeds.items():
+            self._release(partition, feed, outputs)
+            queue = feed.queue
+            while queue and queue[0][2]:
+                event, stream, _done = queue.popleft()
+                done.append((event, stream))
+        encode = self.core.encode
+        for where, state in self._dirty.items():
+            batch.changelog[where] = encode(state)
+        self._dirty = {}
+        batch.outputs.extend(outputs)
+        batch.events = done
+        # Held executions wait for records that will come (markers at least): no retry is needed.
+        counters["held"] = self.held()
+        return 0
+
+    def _release(self, partition: int, feed: _Feed, outputs: list[Record]) -> None:
+        watermark = self.watermark(feed)
+        buffer = feed.buffer
+        rules = self.context.reference.rules.current
+        while buffer and buffer[0][0] < watermark:
+            timestamp, trade_id, _arrival, execution, entry = heapq.heappop(buffer)
+            feed.buffered.discard((timestamp, trade_id))
+            feed.released_until = max(feed.released_until, timestamp)
+            entry[2] = True
+            self._apply(partition, execution, rules, outputs)
+        if watermark != float("inf") and watermark > feed.released_until:
+            feed.released_until = int(watermark)
+
+    def _apply(self, partition: int, execution: Execution, rules: Rules, outputs: list[Record]) -> None:
+        key_text = self.core.key_of(execution)
+        if key_text is None:
+            self.counters["rejected"] += 1
+            return
+        key = key_text.encode()
+        state = self._state(partition, key)
+        applied, alerts = self.core.evaluate(state, execution, rules)
+        self._dirty[(partition, key)] = state
+        self.counters["released" if applied else "redelivered"] += 1
+        if not alerts:
+            return
+        context = self.context
+        metrics = context.metrics
+        for alert in alerts:
+            record = alert.to_record()
+            outputs.append(
+                (context.names.alerts, partition, key, context.catalog.encode("RiskAlert", record), None)
+            )
+            metrics.alerts_by_pattern[record["patternType"]] += 1
+            metrics.recent_alerts.append(record)
+
+    def _state(self, partition: int, key: bytes) -> S:
+        states = self._states
+        state = states.pop(key, None)
+        if state is None:
+            raw = self.table.get(partition, key)
+            state = self.core.new_state() if raw is None else self.core.decode(raw)
+        states[key] = state  # the most recently used; a dirty one evicted is still encoded from _dirty
+        if len(states) > STATE_CACHE_SIZE:
+            del states[next(iter(states))]
+        return state
+
+
+class WatermarkedAgent(Generic[S]):
+    """The Faust side: the repartition topic, the agent that collects its records, the pipeline."""
+
+    def __init__(
+        self, app: TransportApp, context: WorkerContext, table: StateTable, core: KeyedCore[S], topic: str
+    ) -> None:
+        self.app = app
+        self.context = context
+        self.table = table
+        settings: Settings = context.settings
+        self.analysis = WatermarkedAnalysis(
+            core, context, table, settings.topic_partitions, lambda messages: untrack(app.consumer, messages)
+        )
+        self.topic = app.topic(topic, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
+        self._pipeline: BatchPipeline | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        app.rebalance_started.append(self._on_rebalance_start)
+        app.on_partitions_revoked.connect(self._forget)
+        app.on_partitions_assigned.connect(self._resume)
+
+        @app.agent(self.topic, name=f"{core.name}-events")
+        async def keyed_events(stream: Any) -> None:
+            await self.run(stream)
+
+    def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.analysis.forget()
+
+    def _resume(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.analysis.forget()
+        self.analysis.paused = False
+
+    def _on_rebalance_start(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._let_go)
+
+    def _let_go(self) -> None:
+        """Drop what is buffered or waiting (never acked: it comes again after the rebalance)."""
+        self.analysis.paused = True
+        self.analysis.forget()
+        if self._pipeline is not None:
+            waiting = self._pipeline.filling.events
+            self.analysis.untrack([event.message for event, _stream in waiting])
+            self._pipeline.discard_waiting()
+
+    async def run(self, stream: Any) -> None:
+        """Consume with manual acks; the pipeline takes the records in batches."""
+        manual = stream.noack()
+        producer = AIOKafkaProducer(
+            **client_options(self.context.settings),
+            acks="all",
+            enable_idempotence=True,
+            max_batch_size=128 * 1024,
+        )
+        await producer.start()
+        commit = CommitProtocol(
+            self.table, producer, self.table.changelog_topic, DeliveryProgress(), outputs_first=True
+        )
+        pipeline = BatchPipeline(commit, self.analysis.analyze, self.app.crash, self.context.metrics)
+        pipeline.start()
+        self._pipeline = pipeline
+        self._loop = asyncio.get_running_loop()
+        consumer = self.app.consumer
+        try:
+            async for event in manual.events():
+                await pipeline.room()
+                message = event.message
+                highwater = consumer.highwater(TP(message.topic, message.partition))
+                pipeline.add(event, manual, highwater is not None and message.offset + 1 < highwater)
+                del event, message
+        finally:
+            self._pipeline = None
+            await pipeline.stop()
+            await producer.stop()
+
+
+def market_agent(
+    app: TransportApp, context: WorkerContext, table: StateTable
+) -> WatermarkedAgent[MarketState]:
+    """The per-symbol market agent."""
+    return WatermarkedAgent(app, context, table, MARKET, context.names.market_events)
+
+
+def pair_agent(app: TransportApp, context: WorkerContext, table: StateTable) -> WatermarkedAgent[PairState]:
+    """The account-pair agent."""
+    return WatermarkedAgent(app, context, table, PAIRS, context.names.pair_events)
