@@ -12,7 +12,9 @@ time, order events first on ties), with one state per user. Output, in ``--out``
   account's trades in (timestamp, tradeId) order once the file is read. Which trades they see is
   decided as in the worker (:mod:`riskengine.core.market_feed`): a trade more than
   ``market.allowed.lateness.seconds`` behind its ``crypto-trades`` partition (``--partitions``,
-  default ``RISKENGINE_TOPIC_PARTITIONS``) is late for the market.
+  default ``RISKENGINE_TOPIC_PARTITIONS``) is late for the market. Each trade's market impact is
+  scored against its symbol's market context as of a minute before it (``core/market.py``), as
+  the worker does.
 
 A line that is not JSON, not an object, or not a valid trade or order event is reported on stderr
 with its file, line number and reason, and skipped; the run completes. An order event the order
@@ -204,9 +206,22 @@ def replay(
     started = time.perf_counter()
     trades = read_trades(source, errors, summary)
     order_events = read_records(orders, parse_order_event, "order event", errors, summary, "orders ")
-    merged = merge_in_event_time(trades, order_events, _trade_time, _order_time)
+    merged_events = merge_in_event_time(trades, order_events, _trade_time, _order_time)
+    merged = list(merged_events)
+    # The market first: which trades reach it, what it raises, and the market contexts the
+    # accounts' trades are scored against (each as of a minute before the trade).
     clocks = PartitionClocks()
     for_market: list[Trade] = []
+    for item in merged:
+        if isinstance(item, Trade):
+            partition = kafka_partition(item.user_id.encode(), partitions)
+            if clocks.admit(partition, item.timestamp, rules.market_lateness_ms):
+                for_market.append(item)
+            else:
+                summary.late_for_market += 1
+    cross = evaluate_cross_account(for_market, reference, rules)
+    summary.executions = cross.executions
+    contexts = cross.contexts
     with (
         (out_dir / ANALYZED_FILE).open("w", encoding="utf-8") as analyzed_out,
         (out_dir / ALERTS_FILE).open("w", encoding="utf-8") as alerts_out,
@@ -217,19 +232,12 @@ def replay(
                 state = states[item.user_id] = UserState()
             alerts: tuple[RiskAlert, ...]
             if isinstance(item, Trade):
-                result = evaluate_trade(state, item, reference, rules)
+                market = contexts.for_trade(item.symbol, item.timestamp, rules.market_lateness_ms)
+                result = evaluate_trade(state, item, reference, rules, market)
                 summary.trades += 1
                 summary.levels[result.analyzed.final_risk_level.value] += 1
                 analyzed_out.write(_json_line(result.analyzed.to_record()))
                 alerts = result.alerts
-                if clocks.admit(
-                    kafka_partition(item.user_id.encode(), partitions),
-                    item.timestamp,
-                    rules.market_lateness_ms,
-                ):
-                    for_market.append(item)
-                else:
-                    summary.late_for_market += 1
             else:
                 outcome = evaluate_order(state, item, reference, rules)
                 summary.order_events += 1
@@ -238,8 +246,6 @@ def replay(
                     summary.order_issues[outcome.issue] += 1
                 alerts = outcome.alerts
             _write_alerts(alerts, alerts_out, summary)
-        cross = evaluate_cross_account(for_market, reference, rules)
-        summary.executions = cross.executions
         _write_alerts(cross.alerts, alerts_out, summary)
     summary.seconds = time.perf_counter() - started
     return summary

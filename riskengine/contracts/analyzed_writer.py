@@ -135,6 +135,10 @@ def analyzed_body(analyzed: RiskAnalyzedTrade, original_trade: bytes | None = No
             _NULL_BRANCH if reference_price is None else _SECOND_BRANCH + _DOUBLE(reference_price),
             _TRUE if impact.large_order else _FALSE,
             _DOUBLE(impact.large_order_threshold),
+            _NULL_BRANCH if impact.volatility is None else _SECOND_BRANCH + _DOUBLE(impact.volatility),
+            _NULL_BRANCH
+            if impact.market_context_as_of is None
+            else _SECOND_BRANCH + _long(impact.market_context_as_of),
             _strings(analyzed.compliance_flags),
             _strings(analyzed.mitigation_actions),
             _FOUR_DOUBLES(

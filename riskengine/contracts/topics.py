@@ -42,11 +42,13 @@ class Topics:
     market_events: str = "risk-market-events"
     #: Internal: the executions repartitioned by owner pair, for the account-pair agent.
     pair_events: str = "risk-pair-events"
+    #: Each symbol's market context by minute (key: symbol), and the market partitions' progress.
+    market_context: str = "risk-market-context"
 
     @property
     def compacted(self) -> frozenset[str]:
         """Reference-data topics: the latest value per key is all that matters."""
-        return frozenset({self.user_profiles, self.risk_rules, self.risk_reference})
+        return frozenset({self.user_profiles, self.risk_rules, self.risk_reference, self.market_context})
 
     def all(self) -> tuple[str, ...]:
         """Every topic the engine reads or writes."""
@@ -62,6 +64,7 @@ class Topics:
             self.orders_dlq,
             self.market_events,
             self.pair_events,
+            self.market_context,
         )
 
 
@@ -76,6 +79,7 @@ RECORD_TOPICS: dict[str, str] = {
     "RiskReference": TOPICS.risk_reference,
     "RiskAnalyzedTrade": TOPICS.analyzed_trades,
     "RiskAlert": TOPICS.alerts,
+    "MarketContext": TOPICS.market_context,
 }
 
 
@@ -94,6 +98,13 @@ _TOPIC_CONFIGS: dict[str, dict[str, str]] = {
     # Read within seconds; a day covers a worker that is down for a while.
     TOPICS.market_events: {"retention.ms": str(24 * 3600 * 1000)},
     TOPICS.pair_events: {"retention.ms": str(24 * 3600 * 1000)},
+    # Compacted to the latest context per symbol, but not before an hour: a worker that restarts
+    # behind still finds the versions its trades need (each trade uses the one of its minute).
+    TOPICS.market_context: {
+        "cleanup.policy": "compact",
+        "min.compaction.lag.ms": str(3600 * 1000),
+        "segment.ms": str(3600 * 1000),
+    },
 }
 
 

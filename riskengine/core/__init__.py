@@ -9,7 +9,7 @@ alert ids), :mod:`riskengine.core.state` (bounds, encoding), :mod:`riskengine.co
 in :mod:`riskengine.core.patterns`.
 """
 
-from .evaluate import Evaluation, OrderEvaluation, alert_id, evaluate_many, evaluate_order, evaluate_trade
+from .evaluate import Evaluation, OrderEvaluation, evaluate_many, evaluate_order, evaluate_trade
 from .models import (
     BehavioralAnalysis,
     ComplianceFlag,
@@ -32,6 +32,7 @@ from .models import (
     Trade,
     UserProfile,
     VolumeAnalysis,
+    alert_id,
     parse_order_event,
     parse_profile,
     parse_trade,

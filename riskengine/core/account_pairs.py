@@ -29,9 +29,8 @@ from typing import Any, NamedTuple
 
 from riskengine.errors import CoreError
 
-from .evaluate import alert_id
 from .executions import ExecutionLedger, buyer_and_seller
-from .models import Feature, PatternType, RiskAlert, Severity, Trade
+from .models import Feature, PatternType, RiskAlert, Severity, Trade, alert_id
 from .reference import ReferenceData
 from .rules import MINUTE_MS, Rules
 
@@ -128,6 +127,7 @@ def evaluate_pair_trade(
         del trips[:-MAX_TRIPS]
     _store(state.legs, symbol, legs)
     _store(state.trips, symbol, trips)
+    _prune_other_symbols(state, symbol, timestamp, rules)
     if back is None or len(trips) < rules.round_trip_min:
         return PairEvaluation(state, True, ())
     last = state.fired.get(symbol)
@@ -136,6 +136,14 @@ def evaluate_pair_trade(
     state.fired = {s: t for s, t in state.fired.items() if t >= timestamp - rules.round_trip_window_ms}
     state.fired[symbol] = timestamp
     return PairEvaluation(state, True, (_alert(trade, pair, trips, rules),))
+
+
+def _prune_other_symbols(state: PairState, symbol: str, timestamp: int, rules: Rules) -> None:
+    """Drop what the pair's other symbols keep beyond their windows (a symbol it stopped trading)."""
+    for table, horizon in ((state.legs, rules.round_trip_leg_ms), (state.trips, rules.round_trip_window_ms)):
+        for other in [s for s in table if s != symbol]:
+            _store(table, other, [row for row in table[other] if row[0] >= timestamp - horizon])
+    state.fired = {s: t for s, t in state.fired.items() if t >= timestamp - rules.round_trip_window_ms}
 
 
 def _store(table: dict[str, list[list[Any]]], symbol: str, rows: list[list[Any]]) -> None:
@@ -189,5 +197,5 @@ def decode_pair_state(data: bytes) -> PairState:
     try:
         last_time, last_id, ledger, legs, trips, fired = json.loads(data[1:])
         return PairState(last_time, last_id, ExecutionLedger.from_json(ledger), legs, trips, fired)
-    except (ValueError, TypeError) as exc:
-        raise PairStateFormatError(f"pair state does not decode: {exc}") from exc
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError) as exc:
+        raise PairStateFormatError(f"pair state does not decode: {exc!r}") from exc

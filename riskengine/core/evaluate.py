@@ -33,12 +33,14 @@ alert, but the trade still lists the pattern in ``triggeredPatterns``. A pattern
 matching thus alerts at most once per window, and each new alert's evidence is disjoint from the
 previous one's. Trade-keyed patterns (LARGE_ORDER, SELF_TRADE) alert on every matching trade.
 
-Market impact, from the user's own data unless the caller supplies ``ReferenceData.markets``:
-the reference price is the market entry's ``reference_price`` or else the EWMA
-(``market.price.ewma.alpha``) of the user's prices in the symbol before this trade (none for the
-first trade: deviation 0); liquidity consumption is notional over the market entry's
-``recent_volume`` or else over ``liquidity.<base asset>`` / ``liquidity.default`` from the rules.
-Cross-user market-level patterns belong to a later component.
+Market impact, from the symbol's market context when the caller passes one (``market``: the
+market state's figures as of a minute before the trade, see :mod:`riskengine.core.market`), else
+from static ``ReferenceData.markets``, else from the user's own data: the reference price is the
+context's (or the static entry's) or else the EWMA (``market.price.ewma.alpha``) of the user's
+prices in the symbol before this trade (none for the first trade: deviation 0); liquidity
+consumption is notional over the context's last-hour notional, the static ``recent_volume``, or
+``liquidity.<base asset>`` / ``liquidity.default`` from the rules; the context's volatility widens
+the price deviation that counts as high (:mod:`riskengine.core.scoring`).
 
 Compliance flags: SANCTIONED_USER / SANCTIONED_COUNTERPARTY / SANCTIONED_COUNTRY,
 RESTRICTED_COUNTRY (profile country in ``restricted_countries``), KYC_TRADE_LIMIT /
@@ -51,12 +53,12 @@ STRUCTURING_SUSPECTED (STRUCTURING matched), TRAVEL_RULE (notional >=
 
 from __future__ import annotations
 
-import hashlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from math import sqrt
 from typing import NamedTuple
 
+from .market import MarketContext
 from .models import (
     BehavioralAnalysis,
     ComplianceFlag,
@@ -69,6 +71,7 @@ from .models import (
     Side,
     Trade,
     VolumeAnalysis,
+    alert_id,
 )
 from .patterns import REGISTRY, Detector, Match, OrderContext, OrderFlowDetector, TradeContext
 from .reference import ReferenceData
@@ -128,20 +131,6 @@ class OrderEvaluation(NamedTuple):
     late: bool
 
 
-def alert_id(pattern: PatternType, key: str, evidence: tuple[str, ...]) -> str:
-    """Deterministic alert id: 32 hex digits of SHA-256 over pattern, key and evidence ids.
-
-    Each part is written as ``<length>:<utf-8 text>`` (a netstring without the comma), so no
-    choice of ids can make two different inputs produce the same bytes.
-    """
-    digest = hashlib.sha256()
-    for part in (pattern.value, key, *evidence):
-        data = part.encode()
-        digest.update(b"%d:" % len(data))
-        digest.update(data)
-    return digest.hexdigest()[:32]
-
-
 class _Plan:
     """What the rules imply for the detector loop, computed once per Rules object."""
 
@@ -181,11 +170,18 @@ def _plan(rules: Rules) -> _Plan:
     return plan
 
 
-def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rules: Rules) -> Evaluation:
+def evaluate_trade(
+    state: UserState,
+    trade: Trade,
+    reference: ReferenceData,
+    rules: Rules,
+    market: MarketContext | None = None,
+) -> Evaluation:
     """Analyze ``trade`` of ``state``'s user; see the module docstring for the semantics.
 
     ``state`` must be the state of ``trade.user_id`` (a fresh ``UserState()`` for a new user); it
-    is updated in place and returned as ``Evaluation.state``.
+    is updated in place and returned as ``Evaluation.state``. ``market``: the symbol's market
+    context to score the trade's market impact against (see :mod:`riskengine.core.market`).
     """
     plan = _plan(rules)
     timestamp = trade.timestamp
@@ -245,14 +241,23 @@ def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rul
             )
 
     # Market impact.
-    market = reference.markets.get(symbol) if reference.markets else None
+    static = reference.markets.get(symbol) if reference.markets else None
     reference_price = user_price
     liquidity = 0.0
+    if static is not None:
+        if static.reference_price is not None:
+            reference_price = static.reference_price
+        if static.recent_volume is not None:
+            liquidity = static.recent_volume
+    volatility = None
+    as_of = None
     if market is not None:
         if market.reference_price is not None:
             reference_price = market.reference_price
-        if market.recent_volume is not None:
+        if market.recent_volume > 0:
             liquidity = market.recent_volume
+        volatility = market.volatility
+        as_of = market.as_of
     if not liquidity:
         liquidity = rules.liquidity(symbol)
     deviation = abs(trade.price - reference_price) / reference_price if reference_price else 0.0
@@ -354,7 +359,7 @@ def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rul
         in_spike_window = in_flash_window = sells_in_window = 0
 
     volume = volume_component(z_score, rank, history, rules)
-    market_impact = market_impact_component(large_order, consumption, deviation, rules)
+    market_impact = market_impact_component(large_order, consumption, deviation, rules, volatility)
     risk_score = combine(volume, behavioral, market_impact, compliance, rules)
     level = risk_level(risk_score, rules)
     compliance_flags = tuple(flags)
@@ -373,7 +378,8 @@ def evaluate_trade(state: UserState, trade: Trade, reference: ReferenceData, rul
             ),
             _new(BehavioralAnalysis, (triggered, in_flash_window, sells_in_window, too_late)),
             _new(
-                MarketImpactAnalysis, (consumption, deviation, reference_price, large_order, large_threshold)
+                MarketImpactAnalysis,
+                (consumption, deviation, reference_price, large_order, large_threshold, volatility, as_of),
             ),
             compliance_flags,
             mitigation_actions(level, compliance_flags, triggered),

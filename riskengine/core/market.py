@@ -23,6 +23,23 @@ What the state keeps, and its bounds:
 - ``pump``: the rise that qualifies as a pump, if one is under way (its low, its peak, its volume
   z-score), until it is dumped or ``pump.dump.hours`` pass after its peak.
 - ``fired``: the timestamp of each pattern's last alert, for merging.
+- ``context_as_of``: the minute of the last market context published.
+
+Market context (:class:`MarketContext`): when the first execution at or after a new minute B
+arrives, the state holds exactly the executions before B; the evaluation then returns the
+symbol's context *as of B*: its reference price (the VWAP of the executions in the
+``price.crash.window.minutes`` before B), its recent volume (the notional of the last hour's
+bars) and its volatility (the standard deviation of the log returns between the last hour's bar
+closes). After a pause in the symbol's trading it also returns the context as of the minute after
+its last execution, so that every execution is in a context of the minute after it. A trade at
+time t is scored against the newest context as of ``floor_minute(t - L - 1 minute) - 1 minute``
+or earlier (:func:`context_minute`; L is ``market.allowed.lateness.seconds``): it holds every
+execution of the symbol more than L + 3 minutes older than the trade and none less than L + 2
+minutes older, whichever process runs it (the staleness bound). That choice is final once the
+symbol's market has applied every execution before ``floor_minute(t - L - 1 minute)``
+(:func:`context_final_after`), which the worker can wait for without waiting on itself (no input
+partition promises less than its next trade's time minus L) and, in steady flow, never waits for
+(:data:`CONTEXT_SLACK_MS` ahead of it).
 
 Patterns (keyed by symbol; alerts have no userId):
 
@@ -54,9 +71,8 @@ from typing import Any, NamedTuple
 
 from riskengine.errors import CoreError
 
-from .evaluate import alert_id
 from .executions import ExecutionLedger, buyer_and_seller
-from .models import Feature, PatternType, RiskAlert, Severity, Trade
+from .models import Feature, PatternType, RiskAlert, Severity, Trade, alert_id
 from .rules import HOUR_MS, MINUTE_MS, Rules
 
 #: Width of a bucket of the average-price window.
@@ -77,6 +93,9 @@ NAMED_ACCOUNTS = 5
 MAX_EMPTY_BARS = 288
 #: Current encoding version of a market state.
 FORMAT_VERSION = 1
+#: How much older than the lateness allows the context a trade uses is: a live market is that far
+#: ahead of what trades wait for.
+CONTEXT_SLACK_MS = MINUTE_MS
 
 
 class MarketStateFormatError(CoreError):
@@ -132,23 +151,45 @@ class MarketState:
     fired: dict[str, int] = field(default_factory=dict)
     executions: int = 0
     twins: int = 0
+    context_as_of: int = -1
+
+
+class MarketContext(NamedTuple):
+    """A symbol's market as of a minute: what market-impact scoring compares a trade with."""
+
+    symbol: str
+    #: every execution of the symbol before this time (a minute boundary, epoch ms), none after
+    as_of: int
+    #: VWAP of the executions in the price.crash.window.minutes before as_of (None: none)
+    reference_price: float | None
+    #: notional of the last hour's bars
+    recent_volume: float
+    #: standard deviation of the log returns between the last hour's bar closes (None: < 3 bars)
+    volatility: float | None
 
 
 class MarketEvaluation(NamedTuple):
-    """What one trade record did to its symbol's market: counted (a new execution), alerts."""
+    """What one trade record did to its symbol's market: counted (a new execution), alerts, and the
+    contexts it completed (as of the minute after the last execution, after a pause, and as of the
+    minute it opened, if it is the first record of a new minute)."""
 
     state: MarketState
     applied: bool
     counted: bool
     alerts: tuple[RiskAlert, ...]
+    contexts: tuple[MarketContext, ...] = ()
 
 
-class MarketContext(NamedTuple):
-    """What a symbol's market says about its recent trading (for market-impact scoring)."""
+def context_final_after(timestamp: int, lateness_ms: int) -> int:
+    """The market time after which the context of a trade at ``timestamp`` is final (see the
+    module docstring): once every execution before it is applied."""
+    shifted = timestamp - lateness_ms - CONTEXT_SLACK_MS
+    return shifted - shifted % MINUTE_MS
 
-    reference_price: float | None
-    recent_volume: float
-    volatility: float | None
+
+def context_minute(timestamp: int, lateness_ms: int) -> int:
+    """The as-of time of the market context a trade at ``timestamp`` is scored against, at the latest."""
+    return context_final_after(timestamp, lateness_ms) - MINUTE_MS
 
 
 PRICE_CRASH_TEXT = (
@@ -167,10 +208,19 @@ def evaluate_market_trade(state: MarketState, trade: Trade, rules: Rules) -> Mar
     """Apply ``trade`` (a record of ``state``'s symbol, in order) and run the market patterns."""
     if (trade.timestamp, trade.trade_id) <= (state.last_time, state.last_id):
         return MarketEvaluation(state, False, False, ())
+    contexts: tuple[MarketContext, ...] = ()
+    minute = trade.timestamp - trade.timestamp % MINUTE_MS
+    if minute > state.context_as_of:
+        if state.executions:
+            after_last = state.last_time - state.last_time % MINUTE_MS + MINUTE_MS
+            if state.context_as_of < after_last < minute:
+                contexts = (market_context(state, trade.symbol, after_last, rules),)
+            contexts += (market_context(state, trade.symbol, minute, rules),)
+        state.context_as_of = minute
     state.last_time, state.last_id = trade.timestamp, trade.trade_id
     if not state.ledger.add(trade):
         state.twins += 1
-        return MarketEvaluation(state, True, False, ())
+        return MarketEvaluation(state, True, False, (), contexts)
     state.executions += 1
     alerts: list[RiskAlert] = []
     off_market, crash = _price_crash(state, trade, rules)
@@ -183,20 +233,40 @@ def evaluate_market_trade(state: MarketState, trade: Trade, rules: Rules) -> Mar
         dumped = _pump_and_dump(state, trade, rules)
         if dumped is not None:
             alerts.append(dumped)
-    return MarketEvaluation(state, True, True, tuple(alerts))
+    return MarketEvaluation(state, True, True, tuple(alerts), contexts)
 
 
-def market_context(state: MarketState, timestamp: int, rules: Rules) -> MarketContext:
-    """The symbol's reference price (the window's VWAP), the window's notional and the volatility
-    (standard deviation of the log returns between the last hour's bar closes) as of ``timestamp``."""
-    quantity, notional, _count = _window(state, timestamp, rules)
-    closes = [bar.close for bar in state.bars if bar.start >= timestamp - timestamp % BAR_MS - HOUR_MS]
+def close_minute(state: MarketState, symbol: str, until: float, rules: Rules) -> MarketContext | None:
+    """The context as of the minute after the symbol's last execution, once ``until`` (a time before
+    which every execution is applied) has passed it and no execution of a later minute gave it yet.
+
+    The worker's market agent calls it as its watermark moves, so that this version exists as soon
+    as it is final, not only when the symbol trades again; ``riskengine replay`` at the end of the
+    input. Either way the set of versions is the same: one as of each minute opened by an execution,
+    and one as of the minute after each minute with executions.
+    """
+    if not state.executions:
+        return None
+    after_last = state.last_time - state.last_time % MINUTE_MS + MINUTE_MS
+    if after_last > until or after_last <= state.context_as_of:
+        return None
+    state.context_as_of = after_last
+    return market_context(state, symbol, after_last, rules)
+
+
+def market_context(state: MarketState, symbol: str, as_of: int, rules: Rules) -> MarketContext:
+    """``symbol``'s context from ``state`` as of ``as_of`` (see the module docstring); the state must
+    hold no execution at or after ``as_of``."""
+    quantity, notional, _count = _window(state, as_of, rules)
+    recent = [bar for bar in state.bars if bar.start >= as_of - HOUR_MS]
+    closes = [bar.close for bar in recent if bar.close > 0]
     returns = [math.log(b / a) for a, b in itertools.pairwise(closes)]
     volatility = None
     if len(returns) >= 2:
         mean = sum(returns) / len(returns)
         volatility = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
-    return MarketContext(notional / quantity if quantity else None, notional, volatility)
+    reference_price = notional / quantity if quantity else None
+    return MarketContext(symbol, as_of, reference_price, sum(bar.notional for bar in recent), volatility)
 
 
 def _window(state: MarketState, timestamp: int, rules: Rules) -> tuple[float, float, int]:
@@ -287,20 +357,28 @@ def _add_to_bars(state: MarketState, trade: Trade, rules: Rules, off_market: boo
         for _empty in range(min(MAX_EMPTY_BARS, (start - previous.start) // BAR_MS - 1)):
             _fold_volume(state, 0.0)
     std = math.sqrt(state.volume_var)
-    bars.append(
-        Bar(
-            start,
-            price,
-            price,
-            price,
-            notional,
-            trade.trade_id,
-            trade.trade_id,
-            state.volume_mean,
-            std,
-            state.volume_bars,
+    if off_market:
+        # A bar opened by an off-market execution has no price until a market one comes (high 0,
+        # low infinite: no pump starts or peaks there); its close carries the previous one's.
+        close = bars[-1].close if bars else 0.0
+        bars.append(
+            Bar(start, 0.0, math.inf, close, notional, "", "", state.volume_mean, std, state.volume_bars)
         )
-    )
+    else:
+        bars.append(
+            Bar(
+                start,
+                price,
+                price,
+                price,
+                notional,
+                trade.trade_id,
+                trade.trade_id,
+                state.volume_mean,
+                std,
+                state.volume_bars,
+            )
+        )
     since = start - rules.pump_rise_ms - rules.pump_dump_ms
     while bars and bars[0].start < since:
         del bars[0]
@@ -464,7 +542,7 @@ def encode_market_state(state: MarketState) -> bytes:
         if pump is None
         else [pump.low_time, pump.low, pump.low_id, pump.peak_time, pump.peak, pump.peak_id, pump.zscore],
         state.fired,
-        [state.executions, state.twins],
+        [state.executions, state.twins, state.context_as_of],
     ]
     return bytes([FORMAT_VERSION]) + json.dumps(document, separators=(",", ":")).encode()
 
@@ -491,6 +569,7 @@ def decode_market_state(data: bytes) -> MarketState:
             fired=fired,
             executions=counts[0],
             twins=counts[1],
+            context_as_of=counts[2],
         )
-    except (ValueError, TypeError, IndexError) as exc:
-        raise MarketStateFormatError(f"market state does not decode: {exc}") from exc
+    except (ValueError, TypeError, IndexError, KeyError, OverflowError, AttributeError) as exc:
+        raise MarketStateFormatError(f"market state does not decode: {exc!r}") from exc

@@ -15,12 +15,13 @@ time order, so late trades are rare; both count them.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .account_pairs import PairState, evaluate_pair_trade, owner_of, pair_key
 from .executions import buyer_and_seller
-from .market import MarketState, evaluate_market_trade
+from .market import MarketContext, MarketState, close_minute, context_minute, evaluate_market_trade
 from .models import RiskAlert, Trade
 from .reference import ReferenceData
 from .rules import Rules
@@ -79,6 +80,46 @@ def market_order(trade: Trade) -> tuple[int, str]:
     return (trade.timestamp, trade.trade_id)
 
 
+class MarketContexts:
+    """Market contexts by symbol, and the one a trade is scored against (the newest as of
+    :func:`~riskengine.core.market.context_minute` of its time or earlier).
+
+    ``limit`` bounds the versions kept per symbol (the oldest are dropped first; None: all, as
+    replay keeps them).
+    """
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self._times: dict[str, list[int]] = {}
+        self._contexts: dict[str, list[MarketContext]] = {}
+
+    def add(self, context: MarketContext) -> None:
+        """Keep ``context`` (a version already kept is replaced by the same one)."""
+        times = self._times.setdefault(context.symbol, [])
+        contexts = self._contexts.setdefault(context.symbol, [])
+        position = bisect_right(times, context.as_of)
+        if position and times[position - 1] == context.as_of:
+            contexts[position - 1] = context
+            return
+        times.insert(position, context.as_of)
+        contexts.insert(position, context)
+        if self.limit is not None and len(times) > self.limit:
+            del times[0], contexts[0]
+
+    def count(self) -> int:
+        """Versions kept, over all symbols."""
+        return sum(len(times) for times in self._times.values())
+
+    def for_trade(self, symbol: str, timestamp: int, lateness_ms: int) -> MarketContext | None:
+        """The context a trade of ``symbol`` at ``timestamp`` is scored against (None: none yet);
+        ``lateness_ms``: ``market.allowed.lateness.seconds``."""
+        times = self._times.get(symbol)
+        if not times:
+            return None
+        position = bisect_right(times, context_minute(timestamp, lateness_ms))
+        return self._contexts[symbol][position - 1] if position else None
+
+
 @dataclass
 class CrossAccountRun:
     """Market and pair states built by :func:`evaluate_cross_account`, and what they raised."""
@@ -87,6 +128,7 @@ class CrossAccountRun:
     pairs: dict[str, PairState] = field(default_factory=dict)
     alerts: list[RiskAlert] = field(default_factory=list)
     executions: int = 0
+    contexts: MarketContexts = field(default_factory=MarketContexts)
 
 
 def evaluate_cross_account(
@@ -100,6 +142,8 @@ def evaluate_cross_account(
             market = run.markets[trade.symbol] = MarketState()
         outcome = evaluate_market_trade(market, trade, rules)
         run.executions += outcome.counted
+        for context in outcome.contexts:
+            run.contexts.add(context)
         run.alerts.extend(outcome.alerts)
         pair = pair_key(reference, trade)
         if pair is None:
@@ -109,4 +153,8 @@ def evaluate_cross_account(
             state = run.pairs[pair] = PairState()
         buyer = buyer_and_seller(trade)[0] or ""
         run.alerts.extend(evaluate_pair_trade(state, trade, owner_of(reference, buyer), pair, rules).alerts)
+    for symbol, market in run.markets.items():
+        last = close_minute(market, symbol, float("inf"), rules)
+        if last is not None:
+            run.contexts.add(last)
     return run

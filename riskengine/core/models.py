@@ -14,6 +14,7 @@ contract's dict (camelCase field names) that :func:`riskengine.contracts.validat
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -494,13 +495,20 @@ class BehavioralAnalysis(NamedTuple):
 
 
 class MarketImpactAnalysis(NamedTuple):
-    """Liquidity consumption, slippage against a reference price, and the large-order test."""
+    """Liquidity consumption, slippage against a reference price, and the large-order test.
+
+    ``volatility`` and ``market_context_as_of`` are set when the symbol's market context (from the
+    market state, see :mod:`riskengine.core.market`) was used: its volatility and the minute it is
+    as of.
+    """
 
     liquidity_consumption: float
     price_deviation: float
     reference_price: float | None
     large_order: bool
     large_order_threshold: float
+    volatility: float | None = None
+    market_context_as_of: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The ``MarketImpactAnalysis`` record."""
@@ -510,6 +518,8 @@ class MarketImpactAnalysis(NamedTuple):
             "referencePrice": self.reference_price,
             "largeOrder": self.large_order,
             "largeOrderThreshold": self.large_order_threshold,
+            "volatility": self.volatility,
+            "marketContextAsOf": self.market_context_as_of,
         }
 
 
@@ -639,3 +649,17 @@ class RiskAlert(NamedTuple):
             "ruleVersion": self.rule_version,
             "orderActivity": [a.to_record() for a in self.activity],
         }
+
+
+def alert_id(pattern: PatternType, key: str, evidence: tuple[str, ...]) -> str:
+    """Deterministic alert id: 32 hex digits of SHA-256 over pattern, key and evidence ids.
+
+    Each part is written as ``<length>:<utf-8 text>`` (a netstring without the comma), so no
+    choice of ids can make two different inputs produce the same bytes.
+    """
+    digest = hashlib.sha256()
+    for part in (pattern.value, key, *evidence):
+        data = part.encode()
+        digest.update(b"%d:" % len(data))
+        digest.update(data)
+    return digest.hexdigest()[:32]

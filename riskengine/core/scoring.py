@@ -10,8 +10,9 @@ Components, each in [0, 1]:
   WASH_TRADING, FLASH_CRASH, SELF_TRADE, STRUCTURING, MOMENTUM_IGNITION, and SPOOFING or LAYERING
   when a fill completes them).
 - marketImpact: ``max(0.75 if largeOrder, 0.5 x min(1, consumption / market.liquidity.consumption.high),
-  0.5 x min(1, deviation / market.price.deviation.high))``: size against liquidity and slippage
-  alone reach MEDIUM at most; a large order is HIGH.
+  0.5 x min(1, deviation / max(market.price.deviation.high, 3 x volatility)))``: size against
+  liquidity and slippage alone reach MEDIUM at most; a large order is HIGH. The volatility is the
+  symbol's, from its market context (none: the rule alone).
 - compliance: the highest flag score: SANCTIONED_* 1.0; KYC_TRADE_LIMIT, KYC_DAILY_LIMIT,
   STRUCTURING_SUSPECTED and RESTRICTED_COUNTRY 0.75; NO_PROFILE 0.15; reporting flags
   (TRAVEL_RULE, TAX_REPORTING_REQUIRED) and LATE_EVENT / DUPLICATE_EVENT 0.
@@ -39,6 +40,9 @@ from itertools import compress
 
 from .models import ComplianceFlag, MitigationAction, PatternType, RiskLevel, Severity
 from .rules import Rules
+
+#: A price deviation of this many times the symbol's volatility puts the deviation sub-score at its cap.
+VOLATILITY_MULTIPLE = 3.0
 
 # The tables below are plain dicts typed as read-only Mappings: dict lookups are the cheapest on
 # the per-trade path (a MappingProxyType adds a layer to every get).
@@ -132,10 +136,16 @@ def volume_component(z_score: float, percentile_rank: float, history: int, rules
     return 0.75 * by_z + 0.25 * by_rank
 
 
-def market_impact_component(large_order: bool, consumption: float, deviation: float, rules: Rules) -> float:
+def market_impact_component(
+    large_order: bool, consumption: float, deviation: float, rules: Rules, volatility: float | None = None
+) -> float:
     """The market-impact component (see the module docstring)."""
     by_liquidity = consumption / rules.liquidity_high
-    by_deviation = deviation / rules.price_deviation_high
+    deviation_high = rules.price_deviation_high
+    if volatility is not None and VOLATILITY_MULTIPLE * volatility > deviation_high:
+        # In a market that moves a lot, the same deviation is less unusual.
+        deviation_high = VOLATILITY_MULTIPLE * volatility
+    by_deviation = deviation / deviation_high
     partial = by_liquidity if by_liquidity > by_deviation else by_deviation
     score = 0.5 * (partial if partial < 1.0 else 1.0)
     return 0.75 if large_order and score < 0.75 else score

@@ -29,6 +29,8 @@ class Metrics:
         self.invalid_profiles = 0
         #: trades more than market.allowed.lateness behind their partition (kept out of the market)
         self.late_for_market = 0
+        #: trades scored with a market context that was not final after MAX_CONTEXT_WAIT_S
+        self.market_context_stale = 0
         #: per watermarked agent ("market", "pair"): records released, late, re-delivered, rejected,
         #: and held at the last batch
         self.keyed: dict[str, Counter[str]] = {"market": Counter(), "pair": Counter()}

@@ -170,6 +170,8 @@ def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
         "lateOrderEvents": metrics.late_order_events,
         "heldEvents": metrics.held_events,
         "lateForMarket": metrics.late_for_market,
+        "marketContextStale": metrics.market_context_stale,
+        "marketContextVersions": context.reference.markets.contexts.count(),
         "marketAgent": dict(metrics.keyed["market"]),
         "pairAgent": dict(metrics.keyed["pair"]),
         "deadLetters": dict(metrics.dead_letters_by_reason),
@@ -225,6 +227,8 @@ def prometheus_text(stats: dict[str, Any]) -> str:
         f"riskengine_order_events_in_total {stats['orderEventsIn']}",
         "# TYPE riskengine_order_issues_total counter",
         *(f'riskengine_order_issues_total{{kind="{k}"}} {v}' for k, v in stats["orderIssues"].items()),
+        "# TYPE riskengine_market_context_stale_total counter",
+        f"riskengine_market_context_stale_total {stats['marketContextStale']}",
         "# TYPE riskengine_late_for_market_total counter",
         f"riskengine_late_for_market_total {stats['lateForMarket']}",
         *(

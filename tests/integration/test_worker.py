@@ -2,12 +2,13 @@
 
 Workers run as ``faust -A riskengine worker`` subprocesses with their own app id and topic suffix.
 Expected results come from the detection core run in this process over the same input
-(``evaluate_many``), which is what a single worker must produce.
+(``riskengine replay``), which is what a single worker must produce.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, replay
 from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
-from riskengine.core import DEFAULT_RULES, evaluate_many
+from riskengine.core import DEFAULT_RULES
 from riskengine.settings import Settings
 
 from .kafka_io import partitions
@@ -74,16 +76,26 @@ async def worker(settings, unique, tmp_path):
         process.stop()
 
 
-async def test_every_trade_is_analyzed_and_every_pattern_alerts(worker):
-    """(a) The sample sequence holds every implemented pattern; the worker matches the core."""
+async def test_every_trade_is_analyzed_and_every_pattern_alerts(worker, tmp_path):
+    """(a) The sample sequence holds every implemented pattern; the worker matches replay (the core,
+    with the market contexts the market agent gives)."""
     settings, catalog, _process = worker
     trades = sample_trades()
     suffix = settings.worker_topic_suffix
     await send_trades(settings, catalog, trades)
-    reference = sample_reference()
-    _states, expected = evaluate_many(trades, reference, DEFAULT_RULES)
-    expected_alerts = {a.alert_id: a for e in expected for a in e.alerts}
-    assert len({a.pattern for a in expected_alerts.values()}) >= 8, "the sample must hold every pattern"
+    lines = [json.dumps(t.to_record()).encode() for t in trades]
+    replay(lines, tmp_path, DEFAULT_RULES, sample_reference(), partitions=settings.topic_partitions)
+    expected_analyzed = {
+        a["originalTrade"]["tradeId"]: a
+        for a in (json.loads(line) for line in (tmp_path / ANALYZED_FILE).read_text().splitlines())
+    }
+    expected_alerts = {
+        a["alertId"]: a
+        for a in (json.loads(line) for line in (tmp_path / ALERTS_FILE).read_text().splitlines())
+    }
+    assert len({a["patternType"] for a in expected_alerts.values()}) >= 8, (
+        "the sample must hold every pattern"
+    )
 
     ids = {t.trade_id for t in trades}
     analyzed = decoded(
@@ -96,12 +108,17 @@ async def test_every_trade_is_analyzed_and_every_pattern_alerts(worker):
         "RiskAnalyzedTrade",
     )
     assert {a["originalTrade"]["tradeId"] for a in analyzed} == ids
-    by_id = {a["originalTrade"]["tradeId"]: a for a in analyzed}
-    for evaluation in expected:
-        got = by_id[evaluation.analyzed.trade.trade_id]
+    for got in analyzed:
         assert got["processedAt"] is not None
-        want = evaluation.analyzed.to_record()
-        for field in ("riskScore", "finalRiskLevel", "triggeredPatterns", "complianceFlags", "ruleVersion"):
+        want = expected_analyzed[got["originalTrade"]["tradeId"]]
+        for field in (
+            "riskScore",
+            "finalRiskLevel",
+            "triggeredPatterns",
+            "complianceFlags",
+            "ruleVersion",
+            "marketImpactAnalysis",
+        ):
             assert got[field] == want[field], (field, got["originalTrade"]["tradeId"])
 
     alerts = decoded(
@@ -111,7 +128,7 @@ async def test_every_trade_is_analyzed_and_every_pattern_alerts(worker):
     )
     assert {a["alertId"] for a in alerts} == set(expected_alerts)
     for alert in alerts:
-        assert alert == expected_alerts[alert["alertId"]].to_record()
+        assert alert == expected_alerts[alert["alertId"]]
 
 
 async def test_bad_messages_become_dead_letters_and_good_ones_flow(worker):

@@ -135,10 +135,16 @@ async def test_worker_and_replay_agree_on_trades_and_order_events(settings, uniq
         analyzed = catalog.decode(record.value, "RiskAnalyzedTrade")
         analyzed["processedAt"] = None
         got_analyzed[analyzed["originalTrade"]["tradeId"]] = analyzed
+    # Every trade scored against the market context replay computed (none waited out MAX_CONTEXT_WAIT_S).
+    assert stats["marketContextStale"] == 0 and stats["lateForMarket"] == summary.late_for_market, stats
+    with_context = sum(
+        1 for a in expected_analyzed.values() if a["marketImpactAnalysis"]["marketContextAsOf"]
+    )
+    assert with_context > len(trades) // 2
     assert got_analyzed == expected_analyzed
     events = len(trades) + len(orders)
     print(
         f"worker: {len(trades):,} trades and {len(orders):,} order events (a backlog) analyzed in "
         f"{elapsed:.1f} s = {events / elapsed:,.0f} events/s; replay {summary.events_per_second:,.0f} "
-        "events/s"
+        f"events/s; {with_context:,} trades scored against a market context"
     )

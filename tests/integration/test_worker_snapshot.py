@@ -25,12 +25,20 @@ from typing import Any
 import aioboto3
 import aiohttp
 import pytest
+from aiokafka import TopicPartition
 
 from riskengine.connections import s3_client_options
 from riskengine.core import DEFAULT_RULES, EMPTY_REFERENCE, Side, Trade, encode_state, evaluate_many
 from riskengine.settings import Settings
+from riskengine.worker.repartition import CLOCK_KEY
 from riskengine.worker.snapshots import LocalStore, Manifest, latest, read_offset, table_path
-from riskengine.worker.tables.user_state import TABLE_NAME, Envelope, encode_envelope
+from riskengine.worker.tables.user_state import (
+    MARKET_TABLE_NAME,
+    PAIR_TABLE_NAME,
+    TABLE_NAME,
+    Envelope,
+    encode_envelope,
+)
 from riskengine.worker.web_views import state_document
 
 from .kafka_io import end_offsets
@@ -139,7 +147,7 @@ def run_cli(worker: WorkerProcess, *args: str) -> subprocess.CompletedProcess[st
 async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup):
     settings, catalog, workers, datadir = snapshot_setup
     changelog = f"{settings.worker_app_id}-{TABLE_NAME}-changelog"
-    before, tail, after = trades(0, 480), trades(480, 60), trades(540, 120)
+    before, tail_trades, after = trades(0, 480), trades(480, 60), trades(540, 120)
     first = WorkerProcess(settings, datadir, name="w-first", worker_admin_token=TOKEN)
     workers.append(first)
     first.start()
@@ -153,9 +161,10 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
         async with session.post(f"{first.url}/admin/snapshot", headers=headers) as response:
             assert response.status == 200, await response.text()
             body = await response.json()
-        manifests = {
-            m.partition: m for m in (Manifest.from_json(json.dumps(d).encode()) for d in body["snapshots"])
-        }
+        every = [Manifest.from_json(json.dumps(d).encode()) for d in body["snapshots"]]
+        # The market and pair tables are snapshotted too; this test follows the per-user one.
+        assert {m.table for m in every} <= {TABLE_NAME, MARKET_TABLE_NAME, PAIR_TABLE_NAME}
+        manifests = {m.partition: m for m in every if m.table == TABLE_NAME}
         at_snapshot = await end_offsets(settings, changelog)
         written = {tp.partition: offset for tp, offset in at_snapshot.items() if offset > 0}
         # Every partition with state was snapshotted, each at its last changelog record.
@@ -163,7 +172,7 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
         assert all(m.table == TABLE_NAME and m.changelog_topic == changelog for m in manifests.values())
 
         # The changelog tail: processed after the snapshot, so only replay can bring it back.
-        await produce_and_wait(settings, catalog, tail, len(before) + len(tail))
+        await produce_and_wait(settings, catalog, tail_trades, len(before) + len(tail_trades))
         expected = await user_documents(session, first)
         first.stop()
         ends = await end_offsets(settings, changelog)
@@ -191,10 +200,16 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
         assert {p: starts[p] for p in manifests} == {p: m.changelog_offset for p, m in manifests.items()}
         total = sum(ends.values())
         replayed = sum(end - 1 - starts[tp.partition] for tp, end in ends.items())
-        # The worker writes one changelog record per user per batch, so the tail has at most one
-        # record per tail trade.
+        # The worker writes one changelog record per user per batch (and its partitions' market
+        # clocks), so the tail has at most one user record per tail trade.
         tail_records = sum(end - at_snapshot.get(tp, 0) for tp, end in ends.items())
-        assert 0 < tail_records <= len(tail)
+        tail = [
+            r
+            for r in await collect(settings, changelog, lambda rs: False, wait_s=2.0)
+            if r.offset >= at_snapshot.get(TopicPartition(changelog, r.partition), 0)
+        ]
+        assert len(tail) == tail_records
+        assert 0 < sum(1 for r in tail if r.key != CLOCK_KEY) <= len(tail_trades)
         assert replayed == tail_records, (replayed, total)
         assert replayed < total
 
@@ -202,7 +217,7 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
         assert await user_documents(session, second) == expected
 
         # (3) Processing continues: the state equals the core over every trade.
-        everything = before + tail + after
+        everything = before + tail_trades + after
         await produce_and_wait(settings, catalog, after, len(everything))
         states, _ = evaluate_many(everything, EMPTY_REFERENCE, DEFAULT_RULES)
         got = await user_documents(session, second)

@@ -51,7 +51,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, overload
 
 import faust
@@ -75,7 +75,9 @@ from riskengine.core import (
 from riskengine.core.account_pairs import owner_of, pair_key
 from riskengine.core.event_order import order_event_first
 from riskengine.core.executions import buyer_and_seller
+from riskengine.core.market import MarketContext
 from riskengine.core.market_feed import PartitionClocks
+from riskengine.core.rules import MINUTE_MS
 from riskengine.errors import EventRejected, WorkerError
 from riskengine.settings import Settings
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record, StateWriter
@@ -126,6 +128,8 @@ MAX_DETAIL = 1000
 STATE_CACHE_SIZE = 50_000
 #: Longest an event waits for the other input of its partition while that input's end is unknown.
 MAX_HOLD_S = 2.0
+#: Longest a trade waits for its symbol's market context to be final (see riskengine.core.market).
+MAX_CONTEXT_WAIT_S = 120.0
 #: Held events of one input partition from which it is paused, and below which it is resumed.
 PAUSE_AT = 1_000
 RESUME_AT = 200
@@ -187,7 +191,8 @@ class CachedUser(AppliedEvents):
     """A user's table value kept in memory: the envelope's fields, the core state decoded.
 
     ``stored`` is the value last encoded for it (None: none yet); ``since`` the events applied after
-    it, from which a state left half-updated by a failed evaluation is rebuilt.
+    it (with the market context each trade was scored against), from which a state left
+    half-updated by a failed evaluation is rebuilt.
     """
 
     __slots__ = ("offsets", "partition", "pending", "since", "state", "stored")
@@ -205,7 +210,7 @@ class CachedUser(AppliedEvents):
         self.pending = pending
         self.state = state
         self.stored = stored
-        self.since: list[Trade | OrderEvent] = []
+        self.since: list[tuple[Trade | OrderEvent, MarketContext | None]] = []
 
 
 class UserAnalysis:
@@ -250,6 +255,10 @@ class UserAnalysis:
         self._last_trade_at: dict[int, float] = {}
         self._last_marker_at: dict[int, float] = {}
         self._last_idle_at: dict[int, float] = {}
+        #: per trades partition, the last promise announced
+        self._last_promise: dict[int, int] = {}
+        #: per trades partition, the offset after the last trade applied since the last rebalance
+        self._applied_through: dict[int, int] = {}
 
     def forget_states(self) -> None:
         """Drop the decoded states and the held events (at every rebalance).
@@ -263,6 +272,8 @@ class UserAnalysis:
         self._clocks_loaded.clear()
         self._clocks_changed.clear()
         self._last_marker_at.clear()
+        self._last_promise.clear()
+        self._applied_through.clear()
 
     def held_messages(self) -> list[Any]:
         """The messages of the held events."""
@@ -322,6 +333,8 @@ class UserAnalysis:
                     batch.outputs.append(self._dead_letter(event.message, source, item))
                 else:
                     self._apply(event.message, item, processed_at, batch)
+                if queue is trades:
+                    self._applied_through[partition] = event.message.offset + 1
                 done.append((event, stream))
             held += len(trades) + len(orders)
         for key, user in self._dirty.items():
@@ -347,10 +360,27 @@ class UserAnalysis:
         if trades and orders:
             trade = cast(Trade, trades[0][2])
             order_event = cast(OrderEvent, orders[0][2])
-            return orders if order_event_first(order_event.timestamp, trade.timestamp) else trades
+            if order_event_first(order_event.timestamp, trade.timestamp):
+                return orders
+            return trades if self._market_known(trades[0], now) else None
         if trades:
-            return trades if self._may_go_alone(ORDERS, partition, trades, now) else None
+            if not self._may_go_alone(ORDERS, partition, trades, now):
+                return None
+            return trades if self._market_known(trades[0], now) else None
         return orders if self._may_go_alone(TRADES, partition, orders, now) else None
+
+    def _market_known(self, head: Queued, now: float) -> bool:
+        """May the trade ``head`` be scored: its market context is final, or it has waited
+        :data:`MAX_CONTEXT_WAIT_S` (the market agent is down or far behind: the newest context known
+        is used, and counted)."""
+        trade = cast(Trade, head[2])
+        lateness = self.reference.rules.current.market_lateness_ms
+        if self.reference.markets.ready(trade.symbol, trade.timestamp, lateness):
+            return True
+        if now - head[3] >= MAX_CONTEXT_WAIT_S:
+            self.metrics.market_context_stale += 1
+            return True
+        return False
 
     def _may_go_alone(self, other: int, partition: int, queue: deque[Queued], now: float) -> bool:
         """May ``queue``'s head be applied while the other input of its partition has nothing here?
@@ -451,7 +481,9 @@ class UserAnalysis:
         alerts: tuple[RiskAlert, ...]
         try:
             if isinstance(item, Trade):
-                evaluation = self._run(user.state, item)
+                lateness = self.reference.rules.current.market_lateness_ms
+                market = self.reference.markets.for_trade(item.symbol, item.timestamp, lateness)
+                evaluation = self._run(user.state, item, market)
                 analyzed = evaluation.analyzed._replace(processed_at=processed_at)
                 outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
                 alerts = evaluation.alerts
@@ -471,7 +503,7 @@ class UserAnalysis:
             # The core updates the state in place: rebuild it as it was before this event.
             user.state = self._rebuilt(user)
             raise
-        user.since.append(item)
+        user.since.append((item, market if isinstance(item, Trade) else None))
         user.partition = partition
         offsets = list(user.offsets)
         offsets[source] = offset
@@ -486,16 +518,21 @@ class UserAnalysis:
             self.metrics.recent_alerts.append(record)
 
     @overload
-    def _run(self, state: UserState, item: Trade) -> Evaluation: ...
+    def _run(self, state: UserState, item: Trade, market: MarketContext | None = None) -> Evaluation: ...
 
     @overload
-    def _run(self, state: UserState, item: OrderEvent) -> OrderEvaluation: ...
+    def _run(
+        self, state: UserState, item: OrderEvent, market: MarketContext | None = None
+    ) -> OrderEvaluation: ...
 
-    def _run(self, state: UserState, item: Trade | OrderEvent) -> Evaluation | OrderEvaluation:
-        """The core on one event, with the active rules and the reference data."""
+    def _run(
+        self, state: UserState, item: Trade | OrderEvent, market: MarketContext | None = None
+    ) -> Evaluation | OrderEvaluation:
+        """The core on one event, with the active rules, the reference data and (a trade) its
+        symbol's market context."""
         rules = self.reference.rules.current
         if isinstance(item, Trade):
-            return evaluate_trade(state, item, self.reference.data, rules)
+            return evaluate_trade(state, item, self.reference.data, rules, market)
         return evaluate_order(state, item, self.reference.data, rules)
 
     def _rebuilt(self, user: CachedUser) -> UserState:
@@ -503,8 +540,11 @@ class UserAnalysis:
         deterministic, so this is the state those events left)."""
         envelope = None if user.stored is None else decode_envelope(user.stored)
         state = UserState() if envelope is None else decode_state(envelope.state)
-        for item in user.since:
-            self._run(state, item)
+        for item, market in user.since:
+            if isinstance(item, Trade):
+                self._run(state, item, market)
+            else:
+                self._run(state, item)
         return state
 
     def _user(self, partition: int, key: bytes, batch: Batch) -> CachedUser:
@@ -583,15 +623,38 @@ class UserAnalysis:
         return outputs
 
     def _announce(self, batch: Batch, now: float) -> None:
-        """Store the clocks that moved; send progress markers for them (at most every MARKER_INTERVAL_S)."""
+        """Store the clocks that moved; send each partition's promise when it advanced (at most every
+        MARKER_INTERVAL_S). A partition holding trades (waiting for their market context) promises
+        from its first held trade on: nothing it admits later is earlier than that trade or its
+        clock, less the lateness; without that, a market waiting for this partition and this
+        partition waiting for the market would wait for each other.
+        """
         lateness = self.reference.rules.current.market_lateness_ms
         for partition in sorted(self._clocks_changed):
-            clock = self._clocks.clocks[partition]
-            batch.changelog[(partition, CLOCK_KEY)] = encode_clock(clock)
-            if now - self._last_marker_at.get(partition, 0.0) >= MARKER_INTERVAL_S:
-                self._last_marker_at[partition] = now
-                batch.outputs.extend(self._markers(partition, clock - lateness))
+            batch.changelog[(partition, CLOCK_KEY)] = encode_clock(self._clocks.clocks[partition])
+        holding = {partition for partition, (trades, _orders) in self._queues.items() if trades}
+        for partition in sorted(self._clocks_changed | holding):
+            clock = self._clock_of(partition).clocks[partition]
+            head = self._first_held_trade(partition)
+            promise = max(clock, -1 if head is None else head.timestamp) - lateness
+            last = self._last_promise.get(partition, -(2**62))
+            if promise <= last:
+                continue
+            # A new minute may be what a market partition waits for (contexts are by the minute):
+            # say it at once; otherwise at most every MARKER_INTERVAL_S.
+            new_minute = promise // MINUTE_MS > last // MINUTE_MS
+            if not new_minute and now - self._last_marker_at.get(partition, 0.0) < MARKER_INTERVAL_S:
+                continue
+            self._last_marker_at[partition] = now
+            self._last_promise[partition] = promise
+            batch.outputs.extend(self._markers(partition, promise))
         self._clocks_changed.clear()
+
+    def _first_held_trade(self, partition: int) -> Trade | None:
+        queues = self._queues.get(partition)
+        if queues is None:
+            return None
+        return next((item[2] for item in queues[0] if isinstance(item[2], Trade)), None)
 
     def _markers(self, source: int, promise: int | None) -> list[Record]:
         """A marker of ``source`` for every partition of both repartition topics."""
@@ -603,9 +666,14 @@ class UserAnalysis:
             for target in range(self._target_partitions)
         ]
 
-    def idle_markers(self, assigned: Sequence[int], caught_up: Any, now: float) -> list[Record]:
-        """Idle markers for the trades partitions of ``assigned`` that are idle (read to their end,
-        ``caught_up(partition)``, nothing held, no trade for IDLE_AFTER_S), each every IDLE_MARKER_S."""
+    def idle_markers(
+        self, assigned: Sequence[int], ends: Callable[[int], tuple[int | None, int | None]], now: float
+    ) -> list[Record]:
+        """Idle markers for the trades partitions of ``assigned`` that are idle, each every
+        IDLE_MARKER_S: every trade up to the partition's end is applied (``ends(partition)``: its
+        fetched end and its committed offset), nothing is held, and no trade came for IDLE_AFTER_S.
+        Applied, not merely received: after a rebalance the received ones were dropped, and a source
+        declared idle behind its own trades would make them late for the market."""
         records: list[Record] = []
         for partition in assigned:
             queues = self._queues.get(partition)
@@ -613,7 +681,11 @@ class UserAnalysis:
                 continue
             if now - self._last_trade_at.get(partition, 0.0) < IDLE_AFTER_S:
                 continue
-            if now - self._last_idle_at.get(partition, 0.0) < IDLE_MARKER_S or not caught_up(partition):
+            if now - self._last_idle_at.get(partition, 0.0) < IDLE_MARKER_S:
+                continue
+            end, committed = ends(partition)
+            applied = self._applied_through.get(partition, committed or 0)
+            if end is None or applied < end:
                 continue
             self._last_idle_at[partition] = now
             records.extend(self._markers(partition, None))
@@ -699,20 +771,15 @@ class InputPositions:
         """Wall-clock ms of the last fetch response for the partition (None: unknown)."""
         return last_fetch_ms(self._app.consumer, TP(topic, partition))
 
-    def caught_up(self, topic: str, partition: int) -> bool:
-        """True if the agent has received every event up to the partition's last fetched end."""
+    def end_and_committed(self, topic: str, partition: int) -> tuple[int | None, int | None]:
+        """The partition's end as last fetched, and its committed offset (None: not known)."""
         consumer = self._app.consumer
         tp = TP(topic, partition)
         try:
             highwater = consumer.highwater(tp)
         except Exception:  # Not assigned here (any more).
-            return False
-        if highwater is None:
-            return False
-        expected = self._next.get((topic, partition))
-        if expected is None:
-            expected = committed_offset(consumer, tp)
-        return highwater == 0 or (expected is not None and expected >= highwater)
+            return None, None
+        return (None if highwater is None else int(highwater)), committed_offset(consumer, tp)
 
     async def refresh(self) -> None:
         """Ask the broker for the ends (and, where needed, the starts) of the wanted partitions."""
@@ -803,6 +870,8 @@ class UserAgent:
         self._paused: set[TP] = set()
         self._pipeline: BatchPipeline | None = None
         self._commit: CommitProtocol | None = None
+        # A market partition's progress may be what held trades wait for.
+        context.reference.markets.on_progress.append(self._wake)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._refreshing: asyncio.Future[None] | None = None
         app.rebalance_started.append(self._on_rebalance_start)
@@ -825,7 +894,7 @@ class UserAgent:
         trades = self.context.names.trades
         assigned = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == trades)
         records = self.analysis.idle_markers(
-            assigned, lambda partition: self.positions.caught_up(trades, partition), time.time()
+            assigned, lambda partition: self.positions.end_and_committed(trades, partition), time.time()
         )
         if records:
             try:
@@ -838,6 +907,10 @@ class UserAgent:
         self.analysis.forget_states()
         self.positions.forget()
         self._paused.clear()
+
+    def _wake(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.wake()
 
     def _on_rebalance_start(self) -> None:
         # Called in Faust's consumer thread; the agent's state belongs to its own loop.

@@ -42,11 +42,14 @@ from riskengine.connections import client_options
 from riskengine.core import RiskAlert, Rules
 from riskengine.core.account_pairs import PairState, decode_pair_state, encode_pair_state, evaluate_pair_trade
 from riskengine.core.market import (
+    MarketContext,
     MarketState,
+    close_minute,
     decode_market_state,
     encode_market_state,
     evaluate_market_trade,
 )
+from riskengine.core.rules import MINUTE_MS
 from riskengine.settings import Settings
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record
 from riskengine.worker.context import WorkerContext
@@ -60,6 +63,8 @@ log = logging.getLogger(__name__)
 S = TypeVar("S")
 #: Keys whose decoded state is kept in memory.
 STATE_CACHE_SIZE = 20_000
+#: The key of a market partition's progress records on risk-market-context (no symbol has spaces).
+PROGRESS_KEY = b" progress"
 
 
 @dataclass(frozen=True)
@@ -73,22 +78,25 @@ class KeyedCore(Generic[S]):
     new_state: Callable[[], S]
     decode: Callable[[bytes], S]
     encode: Callable[[S], bytes]
-    #: (state, execution, rules) -> (applied: not a re-delivery, alerts)
-    evaluate: Callable[[S, Execution, Rules], tuple[bool, tuple[RiskAlert, ...]]]
+    #: (state, execution, rules) -> (applied: not a re-delivery, alerts, market contexts)
+    evaluate: Callable[[S, Execution, Rules], Outcome]
+    #: whether the agent publishes market contexts and its partitions' progress
+    publishes_context: bool = False
+    #: (state, key, time before which everything is applied, rules) -> the context that time closes
+    close: Callable[[S, str, float, Rules], MarketContext | None] = lambda state, key, until, rules: None
 
 
-def _evaluate_market(
-    state: MarketState, execution: Execution, rules: Rules
-) -> tuple[bool, tuple[RiskAlert, ...]]:
+Outcome = tuple[bool, tuple[RiskAlert, ...], tuple[MarketContext, ...]]
+
+
+def _evaluate_market(state: MarketState, execution: Execution, rules: Rules) -> Outcome:
     outcome = evaluate_market_trade(state, execution.trade, rules)
-    return outcome.applied, outcome.alerts
+    return outcome.applied, outcome.alerts, outcome.contexts
 
 
-def _evaluate_pair(
-    state: PairState, execution: Execution, rules: Rules
-) -> tuple[bool, tuple[RiskAlert, ...]]:
+def _evaluate_pair(state: PairState, execution: Execution, rules: Rules) -> Outcome:
     outcome = evaluate_pair_trade(state, execution.trade, execution.owner or "", execution.pair or "", rules)
-    return outcome.applied, outcome.alerts
+    return outcome.applied, outcome.alerts, ()
 
 
 MARKET: KeyedCore[MarketState] = KeyedCore(
@@ -98,6 +106,8 @@ MARKET: KeyedCore[MarketState] = KeyedCore(
     decode_market_state,
     encode_market_state,
     _evaluate_market,
+    publishes_context=True,
+    close=close_minute,
 )
 PAIRS: KeyedCore[PairState] = KeyedCore(
     "pair",
@@ -131,6 +141,12 @@ class _Feed:
     #: executions before this time were released (or are late)
     released_until: int = -1
     arrivals: int = 0
+    #: the minute of the last progress record published
+    progress_minute: int = -1
+    #: the latest execution time released
+    last_released: int = -1
+    #: keys applied here since the last rebalance
+    keys: set[bytes] = field(default_factory=set)
 
 
 class WatermarkedAnalysis(Generic[S]):
@@ -219,6 +235,8 @@ class WatermarkedAnalysis(Generic[S]):
         done: list[tuple[Any, Any]] = []
         for partition, feed in feeds.items():
             self._release(partition, feed, outputs)
+            self._close_minutes(partition, feed, outputs)
+            self._progress(partition, feed, outputs)
             queue = feed.queue
             while queue and queue[0][2]:
                 event, stream, _done = queue.popleft()
@@ -240,11 +258,72 @@ class WatermarkedAnalysis(Generic[S]):
         while buffer and buffer[0][0] < watermark:
             timestamp, trade_id, _arrival, execution, entry = heapq.heappop(buffer)
             feed.buffered.discard((timestamp, trade_id))
-            feed.released_until = max(feed.released_until, timestamp)
+            feed.last_released = max(feed.last_released, timestamp)
             entry[2] = True
             self._apply(partition, execution, rules, outputs)
-        if watermark != float("inf") and watermark > feed.released_until:
+            key = self.core.key_of(execution)
+            if key is not None:
+                feed.keys.add(key.encode())
+        if watermark == float("inf"):
+            # Every source is idle: everything received is applied.
+            feed.released_until = max(feed.released_until, feed.last_released + 1)
+        elif watermark > feed.released_until:
             feed.released_until = int(watermark)
+
+    def _close_minutes(self, partition: int, feed: _Feed, outputs: list[Record]) -> None:
+        """The contexts the watermark made final for keys that did not trade since (see
+        :func:`riskengine.core.market.close_minute`)."""
+        if not self.core.publishes_context or feed.released_until < 0:
+            return
+        rules = self.context.reference.rules.current
+        # Every source idle: everything sent is applied, and each key's last minute is closed (as
+        # at the end of a replay).
+        until = float("inf") if self.watermark(feed) == float("inf") else feed.released_until
+        for key in sorted(feed.keys):
+            state = self._state(partition, key)
+            market = self.core.close(state, key.decode(), until, rules)
+            if market is not None:
+                self._dirty[(partition, key)] = state
+                outputs.append(self._context_record(partition, key, market))
+
+    def _context_record(self, partition: int, key: bytes, market: MarketContext) -> Record:
+        record = {
+            "symbol": market.symbol,
+            "asOf": market.as_of,
+            "referencePrice": market.reference_price,
+            "recentVolume": market.recent_volume,
+            "volatility": market.volatility,
+            "partition": partition,
+        }
+        context = self.context
+        return (
+            context.names.market_context,
+            partition,
+            key,
+            context.catalog.encode("MarketContext", record),
+            None,
+        )
+
+    def _progress(self, partition: int, feed: _Feed, outputs: list[Record]) -> None:
+        """Tell the per-user agents how far this partition is, once per minute of event time: the
+        market context a trade uses is final once its symbol's partition has passed its minute."""
+        if not self.core.publishes_context or feed.released_until < 0:
+            return
+        minute = feed.released_until - feed.released_until % MINUTE_MS
+        if minute <= feed.progress_minute:
+            return
+        feed.progress_minute = minute
+        record = {
+            "symbol": None,
+            "asOf": feed.released_until,
+            "referencePrice": None,
+            "recentVolume": None,
+            "volatility": None,
+            "partition": partition,
+        }
+        context = self.context
+        value = context.catalog.encode("MarketContext", record)
+        outputs.append((context.names.market_context, partition, PROGRESS_KEY, value, None))
 
     def _apply(self, partition: int, execution: Execution, rules: Rules, outputs: list[Record]) -> None:
         key_text = self.core.key_of(execution)
@@ -253,12 +332,14 @@ class WatermarkedAnalysis(Generic[S]):
             return
         key = key_text.encode()
         state = self._state(partition, key)
-        applied, alerts = self.core.evaluate(state, execution, rules)
+        applied, alerts, markets = self.core.evaluate(state, execution, rules)
         self._dirty[(partition, key)] = state
         self.counters["released" if applied else "redelivered"] += 1
+        context = self.context
+        for market in markets:
+            outputs.append(self._context_record(partition, key, market))
         if not alerts:
             return
-        context = self.context
         metrics = context.metrics
         for alert in alerts:
             record = alert.to_record()

@@ -44,27 +44,39 @@ from riskengine.core import (
     UserProfile,
     parse_profile,
 )
+from riskengine.core.market import MarketContext, context_final_after
+from riskengine.core.market_feed import MarketContexts, kafka_partition
 from riskengine.settings import Settings
 from riskengine.worker.faust_compat import refresh_metadata
 from riskengine.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+#: Market context versions kept per symbol (one per minute with trades: over an hour's worth).
+CONTEXT_VERSIONS = 90
+
 
 class ReferenceReader:
     """Reads the profiles, rules and reference topics into memory; ``start`` returns once caught up."""
 
     def __init__(
-        self, settings: Settings, profiles_topic: str, rules_topic: str, reference_topic: str
+        self,
+        settings: Settings,
+        profiles_topic: str,
+        rules_topic: str,
+        reference_topic: str,
+        context_topic: str,
     ) -> None:
         self._settings = settings
         self._profiles_topic = profiles_topic
         self._rules_topic = rules_topic
         self._reference_topic = reference_topic
-        self._topics = (profiles_topic, rules_topic, reference_topic)
+        self._context_topic = context_topic
+        self._topics = (profiles_topic, rules_topic, reference_topic, context_topic)
         self.profiles: dict[bytes, bytes] = {}
         self.on_rules: Callable[[bytes], Any] = lambda raw: None
         self.on_reference: Callable[[bytes], Any] = lambda raw: None
+        self.on_context: Callable[[bytes], Any] = lambda raw: None
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -117,6 +129,9 @@ class ReferenceReader:
                     # A tombstone deletes nothing: the active lists stay until a newer version.
                     if record.value is not None:
                         self.on_reference(record.value)
+                elif tp.topic == self._context_topic:
+                    if record.value is not None:
+                        self.on_context(record.value)
                 elif record.key is not None:
                     if record.value is None:
                         self.profiles.pop(record.key, None)
@@ -263,17 +278,76 @@ class ReferenceHolder:
         return True
 
 
+class MarketContextHolder:
+    """The market contexts read from ``risk-market-context``, and how far each market partition is.
+
+    A trade of a symbol is scored against the newest context as of a minute before it
+    (:class:`~riskengine.core.market_feed.MarketContexts`); that version is final once the symbol's
+    market partition has applied every execution up to then (:meth:`ready`).
+    """
+
+    def __init__(self, catalog: SchemaCache, partitions: int) -> None:
+        self._catalog = catalog
+        self._partitions = partitions
+        self.contexts = MarketContexts(limit=CONTEXT_VERSIONS)
+        #: market partition -> every execution before this time is applied there
+        self.progress: dict[int, int] = {}
+        self.rejected = 0
+        #: called when a market partition's progress advances (trades may be waiting for it)
+        self.on_progress: list[Callable[[], Any]] = []
+
+    def offer(self, raw: bytes) -> None:
+        """Take in one ``MarketContext`` message (a context or a progress record)."""
+        try:
+            record = self._catalog.decode(raw, "MarketContext")
+            symbol = record["symbol"]
+            if symbol is None:
+                partition = int(record["partition"])
+                progress = int(record["asOf"])
+                if progress > self.progress.get(partition, -1):
+                    self.progress[partition] = progress
+                    for callback in self.on_progress:
+                        callback()
+                return
+            self.contexts.add(
+                MarketContext(
+                    symbol,
+                    int(record["asOf"]),
+                    record["referencePrice"],
+                    float(record["recentVolume"] or 0.0),
+                    record["volatility"],
+                )
+            )
+        except (DecodeError, KeyError, TypeError, ValueError) as exc:
+            self.rejected += 1
+            log.error("ignored a market context message: %r", exc)
+
+    def ready(self, symbol: str, timestamp: int, lateness_ms: int) -> bool:
+        """True once the context a trade of ``symbol`` at ``timestamp`` uses can no longer change."""
+        partition = kafka_partition(symbol.encode(), self._partitions)
+        progress = self.progress.get(partition)
+        return progress is not None and progress >= context_final_after(timestamp, lateness_ms)
+
+    def for_trade(self, symbol: str, timestamp: int, lateness_ms: int) -> MarketContext | None:
+        """The context a trade of ``symbol`` at ``timestamp`` is scored against (None: none known)."""
+        return self.contexts.for_trade(symbol, timestamp, lateness_ms)
+
+
 class ReferenceFeed:
     """The worker's reference data: profiles, rules and reference lists from their topics, live."""
 
     def __init__(self, settings: Settings, names: Topics, catalog: SchemaCache, metrics: Metrics) -> None:
         self._metrics = metrics
-        self.reader = ReferenceReader(settings, names.user_profiles, names.risk_rules, names.risk_reference)
+        self.reader = ReferenceReader(
+            settings, names.user_profiles, names.risk_rules, names.risk_reference, names.market_context
+        )
         self.profiles = ProfileView(self.reader.profiles, catalog, self._invalid_profile)
         self.rules = RulesHolder(catalog, Rules.default())
         self.reader.on_rules = self.rules.offer
         self.lists = ReferenceHolder(catalog)
         self.reader.on_reference = self._offer_reference
+        self.markets = MarketContextHolder(catalog, settings.topic_partitions)
+        self.reader.on_context = self.markets.offer
         #: What the core reads: the live profiles with the active lists and markets. A plain
         #: attribute, replaced on activation, so the per-event read costs no more than before.
         self.data = self._compose()

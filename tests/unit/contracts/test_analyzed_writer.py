@@ -98,7 +98,16 @@ analyzed_values = st.builds(
     triggered_patterns=patterns,
     volume=st.builds(VolumeAnalysis, finite, finite, finite, finite, finite, ints, st.booleans()),
     behavioral=st.builds(BehavioralAnalysis, patterns, ints, ints, st.booleans()),
-    market_impact=st.builds(MarketImpactAnalysis, finite, finite, st.none() | finite, st.booleans(), finite),
+    market_impact=st.builds(
+        MarketImpactAnalysis,
+        finite,
+        finite,
+        st.none() | finite,
+        st.booleans(),
+        finite,
+        st.none() | finite,
+        st.none() | ints,
+    ),
     compliance_flags=st.lists(texts, max_size=3).map(tuple),
     mitigation_actions=st.lists(texts, max_size=3).map(tuple),
     breakdown=st.builds(

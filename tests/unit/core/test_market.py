@@ -6,17 +6,21 @@ import itertools
 
 import pytest
 
-from riskengine.core import DEFAULT_RULES, PatternType, RiskAlert, Rules, Trade
+from riskengine.core import DEFAULT_RULES, PatternType, RiskAlert, Rules, Trade, UserState, evaluate_trade
 from riskengine.core.market import (
+    MarketContext,
     MarketState,
     MarketStateFormatError,
+    context_final_after,
+    context_minute,
     decode_market_state,
     encode_market_state,
     evaluate_market_trade,
     market_context,
 )
+from riskengine.core.market_feed import MarketContexts
 
-from .builders import HOUR, MINUTE, SECOND, T0, trade
+from .builders import HOUR, MINUTE, REFERENCE, SECOND, T0, trade
 
 _users = itertools.cycle([f"u-{n}" for n in range(20)])
 
@@ -92,7 +96,9 @@ def test_both_records_of_an_execution_count_once() -> None:
     buy = at_price(0, 100.0, user="u-a", counterparty="u-b")
     state, _ = feed(sorted([buy, _twin(buy)], key=lambda t: t.trade_id))
     assert state.executions == 1 and state.twins == 1
-    assert market_context(state, T0 + 20 * SECOND, DEFAULT_RULES).recent_volume == pytest.approx(1_000.0)
+    assert market_context(state, "ADA/USDT", T0 + 5 * MINUTE, DEFAULT_RULES).recent_volume == pytest.approx(
+        1_000.0
+    )
     alone, _ = feed(
         [
             at_price(0, 100.0, user="u-a", counterparty="u-c"),
@@ -209,3 +215,42 @@ def test_rules_change_the_thresholds() -> None:
     rules = Rules.from_parameters(1, {"price.crash.low.ratio": "0.8"})
     _state, alerts = feed([*steady(0, 5), at_price(5 * MINUTE + 10 * SECOND, 79.0)], rules)
     assert [a.rule_version for a in alerts] == [1]
+
+
+def test_a_context_is_given_when_a_new_minute_opens_and_holds_only_earlier_executions() -> None:
+    state = MarketState()
+    contexts: list[MarketContext] = []
+    for record in [*steady(0, 3, price=100.0), at_price(3 * MINUTE + 5 * SECOND, 200.0)]:
+        outcome = evaluate_market_trade(state, record, DEFAULT_RULES)
+        contexts.extend(outcome.contexts)
+    assert [c.as_of - T0 for c in contexts] == [MINUTE, 2 * MINUTE, 3 * MINUTE]
+    last = contexts[-1]
+    assert last.symbol == "ADA/USDT" and last.reference_price == pytest.approx(100.0), "not the 200 trade"
+    assert last.recent_volume == pytest.approx(9 * 1_000.0)
+
+
+def test_a_trade_uses_the_context_of_a_minute_ending_at_least_the_lateness_before_it() -> None:
+    lateness = DEFAULT_RULES.market_lateness_ms
+    # A minute of slack beyond the lateness: final once the market is past 8:00, as of 7:00 at most.
+    assert context_final_after(T0 + 10 * MINUTE + 4 * SECOND, lateness) == T0 + 8 * MINUTE
+    assert context_minute(T0 + 10 * MINUTE + 4 * SECOND, lateness) == T0 + 7 * MINUTE
+    assert context_minute(T0 + 10 * MINUTE + 5 * SECOND, lateness) == T0 + 8 * MINUTE
+    contexts = MarketContexts()
+    for minute in (2, 5, 8):
+        contexts.add(MarketContext("ADA/USDT", T0 + minute * MINUTE, 100.0 + minute, 1.0, None))
+    chosen = contexts.for_trade("ADA/USDT", T0 + 10 * MINUTE + 4 * SECOND, lateness)
+    assert chosen is not None and chosen.as_of == T0 + 5 * MINUTE
+    assert contexts.for_trade("ADA/USDT", T0 + 4 * MINUTE, lateness) is None
+    assert contexts.for_trade("SOL/USDT", T0 + 30 * MINUTE, lateness) is None
+
+
+def test_market_impact_is_scored_against_the_context() -> None:
+    context = MarketContext("ADA/USDT", T0, 100.0, 1_000_000.0, 0.05)
+    record = at_price(MINUTE, 110.0, quantity=1_000.0, user="u-1")
+    analyzed = evaluate_trade(UserState(), record, REFERENCE, DEFAULT_RULES, context).analyzed
+    impact = analyzed.market_impact
+    assert impact.reference_price == 100.0 and impact.price_deviation == pytest.approx(0.1)
+    assert impact.liquidity_consumption == pytest.approx(110_000.0 / 1_000_000.0)
+    assert impact.volatility == 0.05 and impact.market_context_as_of == T0
+    calm = evaluate_trade(UserState(), record, REFERENCE, DEFAULT_RULES, context._replace(volatility=0.001))
+    assert calm.analyzed.breakdown.market_impact >= analyzed.breakdown.market_impact

@@ -31,6 +31,7 @@ from riskengine.core import (
     evaluate_trade,
 )
 from riskengine.core.event_order import merge_in_event_time
+from riskengine.core.market import MarketContext
 from riskengine.settings import Settings
 from riskengine.worker.agents import user_agent
 from riskengine.worker.agents.user_agent import InputPositions, UserAnalysis
@@ -59,6 +60,9 @@ def worker_context() -> WorkerContext:
     context = WorkerContext.from_settings(Settings.from_env({}))
     for schema_id, name in enumerate(RECORD_TOPICS, start=1):
         context.catalog.add(schema_id, expanded_schema(name), writes=name)
+    # No market agent here: every market partition is past any trade (no context is awaited).
+    markets = context.reference.markets
+    markets.progress.update({partition: 2**62 for partition in range(context.settings.topic_partitions)})
     return context
 
 
@@ -442,7 +446,9 @@ async def test_a_rejected_event_is_not_acked_before_the_held_events_ahead_of_it(
     stream = FakeStream(journal)
     batch = Batch(events=[(event, stream) for event in [*trades, garbage]])
     assert await worker.analysis.analyze(batch) == len(trades) + 1
-    assert batch.events == [] and batch.outputs == []
+    # Nothing is acked or sent but the partition's promise to the market and pair agents.
+    assert batch.events == [] and {r[0] for r in batch.outputs} <= {"risk-market-events", "risk-pair-events"}
+    assert all(r[2] is None and b'"promise"' in r[3] for r in batch.outputs)
 
     worker.inputs.behind.clear()
     batch = Batch()
@@ -476,11 +482,17 @@ async def test_a_core_failure_mid_batch_dead_letters_its_event_and_keeps_the_oth
     failing = flow[8]
     assert isinstance(failing, Trade)
 
-    def half_done(state: UserState, item: Trade, reference: ReferenceData, rules: Rules) -> Evaluation:
+    def half_done(
+        state: UserState,
+        item: Trade,
+        reference: ReferenceData,
+        rules: Rules,
+        market: MarketContext | None = None,
+    ) -> Evaluation:
         if item.trade_id == failing.trade_id:
             state.watermark = 10**15  # the state is left half-updated, then the core fails
             raise ArithmeticError("a bug in a detector")
-        return evaluate_trade(state, item, reference, rules)
+        return evaluate_trade(state, item, reference, rules, market)
 
     monkeypatch.setattr(user_agent, "evaluate_trade", half_done)
     stream = FakeStream(journal)
