@@ -10,7 +10,7 @@ from riskengine.core.market import (
     evaluate_market_trade,
 )
 from riskengine.core.market_feed import evaluate_cross_account
-from riskengine.worker.agents.watermarked_agent import MARKET, PROGRESS_KEY, WatermarkedAnalysis
+from riskengine.worker.agents.watermarked_agent import MARKET, WatermarkedAnalysis
 from riskengine.worker.commit import Batch
 from riskengine.worker.repartition import execution_value, marker_value
 
@@ -132,6 +132,6 @@ async def test_a_record_behind_the_released_time_is_late_and_a_redelivery_change
     analyzer.table.values = {0: {b"ADA/USDT": encode_market_state(applied)}}  # type: ignore[attr-defined]
     batch = await run(analyzer, [feed.execution(first, 0), *(feed.marker(s, None) for s in range(SOURCES))])
     assert analyzer.counters["redelivered"] == 1
-    sent = [topic for topic, _p, key, *_ in batch.outputs if key != PROGRESS_KEY]
-    assert sent == [], "outputs first: a re-delivery sends no output (but the partition's progress)"
+    sent = [topic for topic, *_ in batch.outputs if topic != "risk-market-context"]
+    assert sent == [], "outputs first: a re-delivery sends no alert again (contexts and progress only)"
     assert batch.changelog, "but its state goes to the changelog again"
