@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import statistics
 import struct
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,8 +25,9 @@ import fastavro
 import pytest
 from elasticsearch import ApiError, AsyncElasticsearch
 
+from riskengine.cli.replay_command import ALERTS_FILE, replay
 from riskengine.contracts.avro_codec import SchemaCatalog
-from riskengine.core import DEFAULT_RULES, evaluate_many
+from riskengine.core import DEFAULT_RULES
 from riskengine.search.reporting import Indices, elasticsearch_client
 from riskengine.search.sink_connector import ConnectorStatus, connect_client, delete, deploy
 from riskengine.settings import Settings
@@ -80,11 +83,14 @@ class Pipeline:
         )
 
 
-def expected_alert_ids() -> set[str]:
-    """The alert ids the detection core raises over the whole sample (what one worker must emit)."""
-    reference = sample_reference()
-    _states, evaluations = evaluate_many(sample_trades(), reference, DEFAULT_RULES)
-    return {alert.alert_id for evaluation in evaluations for alert in evaluation.alerts}
+def expected_alert_ids(partitions: int = Settings.from_env({}).topic_partitions) -> set[str]:
+    """The alert ids ``riskengine replay`` raises over the whole sample (what one worker must emit:
+    the account patterns and the market and pair ones)."""
+    with tempfile.TemporaryDirectory() as out:
+        lines = [json.dumps(t.to_record()).encode() for t in sample_trades()]
+        replay(lines, Path(out), DEFAULT_RULES, sample_reference(), partitions=partitions)
+        text = (Path(out) / ALERTS_FILE).read_text()
+    return {json.loads(line)["alertId"] for line in text.splitlines() if line.strip()}
 
 
 @pytest.fixture
