@@ -1,12 +1,13 @@
-"""Reference data: user profiles, rules and reference lists, every worker reading their compacted topics.
+"""Reference data and market contexts: every worker reads their compacted topics whole.
 
 These are global tables in the Faust sense (every worker holds every key and follows new messages
 without a restart), implemented as a small reader rather than ``app.GlobalTable``: a GlobalTable
 whose changelog is an existing topic hangs faust-streaming 0.15.3's partition assignor (the group
 never finishes its first assignment). :class:`ReferenceReader` assigns itself every partition of
-``user-profiles``, ``risk-rules`` and ``risk-reference`` (no consumer group, nothing committed),
-reads them from the beginning before the worker starts consuming trades, and then follows them.
-Values are the raw Avro messages, decoded when they change, never per trade:
+``user-profiles``, ``risk-rules``, ``risk-reference`` and ``risk-market-context`` (no consumer
+group, nothing committed), reads them from the beginning before the worker starts consuming
+trades, and then follows them. Values are the raw Avro messages, decoded when they change, never
+per trade:
 
 - :class:`ProfileView` is the ``profiles`` mapping of the core's ``ReferenceData``: a live,
   read-only view that caches each decoded profile with the bytes it came from.
@@ -17,6 +18,10 @@ Values are the raw Avro messages, decoded when they change, never per trade:
   countries, restricted countries, market data), validated by the core's own
   ``ReferenceData.from_document`` (:mod:`riskengine.contracts.reference_record`); a version not
   above the active one is ignored and counted (unless it is the active record again).
+
+- :class:`MarketContextHolder` keeps the market contexts of ``risk-market-context`` (a bounded
+  history per symbol) and each market partition's progress, which tells whether the context a
+  trade needs is final (see :mod:`riskengine.core.market`).
 
 :class:`ReferenceFeed` puts them together: ``data`` is the core's ``ReferenceData`` (the live
 profiles with the active lists and markets), replaced whenever a reference version activates.
