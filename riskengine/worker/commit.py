@@ -57,7 +57,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from aiokafka import AIOKafkaProducer
+
+from riskengine.connections import client_options
 from riskengine.errors import FatalError, WorkerError
+from riskengine.settings import Settings
 
 Headers = list[tuple[str, bytes]]
 #: (topic, partition, key, value, headers) of one record to send.
@@ -118,6 +122,14 @@ class BatchProducer(Protocol):
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
         """Queue ``batch`` for ``topic``/``partition``; the future resolves to its RecordMetadata."""
         ...
+
+
+def batch_producer(settings: Settings) -> AIOKafkaProducer:
+    """The producer an agent's commit protocol sends with: every write acknowledged by all replicas,
+    idempotent, large record batches."""
+    return AIOKafkaProducer(
+        **client_options(settings), acks="all", enable_idempotence=True, max_batch_size=128 * 1024
+    )
 
 
 class DeliveryProgress:

@@ -55,7 +55,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, cast, overload
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from riskengine.connections import client_options
@@ -80,7 +80,14 @@ from riskengine.core.market_feed import PartitionClocks
 from riskengine.core.rules import MINUTE_MS
 from riskengine.errors import EventRejected, WorkerError
 from riskengine.settings import Settings
-from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record, StateWriter
+from riskengine.worker.commit import (
+    Batch,
+    CommitProtocol,
+    DeliveryProgress,
+    Record,
+    StateWriter,
+    batch_producer,
+)
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.faust_compat import (
     TransportApp,
@@ -964,12 +971,7 @@ class UserAgent:
     async def run(self, stream: Any) -> None:
         """Consume ``stream`` with manual acks: collect events; the pipeline takes them in batches."""
         manual = stream.noack()
-        producer = AIOKafkaProducer(
-            **client_options(self.context.settings),
-            acks="all",
-            enable_idempotence=True,
-            max_batch_size=128 * 1024,
-        )
+        producer = batch_producer(self.context.settings)
         await producer.start()
         await self.offsets.start()
         commit = CommitProtocol(self.user_state, producer, self.user_state.changelog_topic, self.progress)

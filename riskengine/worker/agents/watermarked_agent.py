@@ -35,10 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from aiokafka import AIOKafkaProducer
 from faust.types import TP
 
-from riskengine.connections import client_options
 from riskengine.core import RiskAlert, Rules
 from riskengine.core.account_pairs import PairState, decode_pair_state, encode_pair_state, evaluate_pair_trade
 from riskengine.core.market import (
@@ -51,7 +49,7 @@ from riskengine.core.market import (
 )
 from riskengine.core.rules import MINUTE_MS
 from riskengine.settings import Settings
-from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record
+from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record, batch_producer
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.faust_compat import TransportApp, untrack
 from riskengine.worker.pipeline import BatchPipeline
@@ -408,12 +406,7 @@ class WatermarkedAgent(Generic[S]):
     async def run(self, stream: Any) -> None:
         """Consume with manual acks; the pipeline takes the records in batches."""
         manual = stream.noack()
-        producer = AIOKafkaProducer(
-            **client_options(self.context.settings),
-            acks="all",
-            enable_idempotence=True,
-            max_batch_size=128 * 1024,
-        )
+        producer = batch_producer(self.context.settings)
         await producer.start()
         commit = CommitProtocol(
             self.table, producer, self.table.changelog_topic, DeliveryProgress(), outputs_first=True
