@@ -59,6 +59,7 @@ def profile_record(profile: UserProfile) -> dict[str, Any]:
         "sanctioned": profile.sanctioned,
         "linkedAccounts": sorted(profile.linked_accounts),
         "updatedAt": profile.updated_at,
+        "accountType": None if profile.account_type is None else profile.account_type.value,
     }
 
 

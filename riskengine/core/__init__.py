@@ -11,6 +11,7 @@ in :mod:`riskengine.core.patterns`.
 
 from .evaluate import Evaluation, OrderEvaluation, evaluate_many, evaluate_order, evaluate_trade
 from .models import (
+    AccountType,
     BehavioralAnalysis,
     ComplianceFlag,
     Feature,
@@ -50,6 +51,7 @@ __all__ = [
     "MIGRATIONS",
     "PARAMETERS",
     "REGISTRY",
+    "AccountType",
     "BehavioralAnalysis",
     "ComplianceFlag",
     "Detector",

@@ -49,6 +49,20 @@ class RiskLevel(StrEnum):
     CRITICAL = "CRITICAL"
 
 
+class AccountType(StrEnum):
+    """The venue's designation of an account (``riskengine.AccountType``).
+
+    UNKNOWN is what an engine reads for a designation added to the contract after it was built:
+    it is treated like no designation.
+    """
+
+    UNKNOWN = "UNKNOWN"
+    RETAIL = "RETAIL"
+    PROFESSIONAL = "PROFESSIONAL"
+    MARKET_MAKER = "MARKET_MAKER"
+    INSTITUTIONAL = "INSTITUTIONAL"
+
+
 class Severity(StrEnum):
     """Alert severity (``riskengine.Severity``)."""
 
@@ -390,6 +404,8 @@ class UserProfile:
     sanctioned: bool = False
     linked_accounts: frozenset[str] = frozenset()
     updated_at: int = 0
+    #: None: no designation; every pattern applies as the typology defines it.
+    account_type: AccountType | None = None
 
 
 def parse_profile(record: Mapping[str, Any]) -> UserProfile:
@@ -411,6 +427,12 @@ def parse_profile(record: Mapping[str, Any]) -> UserProfile:
     updated_at = record.get("updatedAt", 0)
     if isinstance(updated_at, bool) or not isinstance(updated_at, int):
         raise InvalidProfile("updatedAt", f"must be an integer, got {updated_at!r}")
+    account_type = record.get("accountType")
+    if account_type is not None and account_type not in AccountType.__members__:
+        raise InvalidProfile(
+            "accountType",
+            f"must be null or one of {', '.join(AccountType.__members__)}, got {account_type!r}",
+        )
     return UserProfile(
         user_id=user_id,
         customer_id=customer_id,
@@ -419,6 +441,7 @@ def parse_profile(record: Mapping[str, Any]) -> UserProfile:
         sanctioned=sanctioned,
         linked_accounts=frozenset(linked),
         updated_at=updated_at,
+        account_type=None if account_type is None else AccountType(account_type),
     )
 
 
@@ -632,6 +655,8 @@ class RiskAlert(NamedTuple):
     features: tuple[Feature, ...]
     rule_version: int
     activity: tuple[OrderActivity, ...] = ()
+    #: 0-100, see :mod:`riskengine.core.priority`; None only for alerts built without one.
+    priority: int | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The ``RiskAlert`` record."""
@@ -648,6 +673,7 @@ class RiskAlert(NamedTuple):
             "features": [f.to_record() for f in self.features],
             "ruleVersion": self.rule_version,
             "orderActivity": [a.to_record() for a in self.activity],
+            "priority": self.priority,
         }
 
 
