@@ -31,6 +31,7 @@ from riskengine.errors import CoreError
 
 from .executions import ExecutionLedger, buyer_and_seller
 from .models import Feature, PatternType, RiskAlert, Severity, Trade, alert_id
+from .priority import alert_priority
 from .reference import ReferenceData
 from .rules import MINUTE_MS, Rules
 
@@ -181,6 +182,7 @@ def _alert(trade: Trade, pair: str, trips: list[list[Any]], rules: Rules) -> Ris
         evidence=evidence,
         features=tuple(features),
         rule_version=rules.version,
+        priority=alert_priority(Severity.CRITICAL, features, trade.price * sum(trip[4] for trip in trips)),
     )
 
 

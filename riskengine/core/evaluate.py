@@ -60,6 +60,7 @@ from typing import NamedTuple
 
 from .market import MarketContext
 from .models import (
+    AccountType,
     BehavioralAnalysis,
     ComplianceFlag,
     MarketImpactAnalysis,
@@ -74,6 +75,7 @@ from .models import (
     alert_id,
 )
 from .patterns import REGISTRY, Detector, Match, OrderContext, OrderFlowDetector, TradeContext
+from .priority import alert_priority, decayed_heat
 from .reference import ReferenceData
 from .rules import MAX_RECENT_TRADES, Rules
 from .scoring import (
@@ -86,9 +88,10 @@ from .scoring import (
     risk_level,
     volume_component,
 )
-from .state import UserState
+from .state import RecentTrades, UserState
 
 _SELL = Side.SELL
+_MARKET_MAKER = AccountType.MARKET_MAKER
 #: Order types that take liquidity: their trades are "aggressive" (MOMENTUM_IGNITION's bursts).
 AGGRESSIVE_ORDER_TYPES = frozenset({"MARKET", "IOC", "FOK"})
 _VOLUME_SPIKE = PatternType.VOLUME_SPIKE
@@ -134,7 +137,16 @@ class OrderEvaluation(NamedTuple):
 class _Plan:
     """What the rules imply for the detector loop, computed once per Rules object."""
 
-    __slots__ = ("behavioral", "detectors", "fired_windows", "merge_windows", "order_detectors", "rules")
+    __slots__ = (
+        "behavioral",
+        "detectors",
+        "fired_windows",
+        "maker_detectors",
+        "maker_order_detectors",
+        "merge_windows",
+        "order_detectors",
+        "rules",
+    )
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
@@ -144,6 +156,10 @@ class _Plan:
         self.order_detectors: tuple[OrderFlowDetector, ...] = tuple(
             detector for detector in self.detectors if isinstance(detector, OrderFlowDetector)
         )
+        # Accounts designated MARKET_MAKER skip the patterns of market.maker.exempt.
+        exempt = rules.market_maker_exempt
+        self.maker_detectors = tuple(d for d in self.detectors if d.pattern not in exempt)
+        self.maker_order_detectors = tuple(d for d in self.order_detectors if d.pattern not in exempt)
         self.merge_windows: dict[PatternType, int | None] = {
             detector.pattern: detector.merge_window_ms(rules) for detector in self.detectors
         }
@@ -306,7 +322,9 @@ def evaluate_trade(
     matched: list[PatternType] = []
     alerts: list[RiskAlert] = []
     behavioral = 0.0
-    for detector in plan.detectors:
+    account_type = None if profile is None else profile.account_type
+    detectors = plan.maker_detectors if account_type is _MARKET_MAKER else plan.detectors
+    for detector in detectors:
         found = detector.detect(context)
         if found is None:
             continue
@@ -327,7 +345,9 @@ def evaluate_trade(
             # the map: at most the entries alive within their windows, plus this one.
             state.prune_fired(rules.allowed_lateness_ms, plan.fired_windows)
             state.fired[key] = found.timestamp
-        alerts.append(_alert(detector, found, user_id, rules))
+        alerts.append(
+            _alert(detector, found, user_id, rules, state, _stake(found, recent, notional), account_type)
+        )
     triggered = tuple(matched)
 
     if _STRUCTURING in matched:
@@ -391,8 +411,32 @@ def evaluate_trade(
     return _new(Evaluation, (state, analyzed, tuple(alerts) if alerts else ()))
 
 
-def _alert(detector: Detector, match: Match, user_id: str, rules: Rules) -> RiskAlert:
+def _stake(match: Match, recent: RecentTrades, notional: float) -> float:
+    """The notional at stake in a match: its evidence trades still in the window, else ``notional``."""
+    if match.activity:
+        return max(a.price * a.quantity for a in match.activity)
+    if len(match.evidence) < 2:
+        return notional
+    wanted = set(match.evidence)
+    total = sum(n for trade_id, n in zip(recent.ids, recent.notionals, strict=True) if trade_id in wanted)
+    return total or notional
+
+
+def _alert(
+    detector: Detector,
+    match: Match,
+    user_id: str,
+    rules: Rules,
+    state: UserState,
+    stake: float,
+    account_type: AccountType | None,
+) -> RiskAlert:
     key = f"{user_id}/{match.key}" if match.key else user_id
+    # The account's earlier alerts raise the priority; this one counts for the next.
+    heat = decayed_heat(state.alert_heat, state.alert_heat_at, match.timestamp)
+    state.alert_heat = heat + 1.0
+    if match.timestamp > state.alert_heat_at:
+        state.alert_heat_at = match.timestamp
     return RiskAlert(
         alert_id=alert_id(detector.pattern, key, match.evidence),
         pattern=detector.pattern,
@@ -406,6 +450,7 @@ def _alert(detector: Detector, match: Match, user_id: str, rules: Rules) -> Risk
         features=match.features,
         rule_version=rules.version,
         activity=match.activity,
+        priority=alert_priority(detector.severity, match.features, stake, heat, account_type),
     )
 
 
@@ -432,7 +477,10 @@ def evaluate_order(
         return OrderEvaluation(state, (), issue, too_late)
     context = OrderContext(event, order, state, reference, rules)
     alerts: list[RiskAlert] = []
-    for detector in plan.order_detectors:
+    profile = reference.profiles.get(event.user_id)
+    account_type = None if profile is None else profile.account_type
+    detectors = plan.maker_order_detectors if account_type is _MARKET_MAKER else plan.order_detectors
+    for detector in detectors:
         found = detector.detect_order(context)
         if found is None:
             continue
@@ -445,7 +493,8 @@ def evaluate_order(
                 continue
             state.prune_fired(rules.allowed_lateness_ms, plan.fired_windows)
             state.fired[key] = found.timestamp
-        alerts.append(_alert(detector, found, event.user_id, rules))
+        stake = _stake(found, state.recent, event.price * event.quantity)
+        alerts.append(_alert(detector, found, event.user_id, rules, state, stake, account_type))
     return OrderEvaluation(state, tuple(alerts), None, False)
 
 

@@ -123,6 +123,20 @@ def _pattern_list(name: str, value: Any) -> str:
     return ",".join(sorted(set(names), key=lambda p: list(PatternType.__members__).index(p)))
 
 
+def _choice(*options: str) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value.strip() not in options:
+            raise InvalidRule(name, f"must be one of {', '.join(options)}, got {value!r}")
+        return value.strip()
+
+    return check
+
+
+#: WASH_TRADING contiguity: the BUY, SELL and BUY are consecutive trades of the account in the
+#: symbol, or any three of its trades in the symbol within the window (others may come between).
+WASH_CONSECUTIVE = "consecutive"
+WASH_WINDOW = "window"
+
 _MINUTES = _range(0.0, MAX_SHORT_WINDOW_MINUTES, low_open=True)
 _FRACTION = _range(0.0, 1.0)
 _WEIGHT = _range(0.0, 1.0)
@@ -142,6 +156,13 @@ _SPECS: tuple[Parameter, ...] = (
         0.1,
         _range(0.0, 1.0, high_open=True),
         "WASH_TRADING: |q - q_first| <= tolerance x q_first",
+    ),
+    Parameter(
+        "wash.trading.contiguity",
+        WASH_CONSECUTIVE,
+        _choice(WASH_CONSECUTIVE, WASH_WINDOW),
+        "WASH_TRADING: consecutive = BUY, SELL, BUY are consecutive trades of the account in the symbol; "
+        "window = any three within the window (README, Choosing the wash-trading contiguity)",
     ),
     Parameter("threshold.btc", 500_000.0, _positive, "LARGE_ORDER: notional above it, BTC pairs"),
     Parameter("threshold.eth", 250_000.0, _positive, "LARGE_ORDER: notional above it, ETH pairs"),
@@ -321,6 +342,13 @@ _SPECS: tuple[Parameter, ...] = (
         "KYC_LIMIT_BREACH: breaches of one user within this long after an alert merge into it",
     ),
     Parameter("patterns.disabled", "", _pattern_list, "comma-separated patterns that raise nothing"),
+    Parameter(
+        "market.maker.exempt",
+        "VOLUME_SPIKE,WASH_TRADING,FLASH_CRASH",
+        _pattern_list,
+        "patterns not applied to accounts designated MARKET_MAKER (their profile's accountType); "
+        "the other patterns apply to them as to anyone, with a lower alert priority",
+    ),
     # Event time.
     Parameter(
         "event.allowed.lateness.seconds",
@@ -419,6 +447,7 @@ class Rules:
         "level_medium",
         "liquidity_high",
         "market_lateness_ms",
+        "market_maker_exempt",
         "momentum_burst_ms",
         "momentum_min_trades",
         "momentum_move",
@@ -465,6 +494,7 @@ class Rules:
         "volume_percentile_high",
         "volume_std_floor",
         "volume_zscore_high",
+        "wash_consecutive",
         "wash_tolerance",
         "wash_window_ms",
         "weight_behavioral",
@@ -493,6 +523,7 @@ class Rules:
         self.spike_min_trades = whole("volume.spike.min.trades")
         self.wash_window_ms = minutes("wash.trading.window.minutes")
         self.wash_tolerance = num("wash.trading.quantity.tolerance")
+        self.wash_consecutive = values["wash.trading.contiguity"] == WASH_CONSECUTIVE
         self.flash_window_ms = minutes("flash.crash.window.minutes")
         self.flash_min_sells = whole("flash.crash.min.sells")
         self.spoof_ratio = num("spoofing.size.ratio")
@@ -535,6 +566,9 @@ class Rules:
         self.kyc_merge_ms = minutes("kyc.merge.minutes")
         self.disabled = frozenset(
             PatternType(name) for name in str(values["patterns.disabled"]).split(",") if name
+        )
+        self.market_maker_exempt = frozenset(
+            PatternType(name) for name in str(values["market.maker.exempt"]).split(",") if name
         )
         self.allowed_lateness_ms = round(num("event.allowed.lateness.seconds") * 1000)
         self.volume_alpha = num("volume.ewma.alpha")

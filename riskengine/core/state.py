@@ -18,6 +18,8 @@ What a :class:`UserState` holds, and its bounds:
 - ``fired``: for alert suppression, the event time of the last evidence event of the last alert per
   (pattern, key). Whenever an entry is added, entries that can no longer merge anything (older than
   their merge window plus the lateness) are dropped, so it holds the live entries plus one.
+- ``alert_heat`` / ``alert_heat_at``: the account's earlier alerts as a decayed count and the
+  event time it was last updated (the repeat part of the alert priority, :mod:`.priority`).
 - ``orders``: the account's order flow (:class:`~riskengine.core.order_book.OrderBook`: orders and
   their lives, size history, quote cycles), with its own bounds.
 
@@ -48,8 +50,9 @@ from .order_book import OrderBook, OrderBookFormatError, decode_order_book, enco
 from .rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from .sketch import BINS, QuantileSketch
 
-#: Current encoding version (the first byte of every encoded state). 2 added the order book.
-FORMAT_VERSION = 2
+#: Current encoding version (the first byte of every encoded state). 2 added the order book,
+#: 3 the alert heat.
+FORMAT_VERSION = 3
 #: Symbols with a reference price kept per user.
 MAX_SYMBOLS = 16
 #: Width of one bucket of the 24 h notional.
@@ -64,6 +67,7 @@ _COUNT = struct.Struct("<H")
 _SPAN = struct.Struct("<BB")
 _BASE = struct.Struct("<qH")
 _DAY = struct.Struct("<Hd")
+_HEAT = struct.Struct("<dq")
 _SWAP = sys.byteorder == "big"
 
 
@@ -187,6 +191,8 @@ class UserState:
     """Everything the core remembers about one user; see the module docstring for the bounds."""
 
     __slots__ = (
+        "alert_heat",
+        "alert_heat_at",
         "count",
         "day_buckets",
         "day_sums",
@@ -218,6 +224,8 @@ class UserState:
         self.day_total = 0.0
         self.fired: dict[tuple[PatternType, str], int] = {}
         self.orders = OrderBook()
+        self.alert_heat = 0.0
+        self.alert_heat_at = -1
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UserState) and all(
@@ -400,6 +408,7 @@ def encode_state(state: UserState) -> bytes:
     parts.append(_column("H", fired_keys))
     parts.append(_column("q", list(state.fired.values())))
     parts.append(encode_order_book(state.orders))
+    parts.append(_HEAT.pack(state.alert_heat, state.alert_heat_at))
     return b"".join(parts)
 
 
@@ -501,6 +510,9 @@ def _decode_current(data: bytes) -> UserState:
         state.orders, reader.offset = decode_order_book(data, reader.offset)
     except OrderBookFormatError as exc:
         raise StateFormatError(str(exc)) from None
+    heat, heat_at = reader.unpack(_HEAT)
+    state.alert_heat = float(heat)
+    state.alert_heat_at = int(heat_at)
     if reader.offset != len(data):
         raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
     if len(recent) > MAX_RECENT_TRADES or len(state.sketch.counts) != BINS:
@@ -516,7 +528,12 @@ def _add_order_book(data: bytes) -> bytes:
     return bytes([2]) + data[1:] + encode_order_book(OrderBook())
 
 
-MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {1: _add_order_book}
+def _add_alert_heat(data: bytes) -> bytes:
+    """Version 2 -> 3: the same layout followed by no alert heat (0 at -1)."""
+    return bytes([3]) + data[1:] + _HEAT.pack(0.0, -1)
+
+
+MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {1: _add_order_book, 2: _add_alert_heat}
 
 
 def decode_state(data: bytes) -> UserState:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import uuid
 
 import pytest
@@ -110,14 +112,31 @@ def test_newer_and_broken_payloads_are_refused():
         decode_state(b"\x00")
 
 
+#: Version 3 added the alert heat: 16 bytes at the end (no heat: 0.0 at -1).
+NO_HEAT = struct.pack("<dq", 0.0, -1)
+
+
 def test_a_version_1_state_reads_with_an_empty_order_book():
     current = encode_state(busy_state(5, SECOND))
-    assert current[0] == 2 and current[-4:] == bytes(4)  # an empty order book is 4 zero bytes
-    # Version 1 was the same layout without the order book section.
-    version_1 = bytes([1]) + current[1:-4]
+    # An empty order book is 4 zero bytes, then the alert heat.
+    assert current[0] == 3 and current[-20:] == bytes(4) + NO_HEAT
+    # Version 1 was the version 2 layout without the order book section.
+    version_1 = bytes([1]) + current[1:-20]
     migrated = decode_state(version_1)
     assert migrated == decode_state(current)
     assert not migrated.orders
+
+
+def test_a_version_2_state_reads_without_alert_heat():
+    state = busy_state(5, SECOND)
+    state.alert_heat, state.alert_heat_at = 2.5, 1_000
+    current = encode_state(state)
+    assert current[-16:] == struct.pack("<dq", 2.5, 1_000)
+    version_2 = bytes([2]) + current[1:-16]
+    migrated = decode_state(version_2)
+    assert (migrated.alert_heat, migrated.alert_heat_at) == (0.0, -1)
+    migrated.alert_heat, migrated.alert_heat_at = 2.5, 1_000
+    assert migrated == decode_state(current)
 
 
 def test_older_versions_go_through_the_migration_hook(monkeypatch):
@@ -129,5 +148,5 @@ def test_older_versions_go_through_the_migration_hook(monkeypatch):
         return bytes([1]) + payload[2:]
 
     monkeypatch.setitem(MIGRATIONS, 0, from_zero)
-    old = bytes([0, 0xFF]) + current[1:-4]
+    old = bytes([0, 0xFF]) + current[1:-20]
     assert decode_state(old) == decode_state(current)
