@@ -74,6 +74,7 @@ from .models import (
     VolumeAnalysis,
     alert_id,
 )
+from .order_signals import order_flow_signals
 from .patterns import REGISTRY, Detector, Match, OrderContext, OrderFlowDetector, TradeContext
 from .priority import alert_priority, decayed_heat
 from .reference import ReferenceData
@@ -81,6 +82,7 @@ from .rules import MAX_RECENT_TRADES, Rules
 from .scoring import (
     BEHAVIORAL_PATTERNS,
     FLAG_SCORE,
+    ORDER_SIGNAL_SCORE,
     SEVERITY_SCORE,
     combine,
     market_impact_component,
@@ -277,6 +279,10 @@ def evaluate_trade(
     if not liquidity:
         liquidity = rules.liquidity(symbol)
     deviation = abs(trade.price - reference_price) / reference_price if reference_price else 0.0
+    off_market = bool(reference_price) and (
+        trade.price <= rules.price_crash_low * reference_price
+        or trade.price >= rules.price_crash_high * reference_price
+    )
     consumption = notional / liquidity
     large_threshold = rules.large_order_threshold(symbol)
 
@@ -349,6 +355,9 @@ def evaluate_trade(
             _alert(detector, found, user_id, rules, state, _stake(found, recent, notional), account_type)
         )
     triggered = tuple(matched)
+    signals = order_flow_signals(state.orders, trade, rules) if state.orders.orders and not too_late else ()
+    if signals and behavioral < ORDER_SIGNAL_SCORE:
+        behavioral = ORDER_SIGNAL_SCORE
 
     if _STRUCTURING in matched:
         flags.append(STRUCTURING_SUSPECTED)
@@ -379,7 +388,9 @@ def evaluate_trade(
         in_spike_window = in_flash_window = sells_in_window = 0
 
     volume = volume_component(z_score, rank, history, rules)
-    market_impact = market_impact_component(large_order, consumption, deviation, rules, volatility)
+    market_impact = market_impact_component(
+        large_order, consumption, deviation, rules, volatility, off_market
+    )
     risk_score = combine(volume, behavioral, market_impact, compliance, rules)
     level = risk_level(risk_score, rules)
     compliance_flags = tuple(flags)
@@ -396,7 +407,7 @@ def evaluate_trade(
                 VolumeAnalysis,
                 (notional, z_score, rank, mean, std, in_spike_window, _VOLUME_SPIKE in matched),
             ),
-            _new(BehavioralAnalysis, (triggered, in_flash_window, sells_in_window, too_late)),
+            _new(BehavioralAnalysis, (triggered, in_flash_window, sells_in_window, too_late, signals)),
             _new(
                 MarketImpactAnalysis,
                 (consumption, deviation, reference_price, large_order, large_threshold, volatility, as_of),

@@ -506,6 +506,8 @@ class BehavioralAnalysis(NamedTuple):
     trades_in_window: int
     sells_in_window: int
     late_arrival: bool
+    #: Order-flow set-ups the trade executed against (:mod:`riskengine.core.order_signals`).
+    order_flow_signals: tuple[str, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """The ``BehavioralAnalysis`` record."""
@@ -514,6 +516,7 @@ class BehavioralAnalysis(NamedTuple):
             "tradesInWindow": self.trades_in_window,
             "sellsInWindow": self.sells_in_window,
             "lateArrival": self.late_arrival,
+            "orderFlowSignals": list(self.order_flow_signals),
         }
 
 

@@ -8,11 +8,15 @@ Components, each in [0, 1]:
   alone (rank 1, modest z) stays LOW; a size far outside the user's spread reaches MEDIUM.
 - behavioral: the highest severity score (below) of the matched behavioral patterns (VOLUME_SPIKE,
   WASH_TRADING, FLASH_CRASH, SELF_TRADE, STRUCTURING, MOMENTUM_IGNITION, and SPOOFING or LAYERING
-  when a fill completes them).
-- marketImpact: ``max(0.75 if largeOrder, 0.5 x min(1, consumption / market.liquidity.consumption.high),
-  0.5 x min(1, deviation / max(market.price.deviation.high, 3 x volatility)))``: size against
-  liquidity and slippage alone reach MEDIUM at most; a large order is HIGH. The volatility is the
-  symbol's, from its market context (none: the rule alone).
+  when a fill completes them), and ``ORDER_SIGNAL_SCORE`` (HIGH, 0.75) when the trade executed
+  against a SPOOFING or LAYERING set-up (:mod:`riskengine.core.order_signals`).
+- marketImpact: ``max(0.75 if largeOrder, 0.75 if off-market, 0.5 x min(1, consumption /
+  market.liquidity.consumption.high), 0.5 x min(1, deviation / max(market.price.deviation.high, 3 x
+  volatility)))``: size against liquidity and slippage alone reach MEDIUM at most; a large order is
+  HIGH, and so is an off-market execution, one priced at or beyond PRICE_CRASH's band around the
+  reference price (``<= price.crash.low.ratio x`` or ``>= price.crash.high.ratio x``: 30 %), the
+  trade that makes a crash. The volatility is the symbol's, from its market
+  context (none: the rule alone).
 - compliance: the highest flag score: SANCTIONED_* 1.0; KYC_TRADE_LIMIT, KYC_DAILY_LIMIT,
   STRUCTURING_SUSPECTED and RESTRICTED_COUNTRY 0.75; NO_PROFILE 0.15; reporting flags
   (TRAVEL_RULE, TAX_REPORTING_REQUIRED) and LATE_EVENT / DUPLICATE_EVENT 0.
@@ -67,6 +71,9 @@ BEHAVIORAL_PATTERNS = frozenset(
         PatternType.LAYERING,
     }
 )
+
+#: A fill against the account's own resting bait or one-sided layers scores like a HIGH pattern.
+ORDER_SIGNAL_SCORE = 0.75
 
 FLAG_SCORE: Mapping[str, float] = {
     ComplianceFlag.SANCTIONED_USER: 1.0,
@@ -137,9 +144,16 @@ def volume_component(z_score: float, percentile_rank: float, history: int, rules
 
 
 def market_impact_component(
-    large_order: bool, consumption: float, deviation: float, rules: Rules, volatility: float | None = None
+    large_order: bool,
+    consumption: float,
+    deviation: float,
+    rules: Rules,
+    volatility: float | None = None,
+    off_market: bool = False,
 ) -> float:
     """The market-impact component (see the module docstring)."""
+    if off_market:
+        return 0.75
     by_liquidity = consumption / rules.liquidity_high
     deviation_high = rules.price_deviation_high
     if volatility is not None and VOLATILITY_MULTIPLE * volatility > deviation_high:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from riskengine.core import (
-    AccountType,
     DEFAULT_RULES,
     REGISTRY,
+    AccountType,
     PatternType,
     ReferenceData,
     Rules,

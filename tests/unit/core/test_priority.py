@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from riskengine.core import AccountType, Severity
-from riskengine.core.models import Feature
+from riskengine.core.models import Feature, Trade
 from riskengine.core.priority import REPEAT_HALF_LIFE_MS, alert_priority, decayed_heat, margin
 
 from .builders import MINUTE, SECOND, alerts_of, profile, reference, run, trade
@@ -74,7 +74,7 @@ def test_priority_is_an_integer_from_0_to_100_for_any_input(severity, values, st
     assert isinstance(priority, int) and 0 <= priority <= 100
 
 
-def wash(start: int, user: str = "u-1") -> list:
+def wash(start: int, user: str = "u-1") -> list[Trade]:
     return [
         trade(start, "BUY", 1000.0, quantity=1000.0, user=user),
         trade(start + 20 * SECOND, "SELL", 990.0, quantity=990.0, user=user),
