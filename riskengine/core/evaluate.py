@@ -278,11 +278,14 @@ def evaluate_trade(
         as_of = market.as_of
     if not liquidity:
         liquidity = rules.liquidity(symbol)
-    deviation = abs(trade.price - reference_price) / reference_price if reference_price else 0.0
-    off_market = bool(reference_price) and (
-        trade.price <= rules.price_crash_low * reference_price
-        or trade.price >= rules.price_crash_high * reference_price
-    )
+    deviation = 0.0
+    off_market = False
+    if reference_price:
+        deviation = abs(trade.price - reference_price) / reference_price
+        off_market = (
+            trade.price <= rules.price_crash_low * reference_price
+            or trade.price >= rules.price_crash_high * reference_price
+        )
     consumption = notional / liquidity
     large_threshold = rules.large_order_threshold(symbol)
 
