@@ -58,6 +58,7 @@ from collections.abc import Mapping
 from math import sqrt
 from typing import NamedTuple
 
+from .early_signals import SIGNAL_SCORE, early_signals
 from .market import MarketContext
 from .models import (
     AccountType,
@@ -74,7 +75,6 @@ from .models import (
     VolumeAnalysis,
     alert_id,
 )
-from .order_signals import order_flow_signals
 from .patterns import REGISTRY, Detector, Match, OrderContext, OrderFlowDetector, TradeContext
 from .priority import alert_priority, decayed_heat
 from .reference import ReferenceData
@@ -82,7 +82,6 @@ from .rules import MAX_RECENT_TRADES, Rules
 from .scoring import (
     BEHAVIORAL_PATTERNS,
     FLAG_SCORE,
-    ORDER_SIGNAL_SCORE,
     SEVERITY_SCORE,
     combine,
     market_impact_component,
@@ -248,6 +247,7 @@ def evaluate_trade(
                 trade.quantity,
                 notional,
                 trade.order_type.upper() in AGGRESSIVE_ORDER_TYPES,
+                trade.counterparty_user_id or "",
             )
             position -= recent.prune(watermark - rules.recent_horizon_ms, MAX_RECENT_TRADES)
             if position < 0:
@@ -358,9 +358,11 @@ def evaluate_trade(
             _alert(detector, found, user_id, rules, state, _stake(found, recent, notional), account_type)
         )
     triggered = tuple(matched)
-    signals = order_flow_signals(state.orders, trade, rules) if state.orders.orders and not too_late else ()
-    if signals and behavioral < ORDER_SIGNAL_SCORE:
-        behavioral = ORDER_SIGNAL_SCORE
+    signals = () if too_late or duplicate else early_signals(state, trade, position, rules)
+    for signal in signals:
+        score = SIGNAL_SCORE[signal]
+        if score > behavioral:
+            behavioral = score
 
     if _STRUCTURING in matched:
         flags.append(STRUCTURING_SUSPECTED)

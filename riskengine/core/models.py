@@ -506,8 +506,8 @@ class BehavioralAnalysis(NamedTuple):
     trades_in_window: int
     sells_in_window: int
     late_arrival: bool
-    #: Order-flow set-ups the trade executed against (:mod:`riskengine.core.order_signals`).
-    order_flow_signals: tuple[str, ...] = ()
+    #: Set-ups of patterns not complete yet the trade is part of (:mod:`riskengine.core.early_signals`).
+    early_signals: tuple[str, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """The ``BehavioralAnalysis`` record."""
@@ -516,7 +516,7 @@ class BehavioralAnalysis(NamedTuple):
             "tradesInWindow": self.trades_in_window,
             "sellsInWindow": self.sells_in_window,
             "lateArrival": self.late_arrival,
-            "orderFlowSignals": list(self.order_flow_signals),
+            "earlySignals": list(self.early_signals),
         }
 
 

@@ -8,8 +8,9 @@ Components, each in [0, 1]:
   alone (rank 1, modest z) stays LOW; a size far outside the user's spread reaches MEDIUM.
 - behavioral: the highest severity score (below) of the matched behavioral patterns (VOLUME_SPIKE,
   WASH_TRADING, FLASH_CRASH, SELF_TRADE, STRUCTURING, MOMENTUM_IGNITION, and SPOOFING or LAYERING
-  when a fill completes them), and ``ORDER_SIGNAL_SCORE`` (HIGH, 0.75) when the trade executed
-  against a SPOOFING or LAYERING set-up (:mod:`riskengine.core.order_signals`).
+  when a fill completes them), and the score of each early signal the trade shows (a SPOOFING or
+  LAYERING set-up at the fill 0.75, one round trip with the same counterparty 0.45;
+  :mod:`riskengine.core.early_signals`).
 - marketImpact: ``max(0.75 if largeOrder, 0.75 if off-market, 0.5 x min(1, consumption /
   market.liquidity.consumption.high), 0.5 x min(1, deviation / max(market.price.deviation.high, 3 x
   volatility)))``: size against liquidity and slippage alone reach MEDIUM at most; a large order is
@@ -71,9 +72,6 @@ BEHAVIORAL_PATTERNS = frozenset(
         PatternType.LAYERING,
     }
 )
-
-#: A fill against the account's own resting bait or one-sided layers scores like a HIGH pattern.
-ORDER_SIGNAL_SCORE = 0.75
 
 FLAG_SCORE: Mapping[str, float] = {
     ComplianceFlag.SANCTIONED_USER: 1.0,

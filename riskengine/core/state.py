@@ -51,7 +51,7 @@ from .rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from .sketch import BINS, QuantileSketch
 
 #: Current encoding version (the first byte of every encoded state). 2 added the order book,
-#: 3 the alert heat.
+#: 3 the alert heat and the recent trades' counterparties.
 FORMAT_VERSION = 3
 #: Symbols with a reference price kept per user.
 MAX_SYMBOLS = 16
@@ -91,7 +91,16 @@ class RecentTrades:
     ``sum`` over a slice, both in C.
     """
 
-    __slots__ = ("aggressive", "ids", "notionals", "quantities", "sells", "symbols", "times")
+    __slots__ = (
+        "aggressive",
+        "counterparties",
+        "ids",
+        "notionals",
+        "quantities",
+        "sells",
+        "symbols",
+        "times",
+    )
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -102,6 +111,8 @@ class RecentTrades:
         self.symbols: list[str] = []
         self.quantities: list[float] = []
         self.notionals: list[float] = []
+        #: the trade's counterparty ("" when not known)
+        self.counterparties: list[str] = []
 
     def __len__(self) -> int:
         return len(self.times)
@@ -115,6 +126,7 @@ class RecentTrades:
         quantity: float,
         notional: float,
         aggressive: bool = False,
+        counterparty: str = "",
     ) -> int:
         """Insert after every trade with the same or an earlier time; return its position."""
         times = self.times
@@ -126,6 +138,7 @@ class RecentTrades:
             self.symbols.append(symbol)
             self.quantities.append(quantity)
             self.notionals.append(notional)
+            self.counterparties.append(counterparty)
             return len(times) - 1
         position = bisect_right(times, timestamp)
         times.insert(position, timestamp)
@@ -135,6 +148,7 @@ class RecentTrades:
         self.symbols.insert(position, symbol)
         self.quantities.insert(position, quantity)
         self.notionals.insert(position, notional)
+        self.counterparties.insert(position, counterparty)
         return position
 
     def find(self, timestamp: int, trade_id: str) -> int:
@@ -156,6 +170,7 @@ class RecentTrades:
                 self.symbols,
                 self.quantities,
                 self.notionals,
+                self.counterparties,
             )
             for column in columns:
                 del column[:drop]
@@ -409,6 +424,7 @@ def encode_state(state: UserState) -> bytes:
     parts.append(_column("q", list(state.fired.values())))
     parts.append(encode_order_book(state.orders))
     parts.append(_HEAT.pack(state.alert_heat, state.alert_heat_at))
+    parts.append(_strings(recent.counterparties))
     return b"".join(parts)
 
 
@@ -465,6 +481,19 @@ def _lookup(table: list[str], indexes: list[int]) -> list[str]:
 
 def _decode_current(data: bytes) -> UserState:
     reader = _Reader(data)
+    state = _decode_version_2_sections(reader)
+    heat, heat_at = reader.unpack(_HEAT)
+    state.alert_heat = float(heat)
+    state.alert_heat_at = int(heat_at)
+    state.recent.counterparties = reader.strings(len(state.recent))
+    if reader.offset != len(data):
+        raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
+    return state
+
+
+def _decode_version_2_sections(reader: _Reader) -> UserState:
+    """Everything format 2 had (format 3 appends its sections after these)."""
+    data = reader.data
     _, watermark, count, mean, variance = reader.unpack(_HEADER)
     state = UserState()
     state.watermark = int(watermark)
@@ -510,11 +539,6 @@ def _decode_current(data: bytes) -> UserState:
         state.orders, reader.offset = decode_order_book(data, reader.offset)
     except OrderBookFormatError as exc:
         raise StateFormatError(str(exc)) from None
-    heat, heat_at = reader.unpack(_HEAT)
-    state.alert_heat = float(heat)
-    state.alert_heat_at = int(heat_at)
-    if reader.offset != len(data):
-        raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
     if len(recent) > MAX_RECENT_TRADES or len(state.sketch.counts) != BINS:
         raise StateFormatError("state exceeds its bounds")
     return state
@@ -529,8 +553,13 @@ def _add_order_book(data: bytes) -> bytes:
 
 
 def _add_alert_heat(data: bytes) -> bytes:
-    """Version 2 -> 3: the same layout followed by no alert heat (0 at -1)."""
-    return bytes([3]) + data[1:] + _HEAT.pack(0.0, -1)
+    """Version 2 -> 3: no alert heat (0 at -1), no counterparties known for the recent trades."""
+    reader = _Reader(data)
+    state = _decode_version_2_sections(reader)
+    if reader.offset != len(data):
+        raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
+    state.recent.counterparties = [""] * len(state.recent)
+    return encode_state(state)
 
 
 MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {1: _add_order_book, 2: _add_alert_heat}

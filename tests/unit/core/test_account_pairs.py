@@ -14,8 +14,9 @@ from riskengine.core.account_pairs import (
     owner_of,
     pair_key,
 )
+from riskengine.core.early_signals import ROUND_TRIP_LEG, SIGNAL_SCORE
 
-from .builders import MINUTE, SECOND, profile, reference, trade
+from .builders import MINUTE, SECOND, profile, reference, run, trade
 
 REF = reference(profile("u-a"), profile("u-b"))
 
@@ -131,3 +132,23 @@ def test_state_round_trips() -> None:
     assert encode_pair_state(decode_pair_state(data)) == data
     with pytest.raises(PairStateFormatError):
         decode_pair_state(b"\x01[1,2]")
+
+
+# -- one round trip, seen from one account (an early signal on its trade) ----------------------
+
+
+def test_a_trade_reversing_one_with_the_same_counterparty_shows_a_round_trip_leg():
+    bought = trade(0, "BUY", 1_000.0, quantity=1_000.0, counterparty="u-2")
+    back = trade(90 * SECOND, "SELL", 1_005.0, quantity=1_005.0, counterparty="u-2")
+    first, second = run([bought, back])
+    assert first.analyzed.behavioral.early_signals == ()
+    assert second.analyzed.behavioral.early_signals == (ROUND_TRIP_LEG,)
+    assert second.analyzed.breakdown.behavioral == SIGNAL_SCORE[ROUND_TRIP_LEG]
+    # Another counterparty, a quantity 2 % off, or a leg over 2 minutes later: no round trip.
+    for other in (
+        trade(90 * SECOND, "SELL", 1_005.0, quantity=1_005.0, counterparty="u-3"),
+        trade(90 * SECOND, "SELL", 1_020.0, quantity=1_020.0, counterparty="u-2"),
+        trade(2 * MINUTE + 1, "SELL", 1_005.0, quantity=1_005.0, counterparty="u-2"),
+        trade(90 * SECOND, "BUY", 1_005.0, quantity=1_005.0, counterparty="u-2"),
+    ):
+        assert run([bought, other])[1].analyzed.behavioral.early_signals == ()

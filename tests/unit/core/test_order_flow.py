@@ -9,9 +9,8 @@ from __future__ import annotations
 import pytest
 
 from riskengine.core import DEFAULT_RULES, OrderEvent, RiskAlert, Rules, Trade, UserState, evaluate_trade
+from riskengine.core.early_signals import ONE_SIDED_LAYERS, RESTING_BAIT, SIGNAL_SCORE
 from riskengine.core.order_book import MAX_ORDERS
-from riskengine.core.order_signals import ONE_SIDED_LAYERS, RESTING_BAIT
-from riskengine.core.scoring import ORDER_SIGNAL_SCORE
 
 from .builders import MINUTE, REFERENCE, SECOND, order, run_flow, trade
 
@@ -363,16 +362,16 @@ def test_order_events_share_the_users_lateness_policy():
 
 
 def analyzed_fill(flow: Flow, fill: Trade) -> tuple[tuple[str, ...], float]:
-    """The fill's orderFlowSignals and behavioral score, with only what came before it applied."""
+    """The fill's earlySignals and behavioral score, with only what came before it applied."""
     before = flow[: flow.index(fill)]
     state, _alerts, _issues = run_flow(before)
     result = evaluate_trade(state, fill, REFERENCE, DEFAULT_RULES)
-    return result.analyzed.behavioral.order_flow_signals, result.analyzed.breakdown.behavioral
+    return result.analyzed.behavioral.early_signals, result.analyzed.breakdown.behavioral
 
 
 def test_a_fill_against_a_resting_bait_scores_high_before_the_cancel():
     flow, fill, _cancel = spoof()
-    assert analyzed_fill(flow, fill) == ((RESTING_BAIT,), ORDER_SIGNAL_SCORE)
+    assert analyzed_fill(flow, fill) == ((RESTING_BAIT,), SIGNAL_SCORE[RESTING_BAIT])
     small, small_fill, _ = spoof(bait=999.0)  # below 10x the median: no bait
     assert analyzed_fill(small, small_fill) == ((), 0.0)
     same_side, same_fill, _ = spoof(fill_side="SELL")
@@ -381,7 +380,7 @@ def test_a_fill_against_a_resting_bait_scores_high_before_the_cancel():
 
 def test_a_fill_against_one_sided_layers_scores_high_before_the_cancels():
     flow, fill = layers()
-    assert analyzed_fill(flow, fill) == ((ONE_SIDED_LAYERS,), ORDER_SIGNAL_SCORE)
+    assert analyzed_fill(flow, fill) == ((ONE_SIDED_LAYERS,), SIGNAL_SCORE[ONE_SIDED_LAYERS])
     two_levels, fill_2 = layers(prices=(1.01, 1.01, 1.02))
     assert analyzed_fill(two_levels, fill_2)[0] == ()
 
