@@ -356,6 +356,13 @@ _SPECS: tuple[Parameter, ...] = (
         _range(0.0, MAX_SHORT_WINDOW_MINUTES * 60.0),
         "out-of-order trades up to this much older than the user's latest are still windowed",
     ),
+    Parameter(
+        "event.max.future.skew.seconds",
+        300.0,
+        _range(0.0, 7 * 24 * 3600.0),
+        "a trade or order event more than this ahead of the worker's clock (replay: the wall clock "
+        "too) is rejected: it would move the account's event time for good",
+    ),
     # Per-trade analysis.
     Parameter("volume.ewma.alpha", 0.05, _range(0.0, 1.0, low_open=True), "weight of a trade in the EWMA"),
     Parameter(
@@ -448,6 +455,7 @@ class Rules:
         "liquidity_high",
         "market_lateness_ms",
         "market_maker_exempt",
+        "max_future_skew_ms",
         "momentum_burst_ms",
         "momentum_min_trades",
         "momentum_move",
@@ -571,6 +579,7 @@ class Rules:
             PatternType(name) for name in str(values["market.maker.exempt"]).split(",") if name
         )
         self.allowed_lateness_ms = round(num("event.allowed.lateness.seconds") * 1000)
+        self.max_future_skew_ms = round(num("event.max.future.skew.seconds") * 1000)
         self.volume_alpha = num("volume.ewma.alpha")
         self.volume_std_floor = num("volume.std.floor.ratio")
         self.volume_zscore_high = num("volume.zscore.high")
