@@ -85,6 +85,7 @@ from .scoring import (
     SEVERITY_SCORE,
     combine,
     market_impact_component,
+    match_strength,
     mitigation_actions,
     risk_level,
     volume_component,
@@ -329,6 +330,7 @@ def evaluate_trade(
 
     # Patterns, suppression, alerts.
     matched: list[PatternType] = []
+    matches: list[Match] = []
     alerts: list[RiskAlert] = []
     behavioral = 0.0
     account_type = None if profile is None else profile.account_type
@@ -339,9 +341,7 @@ def evaluate_trade(
             continue
         pattern = detector.pattern
         matched.append(pattern)
-        score = plan.behavioral[pattern]
-        if score > behavioral:
-            behavioral = score
+        matches.append(found)
         if duplicate:
             continue
         window = plan.merge_windows[pattern]
@@ -358,27 +358,6 @@ def evaluate_trade(
             _alert(detector, found, user_id, rules, state, _stake(found, recent, notional), account_type)
         )
     triggered = tuple(matched)
-    signals = () if too_late or duplicate else early_signals(state, trade, position, rules)
-    for signal in signals:
-        score = SIGNAL_SCORE[signal]
-        if score > behavioral:
-            behavioral = score
-
-    if _STRUCTURING in matched:
-        flags.append(STRUCTURING_SUSPECTED)
-    if notional >= rules.travel_rule_threshold:
-        flags.append(TRAVEL_RULE)
-        if notional >= rules.tax_threshold:
-            flags.append(TAX_REPORTING_REQUIRED)
-    if too_late:
-        flags.append(LATE_EVENT)
-    if duplicate:
-        flags.append(DUPLICATE_EVENT)
-    compliance = 0.0
-    for flag in flags:
-        score = FLAG_SCORE.get(flag, 0.0)
-        if score > compliance:
-            compliance = score
 
     # Window counts for the analyses (0 when kept out of the windows).
     if position >= 0:
@@ -391,6 +370,38 @@ def evaluate_trade(
         sells_in_window = sum(recent.sells[start:end])
     else:
         in_spike_window = in_flash_window = sells_in_window = 0
+
+    structuring = 0.0
+    for pattern, found in zip(matched, matches, strict=True):
+        strength = match_strength(pattern, found.features, sells_in_window, in_flash_window)
+        score = plan.behavioral[pattern] * strength
+        if score > behavioral:
+            behavioral = score
+        if pattern is _STRUCTURING:
+            structuring = strength
+    signals = () if too_late or duplicate else early_signals(state, trade, position, rules)
+    for signal in signals:
+        score = SIGNAL_SCORE[signal]
+        if score > behavioral:
+            behavioral = score
+
+    if structuring:
+        flags.append(STRUCTURING_SUSPECTED)
+    if notional >= rules.travel_rule_threshold:
+        flags.append(TRAVEL_RULE)
+        if notional >= rules.tax_threshold:
+            flags.append(TAX_REPORTING_REQUIRED)
+    if too_late:
+        flags.append(LATE_EVENT)
+    if duplicate:
+        flags.append(DUPLICATE_EVENT)
+    compliance = 0.0
+    for flag in flags:
+        score = FLAG_SCORE.get(flag, 0.0)
+        if flag == STRUCTURING_SUSPECTED:
+            score *= structuring
+        if score > compliance:
+            compliance = score
 
     volume = volume_component(z_score, rank, history, rules)
     market_impact = market_impact_component(

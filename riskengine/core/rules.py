@@ -344,7 +344,7 @@ _SPECS: tuple[Parameter, ...] = (
     Parameter("patterns.disabled", "", _pattern_list, "comma-separated patterns that raise nothing"),
     Parameter(
         "market.maker.exempt",
-        "VOLUME_SPIKE,WASH_TRADING,FLASH_CRASH",
+        "VOLUME_SPIKE,WASH_TRADING,FLASH_CRASH,ROUND_TRIP_WASH,STRUCTURING",
         _pattern_list,
         "patterns not applied to accounts designated MARKET_MAKER (their profile's accountType); "
         "the other patterns apply to them as to anyone, with a lower alert priority",

@@ -633,7 +633,7 @@ class UserAnalysis:
         promise = clocks.clocks[partition] - lateness
         outputs = [(MARKET, frame(trade.symbol.encode(), execution_value(trade, partition, promise)))]
         reference = self.reference.data
-        pair = pair_key(reference, trade)
+        pair = pair_key(reference, trade, self.reference.rules.current)
         if pair is not None:
             owner = owner_of(reference, buyer_and_seller(trade)[0] or "")
             value = execution_value(trade, partition, promise, owner, pair)
