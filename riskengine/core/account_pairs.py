@@ -193,7 +193,12 @@ def _alert(trade: Trade, pair: str, trips: list[list[Any]], rules: Rules) -> Ris
         evidence=evidence,
         features=tuple(features),
         rule_version=rules.version,
-        priority=alert_priority(Severity.CRITICAL, features, trade.price * sum(trip[4] for trip in trips)),
+        priority=alert_priority(
+            Severity.CRITICAL,
+            features,
+            trade.price * sum(trip[4] for trip in trips),
+            weight=rules.priority_weights.get(PatternType.ROUND_TRIP_WASH, 1.0),
+        ),
     )
 
 

@@ -477,7 +477,14 @@ def _alert(
         features=match.features,
         rule_version=rules.version,
         activity=match.activity,
-        priority=alert_priority(detector.severity, match.features, stake, heat, account_type),
+        priority=alert_priority(
+            detector.severity,
+            match.features,
+            stake,
+            heat,
+            account_type,
+            rules.priority_weights.get(detector.pattern, 1.0),
+        ),
     )
 
 

@@ -511,7 +511,9 @@ def _market_alert(
         evidence=evidence,
         features=tuple(features),
         rule_version=rules.version,
-        priority=alert_priority(severity, features, trade.notional),
+        priority=alert_priority(
+            severity, features, trade.notional, weight=rules.priority_weights.get(pattern, 1.0)
+        ),
     )
 
 

@@ -5,7 +5,7 @@ starts with the ones most likely to be abuse and most costly if they are. Four p
 [0, 1], combined as a probabilistic OR (one strong part carries an alert, weak parts add up) and
 scaled by the account's designation::
 
-    priority = round(100 x designation x (1 - (1 - s)(1 - m)(1 - n)(1 - r)))
+    priority = round(100 x weight x designation x (1 - (1 - s)(1 - m)(1 - n)(1 - r)))
 
 - ``s`` severity: LOW 0.10, MEDIUM 0.25, HIGH 0.40, CRITICAL 0.55.
 - ``m`` margin, how far past its thresholds the alert fired: the mean over the alert's features
@@ -19,6 +19,10 @@ scaled by the account's designation::
 - ``r`` repeat behaviour: ``1 - exp(-heat / 2)`` times :data:`REPEAT_WEIGHT`, where ``heat`` is
   the account's earlier alerts, each decaying with a half-life of :data:`REPEAT_HALF_LIFE_MS`
   (one alert yesterday counts 0.5, three today about 3). Market-level alerts have no account.
+- ``weight``: the pattern's weight from ``priority.pattern.weights``, what past decisions say of
+  its alerts (the share that were true, tuned on labelled runs: README, "Alert priority"); a
+  pattern whose definition fires on routine flow (VOLUME_SPIKE, FLASH_CRASH) ranks below one that
+  rarely fires without abuse (SANCTIONS_HIT, SPOOFING).
 - ``designation`` (the profile's ``accountType``): MARKET_MAKER 0.5 (a designated liquidity
   provider's alerts are mostly its job showing), PROFESSIONAL and INSTITUTIONAL 0.8, none or
   RETAIL 1.0.
@@ -86,6 +90,7 @@ def alert_priority(
     stake: float,
     heat: float = 0.0,
     account_type: AccountType | None = None,
+    weight: float = 1.0,
 ) -> int:
     """The priority of an alert (see the module docstring)."""
     s = SEVERITY_BASE[severity]
@@ -96,4 +101,4 @@ def alert_priority(
     r = REPEAT_WEIGHT * (1.0 - math.exp(-heat / 2.0)) if heat > 0.0 else 0.0
     combined = 1.0 - (1.0 - s) * (1.0 - m) * (1.0 - n) * (1.0 - r)
     factor = DESIGNATION_FACTOR.get(account_type, 1.0) if account_type is not None else 1.0
-    return round(100.0 * factor * combined)
+    return round(100.0 * weight * factor * combined)

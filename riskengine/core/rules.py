@@ -123,6 +123,23 @@ def _pattern_list(name: str, value: Any) -> str:
     return ",".join(sorted(set(names), key=lambda p: list(PatternType.__members__).index(p)))
 
 
+def _pattern_weights(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidRule(name, f"must be PATTERN:weight pairs separated by commas, got {value!r}")
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        pattern, colon, number = part.partition(":")
+        pattern = pattern.strip()
+        if not colon or pattern not in PatternType.__members__ or pattern == "UNKNOWN":
+            raise InvalidRule(name, f"expected PATTERN:weight with a known pattern, got {part!r}")
+        weight = _range(0.0, 1.0, low_open=True)(name, number)
+        weights[pattern] = weight
+    order = list(PatternType.__members__)
+    return ",".join(f"{p}:{weights[p]:g}" for p in sorted(weights, key=order.index))
+
+
 def _choice(*options: str) -> Callable[[str, Any], str]:
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str) or value.strip() not in options:
@@ -343,6 +360,13 @@ _SPECS: tuple[Parameter, ...] = (
     ),
     Parameter("patterns.disabled", "", _pattern_list, "comma-separated patterns that raise nothing"),
     Parameter(
+        "priority.pattern.weights",
+        "VOLUME_SPIKE:0.4,WASH_TRADING:0.6,FLASH_CRASH:0.4,LAYERING:0.5,MOMENTUM_IGNITION:0.6,STRUCTURING:0.6",
+        _pattern_weights,
+        "PATTERN:weight pairs (0-1] scaling an alert's priority: how often past alerts of the pattern were "
+        "true (tuned against labelled decisions; `riskengine evaluate` suggests them); unlisted: 1",
+    ),
+    Parameter(
         "market.maker.exempt",
         "VOLUME_SPIKE,WASH_TRADING,FLASH_CRASH,ROUND_TRIP_WASH,STRUCTURING",
         _pattern_list,
@@ -467,6 +491,7 @@ class Rules:
         "price_crash_min_trades",
         "price_crash_window_ms",
         "price_deviation_high",
+        "priority_weights",
         "pump_dump_ms",
         "pump_dump_ratio",
         "pump_rise_ms",
@@ -577,6 +602,14 @@ class Rules:
         )
         self.market_maker_exempt = frozenset(
             PatternType(name) for name in str(values["market.maker.exempt"]).split(",") if name
+        )
+        self.priority_weights: Mapping[PatternType, float] = MappingProxyType(
+            {
+                PatternType(pattern): float(weight)
+                for pattern, _, weight in (
+                    pair.partition(":") for pair in str(values["priority.pattern.weights"]).split(",") if pair
+                )
+            }
         )
         self.allowed_lateness_ms = round(num("event.allowed.lateness.seconds") * 1000)
         self.max_future_skew_ms = round(num("event.max.future.skew.seconds") * 1000)

@@ -26,8 +26,9 @@ Match strength (:func:`match_strength`, in [0, 1]; 1 for every pattern not liste
 match says about *this* account, calibrated on a realistic benign market (README, "Score
 calibration"), where the bare definitions fire on routine flow:
 
-- FLASH_CRASH: ``(sells / trades in the window)²``: ten sells among ten trades is a one-sided
-  dump; ten sells among twenty trades is a two-sided trader (HFT, arbitrage) at work.
+- FLASH_CRASH: ``(sells / trades in the window)² x (0.5 + 0.5 x aggressive share of the sells)``:
+  ten sells among ten trades is a one-sided dump, ten among twenty a two-sided trader (HFT,
+  arbitrage) at work; market orders crash a price, a TWAP's resting limit children do not.
 - VOLUME_SPIKE: ``min(1, (r - 1) / (2 (t - 1)))`` for the run's smallest step ratio ``r`` and
   the threshold ``t`` (1.5): a run that only just clears the ratio is 0.5, steps of 2x are 1.
 - STRUCTURING: ``min(1, 2 m / n)`` for ``n`` trades in the band within the window and the
@@ -184,7 +185,8 @@ def match_strength(
         if trades_in_window <= 0:
             return 1.0
         share = sells_in_window / trades_in_window
-        return share * share
+        aggressive = _feature(features, "aggressiveSellShare")
+        return share * share * (0.5 + 0.5 * (1.0 if aggressive is None else aggressive.value))
     if pattern is PatternType.VOLUME_SPIKE:
         step = _feature(features, "minStepRatio")
         if step is None or step.threshold is None or step.threshold <= 1.0:

@@ -905,11 +905,42 @@ def summary_lines(evaluation: Evaluation) -> list[str]:
     ]
 
 
+#: Patterns need this many counted alerts (TP + FP) before their precision suggests a weight.
+MIN_ALERTS_FOR_WEIGHT = 5
+
+
+def suggested_weight(precision: float) -> float:
+    """The ``priority.pattern.weights`` entry a pattern's precision suggests: ``0.25 + 0.75 x
+    precision^(1/3)`` to one decimal (0.4 at 1 % true, 0.6 at 10 %, 1 when nearly all are true)."""
+    return round(min(1.0, 0.25 + 0.75 * precision ** (1.0 / 3.0)), 1)
+
+
+def suggested_weights(scores: Iterable[PatternScore]) -> str:
+    """``priority.pattern.weights`` from this run's decisions (labels): the patterns with enough
+    alerts whose suggested weight is below 1, in contract order (tuning against past decisions)."""
+    pairs = []
+    for score in scores:
+        precision = score.precision
+        if score.pattern == "all" or precision is None:
+            continue
+        if score.true_positives + score.false_positives < MIN_ALERTS_FOR_WEIGHT:
+            continue
+        weight = suggested_weight(precision)
+        if weight < 1.0:
+            pairs.append(f"{score.pattern}:{weight:g}")
+    return ",".join(pairs)
+
+
 def format_report(evaluation: Evaluation) -> str:
     """The text output: the match table, the tuning table, the account-type split, the summary."""
     parts = [format_table(evaluation.scores), _align(QUALITY_HEADER, quality_rows(evaluation.scores))]
     split = account_rows(evaluation)
     if split is not None:
         parts.append(_align(*split))
-    parts.append("\n".join(summary_lines(evaluation)))
+    lines = summary_lines(evaluation)
+    lines.append(
+        "suggested rule priority.pattern.weights (from this run's decisions): "
+        + (suggested_weights(evaluation.scores) or "(none below 1)")
+    )
+    parts.append("\n".join(lines))
     return "\n\n".join(parts)

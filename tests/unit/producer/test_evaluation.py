@@ -447,3 +447,20 @@ def test_evaluate_without_trades_prints_n_a_and_a_bad_trades_file_exits_2(replay
     assert err == [f"riskengine evaluate: {bad}:1: not a RiskAnalyzedTrade record"]
     assert main(["evaluate", "--labels", labels, "--alerts", alerts, "--profiles", str(tmp_path / "no")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_suggested_priority_weights_follow_each_patterns_precision():
+    from riskengine.core import Rules
+    from riskengine.producer.evaluation import PatternScore, suggested_weight, suggested_weights
+
+    assert suggested_weight(1.0) == 1.0 and suggested_weight(0.01) == 0.4 and suggested_weight(0.1) == 0.6
+    scores = [
+        PatternScore("VOLUME_SPIKE", 5, 5, 500, 5, 495, 0),
+        PatternScore("SANCTIONS_HIT", 5, 5, 5, 5, 0, 0),
+        PatternScore("LAYERING", 1, 1, 3, 1, 2, 0),  # too few alerts to say
+        PatternScore("all", 11, 11, 508, 11, 497, 0),
+    ]
+    suggestion = suggested_weights(scores)
+    assert suggestion == "VOLUME_SPIKE:0.4"
+    # The suggestion is a valid rule value as it stands.
+    assert Rules.from_parameters(1, {"priority.pattern.weights": suggestion}).priority_weights
