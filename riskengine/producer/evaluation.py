@@ -912,7 +912,7 @@ MIN_ALERTS_FOR_WEIGHT = 5
 def suggested_weight(precision: float) -> float:
     """The ``priority.pattern.weights`` entry a pattern's precision suggests: ``0.25 + 0.75 x
     precision^(1/3)`` to one decimal (0.4 at 1 % true, 0.6 at 10 %, 1 when nearly all are true)."""
-    return round(min(1.0, 0.25 + 0.75 * precision ** (1.0 / 3.0)), 1)
+    return round(min(1.0, 0.25 + 0.75 * math.pow(precision, 1.0 / 3.0)), 1)
 
 
 def suggested_weights(scores: Iterable[PatternScore]) -> str:
