@@ -5,7 +5,11 @@ then the Avro binary body. :class:`SchemaCatalog` registers the engine's contrac
 schema it will need in memory *before* consuming starts: encoding and decoding never call the
 registry, so nothing blocks the event loop while processing. A message written with a schema id
 the catalog has not seen raises :class:`UnknownSchemaId`; async callers may ``await
-catalog.fetch(schema_id)`` and retry.
+catalog.fetch(schema_id)`` and retry, or use :func:`fetch_schema`, which retries a registry that
+gives no answer (:class:`RegistryUnavailable`: unreachable, timed out, 5xx) with backoff
+(:data:`FETCH_RETRY_DELAYS_S`) and remembers only a definite "not found" (:class:`SchemaNotFound`,
+HTTP 404), in a bounded set with expiry (:class:`NotFoundIds`), so a schema registered later is
+found and a brief registry outage leaves nothing behind.
 
 Decoding failures are typed (all subclasses of :class:`DecodeError`) and carry a reason meant for
 the dead-letter headers.
@@ -13,11 +17,15 @@ the dead-letter headers.
 
 from __future__ import annotations
 
+import asyncio
 import io
+import logging
 import struct
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import fastavro
 import httpx
@@ -42,7 +50,23 @@ from riskengine.settings import Settings
 
 P = TypeVar("P")
 
+log = logging.getLogger(__name__)
+
 MAGIC_BYTE = 0
+#: Waits before the 2nd, 3rd and 4th request of one schema fetch when the registry gives no answer
+#: (:class:`RegistryUnavailable`): 4 requests and 1.4 s of waiting at most, enough for a registry
+#: restart's brief refusal without holding a batch for long. The wait is backpressure: the batch
+#: that met the unknown id is held, not dead-lettered, while the registry may come back.
+FETCH_RETRY_DELAYS_S: tuple[float, ...] = (0.2, 0.4, 0.8)
+#: Timeout of one fetch request (the client's 10 s would hold a batch 40 s against a hung registry).
+FETCH_TIMEOUT_S = 2.0
+#: Ids the registry answered 404 for are not asked for again during this many seconds (a poison
+#: storm of one bogus id costs one request per id per period), then asked again: the id may have
+#: been registered since.
+NOT_FOUND_TTL_S = 300.0
+#: At most this many "not found" ids are remembered (the oldest are forgotten first), so a storm
+#: of random ids cannot grow the worker's memory.
+NOT_FOUND_CAPACITY = 1024
 _HEADER = struct.Struct(">bI")
 # What fastavro raises on bytes that do not fit the schema (truncation, bad varints, bad UTF-8...).
 _AVRO_READ_ERRORS = (
@@ -109,8 +133,19 @@ class InvalidRecord(DecodeError):
         self.field = field
 
 
+class SchemaNotFound(UnknownSchemaId):
+    """The registry answered the id with HTTP 404: a definite "not found" (until it is registered)."""
+
+
 class RegistryError(ContractError, FatalError):
     """The registry refused or failed a request (unreachable, unauthorized, incompatible schema)."""
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry gave no answer (unreachable, timed out, 5xx, 429, a body that is not JSON).
+
+    Unlike its base (a refusal such as 401, which asking again does not change), worth retrying.
+    """
 
 
 @dataclass(frozen=True)
@@ -315,11 +350,113 @@ class SchemaCatalog(SchemaCache):
         return len(self)
 
     async def fetch(self, schema_id: int) -> None:
-        """Fetch one schema by id into the cache (for async callers that met an unknown id)."""
+        """Fetch one schema by id into the cache (for async callers that met an unknown id).
+
+        One request (:data:`FETCH_TIMEOUT_S`). :class:`SchemaNotFound` when the registry answers
+        404, :class:`RegistryUnavailable` when it gives no answer, :class:`RegistryError` when it
+        refuses (401, 403...).
+        """
         try:
-            found = await self._client.get_by_id(schema_id)
+            found = await self._client.get_by_id(schema_id, timeout=httpx.Timeout(FETCH_TIMEOUT_S))
+        except ClientError as exc:
+            # The client raises ClientError for every status but 200 and 404.
+            if exc.http_code is not None and (exc.http_code >= 500 or exc.http_code in (408, 429)):
+                raise RegistryUnavailable(
+                    f"schema registry failed fetching id {schema_id} (HTTP {exc.http_code})"
+                ) from exc
+            raise RegistryError(
+                f"schema registry refused fetching id {schema_id}: {exc.message} (HTTP {exc.http_code})"
+            ) from exc
         except httpx.HTTPError as exc:
-            raise RegistryError(f"schema registry unreachable while fetching id {schema_id}: {exc}") from exc
+            raise RegistryUnavailable(
+                f"schema registry unreachable while fetching id {schema_id}: {exc!r}"
+            ) from exc
+        except ValueError as exc:
+            # A proxy's HTML error page in front of a restarting registry: the client parses every
+            # body as JSON.
+            raise RegistryUnavailable(
+                f"schema registry gave a body that is not JSON for id {schema_id}: {exc}"
+            ) from exc
         if found is None:
-            raise UnknownSchemaId(schema_id)
+            raise SchemaNotFound(schema_id, "the schema registry has no schema with this id (HTTP 404)")
         self.add(schema_id, found.raw_schema)
+
+
+class SchemaSource(Protocol):
+    """What :func:`fetch_schema` needs: :meth:`SchemaCatalog.fetch` (or a test's fake of it)."""
+
+    async def fetch(self, schema_id: int) -> None:
+        """Fetch one schema into the cache; the exceptions of :meth:`SchemaCatalog.fetch`."""
+        ...
+
+
+class NotFoundIds:
+    """Schema ids the registry answered 404 for, each for ``ttl_s``, at most ``capacity`` of them.
+
+    Bounded and expiring on purpose: a set that only grows would keep dead-lettering an id that is
+    registered later, until the worker restarts.
+    """
+
+    def __init__(
+        self,
+        capacity: int = NOT_FOUND_CAPACITY,
+        ttl_s: float = NOT_FOUND_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._clock = clock
+        #: id -> when it expires, oldest insertion first
+        self._expiry: OrderedDict[int, float] = OrderedDict()
+
+    def add(self, schema_id: int) -> None:
+        """Remember ``schema_id`` for ``ttl_s`` from now (forgetting the oldest id when full)."""
+        self._expiry.pop(schema_id, None)
+        self._expiry[schema_id] = self._clock() + self.ttl_s
+        while len(self._expiry) > self.capacity:
+            self._expiry.popitem(last=False)
+
+    def __contains__(self, schema_id: object) -> bool:
+        expiry = self._expiry.get(schema_id) if isinstance(schema_id, int) else None
+        if expiry is None:
+            return False
+        if self._clock() >= expiry:
+            del self._expiry[schema_id]  # type: ignore[arg-type]  # an int: it had an expiry
+            return False
+        return True
+
+    def __len__(self) -> int:
+        now = self._clock()
+        return sum(1 for expiry in self._expiry.values() if now < expiry)
+
+
+async def fetch_schema(
+    catalog: SchemaSource,
+    schema_id: int,
+    not_found: NotFoundIds,
+    delays: Iterable[float] | None = None,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> None:
+    """Fetch ``schema_id`` into ``catalog``, retrying a registry that gives no answer.
+
+    Raises :class:`SchemaNotFound` at once for an id in ``not_found``, and when the registry
+    answers 404 (the id is then added to ``not_found``); :class:`RegistryUnavailable` when every
+    attempt (one, then one after each of ``delays``, default :data:`FETCH_RETRY_DELAYS_S` as it is
+    at the call) got no answer; :class:`RegistryError` for a
+    refusal (not retried: asking again does not change a 401). Only the 404 is remembered.
+    """
+    if schema_id in not_found:
+        raise SchemaNotFound(schema_id, "the schema registry had no schema with this id moments ago")
+    waits = list(FETCH_RETRY_DELAYS_S if delays is None else delays)
+    for attempt in range(len(waits) + 1):
+        try:
+            await catalog.fetch(schema_id)
+            return
+        except SchemaNotFound:
+            not_found.add(schema_id)
+            raise
+        except RegistryUnavailable as exc:
+            if attempt == len(waits):
+                raise RegistryUnavailable(f"{exc} ({attempt + 1} attempts)") from exc
+            log.warning("schema id %d: %s; retrying in %.1f s", schema_id, exc, waits[attempt])
+            await sleep(waits[attempt])

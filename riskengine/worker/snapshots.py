@@ -16,6 +16,15 @@ the changelog's state.
 layout (``{datadir}/v{version}/tables/{table}-{partition}.db``). Faust then reads the offset from
 the restored DB and replays only the changelog records after it.
 
+A store (a bucket anyone with its credentials writes, a shared folder) is not trusted: every
+manifest field is validated (types, ranges, allowed characters of ids and names, the snapshot id's
+format), a manifest must describe the key it was read from, the restore target must resolve
+inside the datadir (symbolic links resolved), and every file's size and SHA-256, recorded at
+snapshot time, is verified in a staging folder before anything in the datadir is replaced. A
+manifest that fails is listed as invalid with the reason and never restored; the others are
+unaffected. Manifests of format 1 (before checksums) are restored only when the caller allows
+unverified snapshots (``--allow-unverified``).
+
 Key layout (the same relative paths in the local folder)::
 
     {app id}/{table}/{partition}/{snapshot id}/{checkpoint file}
@@ -30,15 +39,17 @@ This module imports neither Faust nor rocksdict at import time, so the CLI stays
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from riskengine.core import FORMAT_VERSION
 from riskengine.errors import WorkerError
@@ -49,9 +60,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Version of the manifest document itself.
-MANIFEST_FORMAT = 1
+#: Version of the manifest document itself (2: a SHA-256 per file).
+MANIFEST_FORMAT = 2
+#: Manifests written before checksums: readable, restored only with ``allow_unverified``.
+UNVERIFIED_MANIFEST_FORMAT = 1
 MANIFEST = "manifest.json"
+#: Limits of what a manifest may claim; generous for the engine's per-partition DBs, and small
+#: enough that a hostile manifest cannot make a listing or a restore read or allocate without end.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILES = 10_000
+MAX_FILE_BYTES = 1 << 40
+MAX_PARTITION = 99_999
+MAX_OFFSET = 2**63 - 1
+MAX_FORMAT_VERSION = 1_000_000
+#: 9999-12-31T23:59:59.999Z: the last time an ISO date (and a snapshot id) can carry.
+MAX_CREATED_AT_MS = 253_402_300_799_999
+# App ids and table names become key segments and a file name in the datadir: one segment of
+# Kafka's topic characters, starting with a letter or digit (so never "." or "..").
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}", re.ASCII)
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}", re.ASCII)
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
+_SNAPSHOT_ID = re.compile(r"[0-9]{8}T[0-9]{9}Z-o[0-9]{1,19}", re.ASCII)
+_SHA256 = re.compile(r"[0-9a-f]{64}", re.ASCII)
 #: Where Faust keeps a partition DB's last applied changelog offset (``str(offset).encode()``).
 OFFSET_KEY = b"__faust\x00offset__"
 #: Faust's app ``version`` (the ``v1`` in the datadir layout); the engine never changes it.
@@ -64,10 +94,18 @@ class SnapshotError(WorkerError):
 
 @dataclass(frozen=True)
 class SnapshotFile:
-    """One file of a checkpoint, relative to the snapshot folder."""
+    """One file of a checkpoint, relative to the snapshot folder; ``sha256`` (hex) None before format 2."""
 
     name: str
     size: int
+    sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The file's entry in ``manifest.json``."""
+        entry: dict[str, Any] = {"name": self.name, "size": self.size}
+        if self.sha256 is not None:
+            entry["sha256"] = self.sha256
+        return entry
 
 
 @dataclass(frozen=True)
@@ -85,6 +123,43 @@ class Manifest:
     table_format: int
     files: tuple[SnapshotFile, ...]
 
+    def __post_init__(self) -> None:
+        # Every Manifest is safe to turn into keys and datadir paths, however it was made.
+        _check_name("appId", self.app_id)
+        _check_name("table", self.table)
+        _check_pattern("snapshotId", self.snapshot_id, _SNAPSHOT_ID)
+        _check_pattern("changelogTopic", self.changelog_topic, _TOPIC)
+        _check_int("partition", self.partition, MAX_PARTITION)
+        _check_int("changelogOffset", self.changelog_offset, MAX_OFFSET)
+        _check_int("createdAtMs", self.created_at_ms, MAX_CREATED_AT_MS)
+        _check_int("stateFormatVersion", self.state_format, MAX_FORMAT_VERSION)
+        _check_int("tableFormatVersion", self.table_format, MAX_FORMAT_VERSION)
+        if not 1 <= len(self.files) <= MAX_FILES:
+            raise SnapshotError(
+                f"a snapshot has 1 to {MAX_FILES} files, the manifest lists {len(self.files)}"
+            )
+        names = set()
+        for f in self.files:
+            _check_file_name(f.name)
+            _check_int(f"size of {f.name!r}", f.size, MAX_FILE_BYTES)
+            if f.sha256 is not None:
+                _check_pattern(f"sha256 of {f.name!r}", f.sha256, _SHA256)
+            if f.name in names:
+                raise SnapshotError(f"file {f.name!r} is listed twice in the manifest")
+            names.add(f.name)
+        if len({f.sha256 is None for f in self.files}) > 1:
+            raise SnapshotError("some files of the manifest have a sha256 and some do not")
+
+    @property
+    def verified(self) -> bool:
+        """Whether every file has a SHA-256 to verify (format 2); False for format 1 manifests."""
+        return all(f.sha256 is not None for f in self.files)
+
+    @property
+    def key(self) -> str:
+        """The key (relative path) this manifest must be stored under."""
+        return self.prefix + MANIFEST
+
     @property
     def size(self) -> int:
         """Bytes of all files of the snapshot."""
@@ -98,7 +173,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """The JSON document stored as ``manifest.json``."""
         return {
-            "manifestFormat": MANIFEST_FORMAT,
+            "manifestFormat": MANIFEST_FORMAT if self.verified else UNVERIFIED_MANIFEST_FORMAT,
             "snapshotId": self.snapshot_id,
             "appId": self.app_id,
             "table": self.table,
@@ -109,7 +184,7 @@ class Manifest:
             "createdAt": iso_time(self.created_at_ms),
             "stateFormatVersion": self.state_format,
             "tableFormatVersion": self.table_format,
-            "files": [{"name": f.name, "size": f.size} for f in self.files],
+            "files": [f.to_dict() for f in self.files],
         }
 
     def to_json(self) -> bytes:
@@ -117,30 +192,108 @@ class Manifest:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> Manifest:
-        """Parse ``manifest.json``; :class:`SnapshotError` names what is wrong."""
+    def from_json(cls, data: bytes, key: str | None = None) -> Manifest:
+        """Parse and validate ``manifest.json``; :class:`SnapshotError` names what is wrong.
+
+        ``key``: where the document was read from (the key, or the path relative to the store's
+        folder); the manifest must describe exactly that key, so a manifest copied elsewhere (or
+        naming another app, table, partition or snapshot than its place) is refused.
+        """
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise SnapshotError(f"manifest of {len(data)} bytes (at most {MAX_MANIFEST_BYTES})")
         try:
             doc = json.loads(data)
-            if doc["manifestFormat"] != MANIFEST_FORMAT:
-                raise SnapshotError(f"unsupported manifest format {doc['manifestFormat']!r}")
-            files = tuple(SnapshotFile(str(f["name"]), int(f["size"])) for f in doc["files"])
-            manifest = cls(
-                snapshot_id=str(doc["snapshotId"]),
-                app_id=str(doc["appId"]),
-                table=str(doc["table"]),
-                partition=int(doc["partition"]),
-                changelog_topic=str(doc["changelogTopic"]),
-                changelog_offset=int(doc["changelogOffset"]),
-                created_at_ms=int(doc["createdAtMs"]),
-                state_format=int(doc["stateFormatVersion"]),
-                table_format=int(doc["tableFormatVersion"]),
-                files=files,
+        except (ValueError, RecursionError) as exc:
+            raise SnapshotError(f"manifest is not JSON: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise SnapshotError(f"manifest is a JSON {type(doc).__name__}, not an object")
+        form = _field(doc, "manifestFormat", int)
+        if form not in (MANIFEST_FORMAT, UNVERIFIED_MANIFEST_FORMAT):
+            raise SnapshotError(f"unsupported manifest format {form!r}")
+        entries = _field(doc, "files", list)
+        if len(entries) > MAX_FILES:
+            raise SnapshotError(f"a snapshot has 1 to {MAX_FILES} files, the manifest lists {len(entries)}")
+        files = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                raise SnapshotError(f"a files entry is a JSON {type(entry).__name__}, not an object")
+            name = _field(entry, "name", str)
+            digest = _field(entry, "sha256", str) if form == MANIFEST_FORMAT else None
+            files.append(SnapshotFile(name, _field(entry, "size", int), digest))
+        manifest = cls(
+            snapshot_id=_field(doc, "snapshotId", str),
+            app_id=_field(doc, "appId", str),
+            table=_field(doc, "table", str),
+            partition=_field(doc, "partition", int),
+            changelog_topic=_field(doc, "changelogTopic", str),
+            changelog_offset=_field(doc, "changelogOffset", int),
+            created_at_ms=_field(doc, "createdAtMs", int),
+            state_format=_field(doc, "stateFormatVersion", int),
+            table_format=_field(doc, "tableFormatVersion", int),
+            files=tuple(files),
+        )
+        expected_id = new_snapshot_id(manifest.created_at_ms, manifest.changelog_offset)
+        if manifest.snapshot_id != expected_id:
+            raise SnapshotError(
+                f"snapshotId {manifest.snapshot_id!r} does not match createdAtMs and changelogOffset "
+                f"({expected_id!r})"
             )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SnapshotError(f"invalid manifest: {exc!r}") from exc
-        for f in files:
-            _check_file_name(f.name)
+        if key is not None and key != manifest.key:
+            raise SnapshotError(f"manifest read from {key!r} describes {manifest.key!r}")
         return manifest
+
+
+@dataclass(frozen=True)
+class InvalidManifest:
+    """A ``manifest.json`` that cannot be used: where it is and why."""
+
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Scan:
+    """What a store holds for an app: the valid manifests and the invalid ones."""
+
+    manifests: list[Manifest]
+    invalid: list[InvalidManifest]
+
+
+_T = TypeVar("_T")
+
+
+def _field(doc: dict[str, Any], name: str, kind: type[_T]) -> _T:
+    """``doc[name]``, of JSON type ``kind`` exactly (a bool is not an int, a float is not either)."""
+    if name not in doc:
+        raise SnapshotError(f"manifest has no {name!r}")
+    value = doc[name]
+    if type(value) is not kind:
+        raise SnapshotError(f"{name!r} is a JSON {type(value).__name__}, expected {kind.__name__}")
+    return value
+
+
+def _shown(value: object) -> str:
+    # Error messages name the value, cut short: a hostile manifest chooses it.
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _check_pattern(what: str, value: object, pattern: re.Pattern[str]) -> None:
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise SnapshotError(f"invalid {what} {_shown(value)} in manifest")
+
+
+def _check_name(what: str, value: object) -> None:
+    """An app id or table name: one key segment and part of a datadir file name."""
+    if not isinstance(value, str) or _NAME.fullmatch(value) is None:
+        raise SnapshotError(
+            f"invalid {what} {_shown(value)}: 1 to 200 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
+        )
+
+
+def _check_int(what: str, value: object, maximum: int) -> None:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise SnapshotError(f"{what} {_shown(value)} is not an integer from 0 to {maximum}")
 
 
 def iso_time(ms: int) -> str:
@@ -180,18 +333,43 @@ def latest(manifests: Iterable[Manifest]) -> dict[tuple[str, int], Manifest]:
 
 def _check_file_name(name: str) -> None:
     # A manifest names files to write under a datadir: never let one escape the snapshot folder.
-    if not name or "/" in name or "\\" in name or name in (".", "..") or name == MANIFEST:
-        raise SnapshotError(f"invalid file name {name!r} in manifest")
+    if not isinstance(name, str) or _FILE_NAME.fullmatch(name) is None or name == MANIFEST:
+        raise SnapshotError(f"invalid file name {_shown(name)} in manifest")
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex (read in chunks: checkpoint SSTs may be large)."""
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def checkpoint_files(directory: Path) -> tuple[SnapshotFile, ...]:
-    """The files of a checkpoint folder (RocksDB checkpoints are flat)."""
+    """The files of a checkpoint folder (RocksDB checkpoints are flat), with their SHA-256."""
     files = []
     for path in sorted(directory.iterdir()):
-        if not path.is_file():
+        if not path.is_file() or path.is_symlink():
             raise SnapshotError(f"unexpected non-file {path.name!r} in checkpoint {directory}")
-        files.append(SnapshotFile(path.name, path.stat().st_size))
+        files.append(SnapshotFile(path.name, path.stat().st_size, sha256_of(path)))
     return tuple(files)
+
+
+def verify_files(manifest: Manifest, directory: Path) -> None:
+    """Check every file of ``directory`` against ``manifest``: size, then SHA-256 when recorded.
+
+    :class:`SnapshotError` names the first file that does not match.
+    """
+    for f in manifest.files:
+        path = directory / f.name
+        size = path.stat().st_size
+        if size != f.size:
+            raise SnapshotError(f"{f.name}: {size} bytes, the manifest says {f.size}")
+        if f.sha256 is not None:
+            digest = sha256_of(path)
+            if digest != f.sha256:
+                raise SnapshotError(
+                    f"{f.name}: SHA-256 {digest} does not match the manifest's {f.sha256} "
+                    f"(snapshot {manifest.snapshot_id} of {manifest.table}/{manifest.partition})"
+                )
 
 
 def read_offset(db_path: Path) -> int | None:
@@ -226,8 +404,12 @@ class SnapshotStore(Protocol):
         """Store the files of ``directory`` and then ``manifest`` (the completion marker)."""
         ...
 
+    async def scan(self, app_id: str, table: str | None = None) -> Scan:
+        """Every ``manifest.json`` of ``app_id`` (of ``table`` only, when given), valid or not."""
+        ...
+
     async def manifests(self, app_id: str, table: str | None = None) -> list[Manifest]:
-        """Every complete snapshot of ``app_id`` (of ``table`` only, when given)."""
+        """Every complete, valid snapshot of ``app_id`` (of ``table`` only); invalid ones are logged."""
         ...
 
     async def download(self, manifest: Manifest, directory: Path) -> None:
@@ -236,7 +418,17 @@ class SnapshotStore(Protocol):
 
 
 def _list_prefix(app_id: str, table: str | None) -> str:
+    # Both come from settings or the command line, and become a folder to walk: one segment each.
+    _check_name("app id", app_id)
+    if table is not None:
+        _check_name("table", table)
     return f"{app_id}/{table}/" if table else f"{app_id}/"
+
+
+def _valid(scan: Scan) -> list[Manifest]:
+    for bad in scan.invalid:
+        log.warning("invalid snapshot manifest %s ignored: %s", bad.key, bad.reason)
+    return scan.manifests
 
 
 class LocalStore:
@@ -261,15 +453,32 @@ class LocalStore:
             shutil.copyfile(directory / f.name, target / f.name)
         (target / MANIFEST).write_bytes(manifest.to_json())
 
-    async def manifests(self, app_id: str, table: str | None = None) -> list[Manifest]:
-        """Every ``manifest.json`` under the app's (or table's) folder."""
-        return await asyncio.to_thread(self._manifests, app_id, table)
+    async def scan(self, app_id: str, table: str | None = None) -> Scan:
+        """Every ``manifest.json`` under the app's (or table's) folder, each read on its own."""
+        return await asyncio.to_thread(self._scan, app_id, table)
 
-    def _manifests(self, app_id: str, table: str | None) -> list[Manifest]:
+    async def manifests(self, app_id: str, table: str | None = None) -> list[Manifest]:
+        """The valid manifests under the app's (or table's) folder."""
+        return _valid(await self.scan(app_id, table))
+
+    def _scan(self, app_id: str, table: str | None) -> Scan:
         base = self.root / _list_prefix(app_id, table)
+        found: list[Manifest] = []
+        invalid: list[InvalidManifest] = []
         if not base.is_dir():
-            return []
-        return [Manifest.from_json(path.read_bytes()) for path in sorted(base.rglob(MANIFEST))]
+            return Scan(found, invalid)
+        for path in sorted(base.rglob(MANIFEST)):
+            key = path.relative_to(self.root).as_posix()
+            try:
+                size = path.stat().st_size
+                if size > MAX_MANIFEST_BYTES:
+                    raise SnapshotError(f"manifest of {size} bytes (at most {MAX_MANIFEST_BYTES})")
+                found.append(Manifest.from_json(path.read_bytes(), key))
+            except SnapshotError as exc:
+                invalid.append(InvalidManifest(key, str(exc)))
+            except OSError as exc:
+                invalid.append(InvalidManifest(key, f"unreadable: {exc}"))
+        return Scan(found, invalid)
 
     async def download(self, manifest: Manifest, directory: Path) -> None:
         """Copy the snapshot's files into ``directory``."""
@@ -316,19 +525,34 @@ class S3Store:
                 ContentType="application/json",
             )
 
-    async def manifests(self, app_id: str, table: str | None = None) -> list[Manifest]:
-        """List the app's keys and read every ``manifest.json``."""
-        found = []
+    async def scan(self, app_id: str, table: str | None = None) -> Scan:
+        """List the app's keys and read every ``manifest.json``, each on its own."""
+        from botocore.exceptions import ClientError
+
+        found: list[Manifest] = []
+        invalid: list[InvalidManifest] = []
         async with self._client() as s3:
             paginator = s3.get_paginator("list_objects_v2")
-            keys: list[str] = []
+            sizes: dict[str, int] = {}
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=_list_prefix(app_id, table)):
-                keys.extend(item["Key"] for item in page.get("Contents", []))
-            for key in sorted(k for k in keys if k.endswith("/" + MANIFEST)):
-                response = await s3.get_object(Bucket=self.bucket, Key=key)
-                async with response["Body"] as body:
-                    found.append(Manifest.from_json(await body.read()))
-        return found
+                sizes.update((item["Key"], int(item.get("Size", 0))) for item in page.get("Contents", []))
+            for key in sorted(k for k in sizes if k.endswith("/" + MANIFEST)):
+                try:
+                    if sizes[key] > MAX_MANIFEST_BYTES:
+                        raise SnapshotError(f"manifest of {sizes[key]} bytes (at most {MAX_MANIFEST_BYTES})")
+                    response = await s3.get_object(Bucket=self.bucket, Key=key)
+                    async with response["Body"] as body:
+                        data = await body.read(MAX_MANIFEST_BYTES + 1)
+                    found.append(Manifest.from_json(data, key))
+                except SnapshotError as exc:
+                    invalid.append(InvalidManifest(key, str(exc)))
+                except ClientError as exc:  # e.g. deleted between the listing and the read
+                    invalid.append(InvalidManifest(key, f"unreadable: {exc}"))
+        return Scan(found, invalid)
+
+    async def manifests(self, app_id: str, table: str | None = None) -> list[Manifest]:
+        """The app's valid manifests."""
+        return _valid(await self.scan(app_id, table))
 
     async def download(self, manifest: Manifest, directory: Path) -> None:
         """Get every file of the snapshot into ``directory``."""
@@ -359,14 +583,32 @@ def refuse_existing(target: Path) -> None:
         )
 
 
-async def restore_partition(store: SnapshotStore, manifest: Manifest, datadir: Path, force: bool) -> Path:
-    """Write ``manifest``'s snapshot as the partition DB under ``datadir``; returns the DB path.
+def _staging(target: Path) -> Path:
+    return target.with_name(target.name + ".restoring")
 
-    Refuses a snapshot of a newer state format than this release reads, and an existing non-empty
-    partition DB unless ``force``. The files go to a staging folder first and replace the DB only
-    once complete and verified (sizes and the stored changelog offset), so a failed download never
-    leaves a half-written DB behind.
+
+def restore_target(datadir: Path, table: str, partition: int) -> Path:
+    """Where ``table``/``partition`` is restored: :func:`table_path` under the resolved datadir.
+
+    :class:`SnapshotError` unless it (and its staging folder) resolve inside the datadir and are
+    not symbolic links: a table name or a link planted in the datadir must not make a restore
+    delete or write anything elsewhere.
     """
+    _check_name("table", table)
+    _check_int("partition", partition, MAX_PARTITION)
+    root = datadir.resolve()
+    target = table_path(root, table, partition)
+    for path in (target, _staging(target)):
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root) or resolved == root:
+            raise SnapshotError(f"restore target {path} resolves to {resolved}, outside the datadir {root}")
+        if path.is_symlink():
+            raise SnapshotError(f"restore target {path} is a symbolic link: remove it first")
+    return target
+
+
+def check_restorable(manifest: Manifest, allow_unverified: bool = False) -> None:
+    """Refuse a snapshot this release cannot read, or without checksums unless ``allow_unverified``."""
     if manifest.state_format > FORMAT_VERSION:
         raise SnapshotError(
             f"snapshot {manifest.snapshot_id} has state format {manifest.state_format}, newer than "
@@ -379,28 +621,79 @@ async def restore_partition(store: SnapshotStore, manifest: Manifest, datadir: P
             f"snapshot {manifest.snapshot_id} has table format {manifest.table_format}, newer than "
             f"this release's {TABLE_FORMAT}: restore it with a newer release"
         )
-    target = table_path(datadir, manifest.table, manifest.partition)
+    if not manifest.verified and not allow_unverified:
+        raise SnapshotError(
+            f"snapshot {manifest.snapshot_id} of {manifest.table}/{manifest.partition} has no "
+            "checksums (manifest format 1): pass --allow-unverified to restore it anyway"
+        )
+
+
+@dataclass(frozen=True)
+class Staged:
+    """A snapshot downloaded and verified next to the partition DB it will replace."""
+
+    manifest: Manifest
+    target: Path
+    staging: Path
+
+
+async def stage_partition(
+    store: SnapshotStore, manifest: Manifest, datadir: Path, force: bool, allow_unverified: bool = False
+) -> Staged:
+    """Download ``manifest``'s snapshot next to its partition DB and verify it; replaces nothing.
+
+    Verified: every file's size and SHA-256 and the changelog offset the DB holds. On any failure
+    the staging folder is removed and :class:`SnapshotError` says why (naming the file).
+    """
+    check_restorable(manifest, allow_unverified)
+    target = restore_target(datadir, manifest.table, manifest.partition)
     if not force:
         refuse_existing(target)
-    staging = target.with_name(target.name + ".restoring")
+    staging = _staging(target)
     await asyncio.to_thread(shutil.rmtree, staging, True)
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     try:
         await store.download(manifest, staging)
-        for f in manifest.files:
-            size = (staging / f.name).stat().st_size
-            if size != f.size:
-                raise SnapshotError(f"{f.name}: {size} bytes, the manifest says {f.size}")
+        await asyncio.to_thread(verify_files, manifest, staging)
         offset = await asyncio.to_thread(read_offset, staging)
         if offset != manifest.changelog_offset:
             raise SnapshotError(
                 f"restored DB holds changelog offset {offset}, the manifest says {manifest.changelog_offset}"
             )
-        await asyncio.to_thread(shutil.rmtree, target, True)
-        staging.rename(target)
-    finally:
+    except BaseException:
         await asyncio.to_thread(shutil.rmtree, staging, True)
-    return target
+        raise
+    return Staged(manifest, target, staging)
+
+
+async def replace_partition(staged: Staged) -> Path:
+    """Replace the partition DB with the staged snapshot; returns the DB path."""
+    await asyncio.to_thread(shutil.rmtree, staged.target, True)
+    staged.staging.rename(staged.target)
+    return staged.target
+
+
+async def discard(staged: Staged) -> None:
+    """Remove a staged snapshot that will not be used."""
+    await asyncio.to_thread(shutil.rmtree, staged.staging, True)
+
+
+async def restore_partition(
+    store: SnapshotStore, manifest: Manifest, datadir: Path, force: bool, allow_unverified: bool = False
+) -> Path:
+    """Write ``manifest``'s snapshot as the partition DB under ``datadir``; returns the DB path.
+
+    Refuses a snapshot of a newer state format than this release reads, one without checksums
+    unless ``allow_unverified``, a target outside ``datadir``, and an existing non-empty partition
+    DB unless ``force``. The files go to a staging folder first and replace the DB only once
+    complete and verified (sizes, SHA-256 and the stored changelog offset), so a failed download
+    or a damaged file never leaves a half-written DB behind.
+    """
+    staged = await stage_partition(store, manifest, datadir, force, allow_unverified)
+    try:
+        return await replace_partition(staged)
+    finally:
+        await discard(staged)
 
 
 # -- the worker side ---------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.types import TP
 
 from riskengine.connections import client_options
-from riskengine.contracts.avro_codec import RegistryError, UnknownSchemaId
+from riskengine.contracts.avro_codec import NotFoundIds, RegistryError, UnknownSchemaId, fetch_schema
 from riskengine.core import (
     Evaluation,
     OrderEvaluation,
@@ -247,7 +247,8 @@ class UserAnalysis:
         self._sources = {context.names.trades: TRADES, context.names.orders: ORDERS}
         self._topics = (context.names.trades, context.names.orders)
         self._dead_letter_topics = (context.names.trades_dlq, context.names.orders_dlq)
-        self._unknown_ids: set[int] = set()
+        #: schema ids the registry answered 404 for (bounded, expiring: see NotFoundIds)
+        self._unknown_ids = NotFoundIds()
         #: partition -> (trades, order events) received and not yet applied, in offset order
         self._queues: dict[int, tuple[deque[Queued], deque[Queued]]] = {}
         # key -> the user's envelope with its state decoded: reading and decoding the state is a
@@ -450,16 +451,16 @@ class UserAnalysis:
         return self.catalog.decode_order_event(value)
 
     async def _fetch_schema(self, unknown: UnknownSchemaId) -> None:
-        """A writer with a schema this worker has not seen: fetch it once; UnknownSchemaId if that fails.
+        """A writer with a schema this worker has not seen: fetch it; UnknownSchemaId if that fails.
 
-        An id the registry failed to give is not asked for again.
+        A registry that gives no answer is asked again with backoff (the batch waits, at most
+        avro_codec.FETCH_RETRY_DELAYS_S); only its definite 404 is remembered, for a while
+        (NotFoundIds), so a brief outage dead-letters at most the events met during it and an id
+        registered later is found.
         """
-        if unknown.schema_id in self._unknown_ids:
-            raise unknown
         try:
-            await self.catalog.fetch(unknown.schema_id)
+            await fetch_schema(self.catalog, unknown.schema_id, self._unknown_ids)
         except (UnknownSchemaId, RegistryError) as missing:
-            self._unknown_ids.add(unknown.schema_id)
             raise UnknownSchemaId(unknown.schema_id, f"{type(missing).__name__}: {missing}") from missing
 
     def _apply(self, message: Any, item: Trade | OrderEvent, processed_at: int, batch: Batch) -> None:

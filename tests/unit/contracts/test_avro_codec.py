@@ -1,20 +1,33 @@
 """The Avro codec: Confluent wire format, schema evolution, and typed errors for bad input."""
 
 import copy
+import json
 import struct
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from schema_registry.client.errors import ClientError
 
 from riskengine.contracts.avro_codec import (
+    FETCH_RETRY_DELAYS_S,
+    NOT_FOUND_CAPACITY,
+    NOT_FOUND_TTL_S,
     DecodeError,
     InvalidRecord,
     MalformedFrame,
+    NotFoundIds,
+    RegistryError,
+    RegistryUnavailable,
     SchemaCache,
+    SchemaCatalog,
+    SchemaNotFound,
     UnknownSchemaId,
     UnreadableRecord,
+    fetch_schema,
 )
 from riskengine.contracts.schema_files import expanded_schema
 
@@ -190,3 +203,117 @@ def test_an_order_event_with_an_impossible_value_names_the_field(field, value):
     with pytest.raises(InvalidRecord) as info:
         cache.decode_order_event(cache.encode("OrderEvent", {**ORDER_EVENT, field: value}))
     assert info.value.field == field
+
+
+# -- fetching unknown ids: a registry outage is retried, only a 404 is remembered ----------------
+
+
+class FakeRegistryClient:
+    """An in-process stand-in for the registry client's ``get_by_id``: one scripted outcome per call."""
+
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.calls: list[int] = []
+
+    async def get_by_id(self, schema_id: int, **options: Any) -> Any:
+        self.calls.append(schema_id)
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def a_catalog(*outcomes: Any) -> tuple[SchemaCatalog, FakeRegistryClient]:
+    client = FakeRegistryClient(*outcomes)
+    return SchemaCatalog(client), client  # type: ignore[arg-type]
+
+
+FOUND = SimpleNamespace(raw_schema=expanded_schema("CryptoTrade"))
+
+
+@pytest.mark.parametrize(
+    "outcome, error",
+    [
+        (None, SchemaNotFound),
+        (httpx.ConnectError("connection refused"), RegistryUnavailable),
+        (httpx.ReadTimeout("timed out"), RegistryUnavailable),
+        (ClientError("Received bad schema", http_code=503), RegistryUnavailable),
+        (ClientError("Received bad schema", http_code=429), RegistryUnavailable),
+        (json.JSONDecodeError("Expecting value", "<html>", 0), RegistryUnavailable),
+        (ClientError("Unauthorized", http_code=401), RegistryError),
+    ],
+)
+async def test_fetch_tells_a_definite_not_found_from_no_answer(outcome, error):
+    catalog, _client = a_catalog(outcome)
+    with pytest.raises(error) as raised:
+        await catalog.fetch(42)
+    # A 404 is an UnknownSchemaId (a dead letter); no answer and refusals are registry errors.
+    assert isinstance(raised.value, UnknownSchemaId) == (error is SchemaNotFound)
+    assert (type(raised.value) is RegistryError) == (error is RegistryError)
+    assert 42 not in catalog
+
+
+async def test_fetch_schema_retries_a_registry_that_gives_no_answer_with_backoff():
+    down = httpx.ConnectError("connection refused")
+    catalog, client = a_catalog(down, down, FOUND)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    not_found = NotFoundIds()
+    await fetch_schema(catalog, 42, not_found, sleep=sleep)
+    assert client.calls == [42, 42, 42]
+    assert waits == [0.2, 0.4]
+    assert 42 in catalog and 42 not in not_found
+
+
+async def test_fetch_schema_gives_up_after_its_attempts_and_remembers_nothing():
+    down = ClientError("Received bad schema", http_code=502)
+    catalog, client = a_catalog(*[down] * 4, FOUND)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    not_found = NotFoundIds()
+    with pytest.raises(RegistryUnavailable, match="4 attempts"):
+        await fetch_schema(catalog, 42, not_found, sleep=sleep)
+    assert waits == list(FETCH_RETRY_DELAYS_S) == [0.2, 0.4, 0.8]
+    assert len(not_found) == 0
+    # The registry is back: the next event with the id asks again and finds it.
+    await fetch_schema(catalog, 42, not_found, sleep=sleep)
+    assert 42 in catalog and len(client.calls) == 5
+
+
+async def test_fetch_schema_does_not_retry_a_refusal():
+    catalog, client = a_catalog(ClientError("Unauthorized", http_code=401))
+    with pytest.raises(RegistryError, match="401"):
+        await fetch_schema(catalog, 42, NotFoundIds(), delays=(0.0, 0.0))
+    assert client.calls == [42]
+
+
+async def test_a_not_found_is_remembered_until_it_expires_then_asked_again():
+    now = [1_000.0]
+    catalog, client = a_catalog(None, FOUND)
+    not_found = NotFoundIds(ttl_s=300.0, clock=lambda: now[0])
+    with pytest.raises(SchemaNotFound, match="HTTP 404"):
+        await fetch_schema(catalog, 42, not_found)
+    now[0] += 299.0
+    with pytest.raises(SchemaNotFound, match="moments ago"):
+        await fetch_schema(catalog, 42, not_found)
+    assert client.calls == [42]  # remembered: no second request
+    now[0] += 1.0
+    # Registered since: found once the memory of the 404 expired.
+    await fetch_schema(catalog, 42, not_found)
+    assert client.calls == [42, 42] and 42 in catalog and 42 not in not_found
+
+
+def test_not_found_ids_are_bounded_oldest_forgotten_first():
+    not_found = NotFoundIds(capacity=3, clock=lambda: 0.0)
+    for schema_id in range(1, 6):
+        not_found.add(schema_id)
+    assert len(not_found) == 3
+    assert [i in not_found for i in range(1, 6)] == [False, False, True, True, True]
+    assert "3" not in not_found
+    assert NOT_FOUND_CAPACITY == 1024 and NOT_FOUND_TTL_S == 300.0
