@@ -199,6 +199,14 @@ class Settings:
         "http://127.0.0.1:6066",
         "comma-separated worker web URLs the dashboard reads /stats and /users/{id} from",
     )
+    web_allowed_hosts: str = _setting(
+        "",
+        "comma-separated extra host names the producer, dashboard and worker web servers answer to "
+        "(besides 127.0.0.1, localhost and their bind address; DNS-rebinding protection)",
+    )
+    dashboard_max_streams: int = _setting(
+        32, "concurrent alert streams (SSE) the dashboard serves; one more is answered 503", _positive_int
+    )
     # Local service stack
     stack_dir: Path = _setting(Path(".stack"), "runtime data, logs and pid files of the local stack", Path)
     cache_dir: Path = _setting(
@@ -211,7 +219,9 @@ class Settings:
     producer_host: str = _setting("127.0.0.1", "interface the producer's REST API listens on")
     producer_port: int = _setting(8090, "port of the producer's REST API", _positive_int)
     producer_admin_token: Secret = _setting(
-        Secret(""), "bearer token the producer's /api/admin endpoints require; empty: none (secret)"
+        Secret(""),
+        "bearer token the producer's /api/admin endpoints and /api/trades/produce require; "
+        "empty: none, admin endpoints answer localhost only (secret)",
     )
     producer_audit_db: Path = _setting(
         Path("var/producer-audit.sqlite3"), "SQLite file of the producer's audit trail", Path
@@ -244,7 +254,9 @@ class Settings:
     )
     worker_web_host: str = _setting("127.0.0.1", "address the worker's web server binds and advertises")
     worker_admin_token: Secret = _setting(
-        Secret(""), "bearer token the worker's admin endpoints require (secret; empty: no token)"
+        Secret(""),
+        "bearer token the worker's admin endpoints and /users views require "
+        "(secret; empty: no token, admin endpoints answer localhost only)",
     )
     worker_snapshot_interval: float = _setting(
         300.0,

@@ -240,8 +240,10 @@ class Demo:
         raise StepFailed(f"{what} not ready at {url} within {READY_WITHIN:.0f} s")
 
     def _admin(self) -> dict[str, str]:
+        # Every POST to the producer must be JSON (riskengine.web_guard), body or not.
         token = self.settings.producer_admin_token.get()
-        return {"Authorization": f"Bearer {token}"} if token else {}
+        json = {"Content-Type": "application/json"}
+        return json | {"Authorization": f"Bearer {token}"} if token else json
 
     def _print_urls(self) -> None:
         es = self.settings.elasticsearch_url

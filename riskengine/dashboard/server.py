@@ -14,6 +14,12 @@ Endpoints:
 - ``GET /api/health``: the alert feed's state and the number of connected browsers.
 
 One alerts consumer (:class:`~riskengine.dashboard.feed.AlertFeed`) serves every browser.
+
+Every request first passes :func:`riskengine.web_guard.guard` (Host naming this server, no foreign
+Origin, query parameters of at most 256 characters, JSON POSTs). At most
+``RISKENGINE_DASHBOARD_MAX_STREAMS`` event streams are open at once (one more is answered 503). An
+error answer names no internal address and carries no exception text (those go to the log): a
+browser, or a page that made it ask, learns nothing about the services behind the dashboard.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import contextlib
 import json
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -35,6 +41,7 @@ from riskengine.contracts.topics import topic_names
 from riskengine.dashboard.feed import CLOSED, AlertFeed, Broadcaster
 from riskengine.search.reporting import ParameterError, check_user_id, create_reporting_app
 from riskengine.settings import Settings
+from riskengine.web_guard import allowed_names, guard
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,14 @@ WORKER_TIMEOUT_S = 3.0
 FEED = web.AppKey("feed", AlertFeed)
 WORKERS = web.AppKey("workers", list[str])
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+MAX_STREAMS = web.AppKey("max_streams", int)
+#: Headers the dashboard sends the workers (their token, when one is set).
+WORKER_HEADERS = web.AppKey("worker_headers", dict[str, str])
+#: What a browser is told instead of a reporting view's 5xx body (which names Elasticsearch's URL).
+_REPORTING_ERRORS = {
+    502: "the search backend refused the query (details in the dashboard's log)",
+    503: "the search backend is unavailable; try again later",
+}
 
 
 def worker_urls(settings: Settings) -> list[str]:
@@ -116,19 +131,24 @@ def aggregate_stats(workers: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def _worker_stats(session: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+async def _worker_stats(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> dict[str, Any]:
     try:
-        async with session.get(f"{url}/stats") as response:
+        async with session.get(f"{url}/stats", headers=headers) as response:
             if response.status != 200:
                 return {"url": url, "up": False, "error": f"HTTP {response.status}"}
             return {"url": url, "up": True, "stats": await response.json()}
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return {"url": url, "up": False, "error": str(exc) or type(exc).__name__}
+    except TimeoutError:
+        return {"url": url, "up": False, "error": "timed out"}
+    except (aiohttp.ClientError, ValueError) as exc:
+        # The exception text may name addresses behind the worker; the log keeps it.
+        log.warning("worker %s: %s", url, exc or type(exc).__name__)
+        return {"url": url, "up": False, "error": "unreachable or not answering JSON"}
 
 
 async def _stats(request: web.Request) -> web.Response:
     session = request.app[SESSION]
-    workers = await asyncio.gather(*(_worker_stats(session, url) for url in request.app[WORKERS]))
+    headers = request.app[WORKER_HEADERS]
+    workers = await asyncio.gather(*(_worker_stats(session, url, headers) for url in request.app[WORKERS]))
     document = aggregate_stats(list(workers))
     feed = request.app[FEED]
     document["feed"] = {"state": feed.state, "received": feed.received, "undecodable": feed.undecodable}
@@ -141,10 +161,11 @@ async def _user(request: web.Request) -> web.Response:
         check_user_id(user)
     except ParameterError as exc:
         return web.json_response({"error": str(exc), "parameter": exc.parameter}, status=400)
-    errors = []
     for url in request.app[WORKERS]:
         try:
-            async with request.app[SESSION].get(f"{url}/users/{quote(user, safe='')}") as response:
+            async with request.app[SESSION].get(
+                f"{url}/users/{quote(user, safe='')}", headers=request.app[WORKER_HEADERS]
+            ) as response:
                 body = await response.read()
                 return web.Response(
                     body=body,
@@ -152,8 +173,8 @@ async def _user(request: web.Request) -> web.Response:
                     content_type=response.content_type or "application/json",
                 )
         except (aiohttp.ClientError, TimeoutError) as exc:
-            errors.append(f"{url}: {exc or type(exc).__name__}")
-    return web.json_response({"error": "no worker answered", "workers": errors}, status=503)
+            log.warning("worker %s: %s", url, exc or type(exc).__name__)
+    return web.json_response({"error": "no worker answered"}, status=503)
 
 
 async def _health(request: web.Request) -> web.Response:
@@ -174,12 +195,20 @@ def _event(kind: str, data: Any, event_id: str | None = None) -> bytes:
 
 async def _stream(request: web.Request) -> web.StreamResponse:
     broadcaster = request.app[FEED].broadcaster
+    limit = request.app[MAX_STREAMS]
+    # Counted and subscribed with no await in between, so concurrent requests cannot all pass.
+    if len(broadcaster.subscriptions) >= limit:
+        return web.json_response(
+            {"error": f"too many alert streams open (at most {limit}); try again later"},
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    subscription = broadcaster.subscribe(request.headers.get("Last-Event-ID"))
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
-    subscription = broadcaster.subscribe(request.headers.get("Last-Event-ID"))
     try:
+        await response.prepare(request)
         # The browser reconnects 2 s after a broken connection (EventSource's retry field).
         await response.write(b"retry: 2000\n\n")
         while True:
@@ -204,14 +233,33 @@ async def _index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+@web.middleware
+async def _hide_internal_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Replace a reporting view's 502/503 body, which names Elasticsearch's URL, with a plain one."""
+    response = await handler(request)
+    replacement = _REPORTING_ERRORS.get(response.status)
+    if replacement is None or not request.path.startswith("/api/reporting/"):
+        return response
+    if isinstance(response, web.Response) and response.body is not None:
+        log.warning("%s answered %d: %s", request.path, response.status, response.text)
+    return web.json_response({"error": replacement}, status=response.status)
+
+
 def create_dashboard(settings: Settings) -> web.Application:
     """The dashboard app for ``settings`` (worker URLs, topic suffix, Kafka, registry, Elasticsearch).
 
     Its alert consumer and HTTP client start with the app and stop with it; on shutdown every open
     event stream ends first, so stopping never waits on a browser.
     """
-    app = web.Application()
+    names = allowed_names(settings.dashboard_host, settings.web_allowed_hosts)
+    app = web.Application(middlewares=[guard(names), _hide_internal_errors])
     app[WORKERS] = worker_urls(settings)
+    app[MAX_STREAMS] = settings.dashboard_max_streams
+    token = settings.worker_admin_token.get()
+    # The workers' state views are behind their token when one is set (the same setting).
+    app[WORKER_HEADERS] = {"Authorization": f"Bearer {token}"} if token else {}
     app[FEED] = AlertFeed(settings, topic_names(settings).alerts, Broadcaster())
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -1,7 +1,13 @@
 """The producer service: the seed's REST API over the simulator, Kafka and the audit trail.
 
-Endpoints (JSON in and out; ``/api/admin/*`` need ``Authorization: Bearer <token>`` when
-``RISKENGINE_PRODUCER_ADMIN_TOKEN`` is set):
+Endpoints (JSON in and out). Every request first passes :func:`riskengine.web_guard.guard`: its
+Host must name this server (421), an Origin must be this server's own (403), query parameters are at
+most 256 characters (400), and a POST must be ``Content-Type: application/json`` (415).
+When ``RISKENGINE_PRODUCER_ADMIN_TOKEN`` is set, ``/api/admin/*`` and ``/api/trades/produce`` need
+``Authorization: Bearer <token>`` (401 otherwise, a malformed header included). When it is not
+set, ``/api/admin/*`` answer only requests from the loopback interface (403 otherwise): they start
+and stop a simulation that writes to the shared topics, which nobody on the network should do
+without a token; ``/api/trades/produce`` stays open, as on the seed, for local tools.
 
 - ``POST /api/trades/produce``: body is a ``CryptoTrade`` in the seed's camelCase fields.
   ``userId``, ``symbol``, ``side``, ``quantity`` and ``price`` are required; ``tradeId`` (generated),
@@ -18,7 +24,8 @@ Endpoints (JSON in and out; ``/api/admin/*`` need ``Authorization: Bearer <token
   countries the population is drawn against, as in ``riskengine generate``'s reference file) as
   one ``RiskReference`` record on risk-reference, versioned with the run's start in epoch ms (a
   later start supersedes it; see :func:`reference_message`).
-- ``POST /api/admin/mock-trading/stop``: stop it.
+- ``POST /api/admin/mock-trading/stop``: stop it. Starts and stops are serialized: one waits for
+  the other, so two concurrent starts leave one simulation, which the next stop stops.
 - ``GET /api/admin/stats``: produced per topic, trades/s over the last 10 s, errors, counts by
   scenario, the simulation's own counts, the audit trail's rows by status.
 - ``GET /api/admin/audit``: ``?tradeId=`` gives the trade and its order's events with their
@@ -31,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hmac
 import logging
 import random
 import sys
@@ -51,6 +57,7 @@ from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.core import InvalidTrade, ReferenceData, parse_trade
 from riskengine.errors import SettingsError
 from riskengine.settings import Settings
+from riskengine.web_guard import allowed_names, guard, is_loopback, token_matches
 
 from .audit import AuditLog, Outgoing
 from .config import ProducerConfig
@@ -179,6 +186,10 @@ class MockTrading:
         self._publisher = publisher
         self._audit = audit
         self._run: _Run | None = None
+        # Start awaits the broker (profiles, reference) between stopping the old run and creating
+        # the new one; without the lock two concurrent starts both create one, and the first is
+        # lost to stop() while it keeps producing.
+        self._lock = asyncio.Lock()
         self.last_error: str | None = None
 
     @property
@@ -196,7 +207,11 @@ class MockTrading:
 
         The profiles are sent first, then the reference lists, then the events.
         """
-        await self.stop()
+        async with self._lock:
+            return await self._start(simulation)
+
+    async def _start(self, simulation: SimulationConfig) -> Simulator:
+        await self._stop()
         simulator = Simulator(simulation)
         for profile in simulator.profiles():
             await self._publisher.submit(
@@ -218,6 +233,10 @@ class MockTrading:
 
     async def stop(self) -> bool:
         """Stop producing; True if it was running."""
+        async with self._lock:
+            return await self._stop()
+
+    async def _stop(self) -> bool:
         run, self._run = self._run, None
         if run is None or run.task is None:
             return False
@@ -283,25 +302,36 @@ async def _json_errors(
         return web.json_response({"error": exc.reason, "field": None, "reason": exc.text}, status=exc.status)
 
 
-def _auth(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
-    expected = f"Bearer {token}".encode()
+def _guard_body(error: str, field: str, reason: str) -> dict[str, Any]:
+    return {"error": error, "field": field, "reason": reason}
 
+
+def _auth(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
     @web.middleware
     async def check(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if token and request.path.startswith("/api/admin/"):
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                return web.json_response(
-                    {
-                        "error": "unauthorized",
-                        "field": "Authorization",
-                        "reason": "a valid bearer token is required",
-                    },
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="riskengine-producer"'},
-                )
+        admin = request.path.startswith("/api/admin/")
+        if not token and admin and not is_loopback(request.remote):
+            return web.json_response(
+                {
+                    "error": "forbidden",
+                    "field": None,
+                    "reason": "without RISKENGINE_PRODUCER_ADMIN_TOKEN admin endpoints answer only localhost",
+                },
+                status=403,
+            )
+        guarded = admin or request.path == "/api/trades/produce"
+        if token and guarded and not token_matches(request.headers.get("Authorization"), token):
+            return web.json_response(
+                {
+                    "error": "unauthorized",
+                    "field": "Authorization",
+                    "reason": "a valid bearer token is required",
+                },
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="riskengine-producer"'},
+            )
         return await handler(request)
 
     return check
@@ -524,10 +554,16 @@ def _number(query: Any, name: str, kind: type[int] | type[float]) -> Any:
 PRODUCER = web.AppKey("producer", ProducerApp)
 
 
-def create_app(config: ProducerConfig, connect: Connector) -> web.Application:
-    """The aiohttp application; ``connect`` yields the transport and schema cache at start-up."""
+def create_app(config: ProducerConfig, connect: Connector, allowed_hosts: str = "") -> web.Application:
+    """The aiohttp application; ``connect`` yields the transport and schema cache at start-up.
+
+    ``allowed_hosts``: extra host names the server answers to (``RISKENGINE_WEB_ALLOWED_HOSTS``).
+    """
     producer = ProducerApp(config, connect)
-    app = web.Application(middlewares=[_json_errors, _auth(config.admin_token.get())])
+    names = allowed_names(config.host, allowed_hosts)
+    app = web.Application(
+        middlewares=[_json_errors, guard(names, body=_guard_body), _auth(config.admin_token.get())]
+    )
     app[PRODUCER] = producer
     app.cleanup_ctx.append(producer.lifecycle)
     app.router.add_post("/api/trades/produce", producer.produce)
@@ -592,7 +628,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     web.run_app(
-        create_app(config, kafka_connector(settings)), host=config.host, port=config.port, print=log.info
+        create_app(config, kafka_connector(settings), settings.web_allowed_hosts),
+        host=config.host,
+        port=config.port,
+        print=log.info,
     )
     return 0
 

@@ -30,6 +30,7 @@ Times are epoch milliseconds or ISO 8601 (``2026-01-31T12:00:00Z``; no zone mean
 from __future__ import annotations
 
 import copy
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -45,6 +46,8 @@ from riskengine.contracts.topics import topic_names
 from riskengine.core import PatternType, RiskLevel, Severity
 from riskengine.errors import SearchError
 from riskengine.settings import Settings
+
+log = logging.getLogger(__name__)
 
 #: Longest user id and trade id accepted (the contracts' id limit).
 MAX_ID = 128
@@ -1084,9 +1087,12 @@ async def _errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except ParameterError as exc:
         return _error(400, str(exc), exc.parameter)
     except SearchUnavailable as exc:
-        return _error(503, str(exc))
+        # The detail names internal addresses: it goes to the log, not to the caller.
+        log.warning("search unavailable: %s", exc)
+        return _error(503, "the search service is unavailable; try again shortly")
     except ApiError as exc:
-        return _error(502, f"Elasticsearch refused the query: {exc}")
+        log.warning("Elasticsearch refused a query: %s", exc)
+        return _error(502, "the search service refused the query")
 
 
 async def _alerts(request: web.Request) -> web.Response:

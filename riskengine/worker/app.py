@@ -9,7 +9,10 @@ The app: the broker and its credentials, the RocksDB store (rocksdict, small opt
 raw bytes on every topic (agents see the original bytes, which the dead-letter topic needs; Avro
 is done by the warmed schema catalog), the engine's topics with the configured partition count,
 no autodiscovery (agents, tables and views are registered explicitly), the web server on
-``RISKENGINE_WORKER_WEB_HOST``, and the Kafka transport of :mod:`riskengine.worker.faust_compat`
+``RISKENGINE_WORKER_WEB_HOST`` behind :func:`riskengine.web_guard.guard` and without Faust's own
+``/table`` and ``/router`` pages (they serve raw state bytes and the cluster layout to anyone; the
+worker's ``/users/{userId}`` views decode the state, behind the admin token when one is set), and
+the Kafka transport of :mod:`riskengine.worker.faust_compat`
 (Faust's aiokafka driver with the post-rebalance seek corrected).
 
 Before anything consumes, :meth:`RiskApp.on_first_start` creates the engine's topics with the
@@ -32,6 +35,7 @@ import faust
 from riskengine.connections import ssl_context
 from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.settings import Settings
+from riskengine.web_guard import allowed_names, guard
 from riskengine.worker.agents.user_agent import UserAgent
 from riskengine.worker.agents.watermarked_agent import market_agent, pair_agent
 from riskengine.worker.context import WorkerContext
@@ -75,6 +79,16 @@ def app_options(settings: Settings) -> dict[str, Any]:
         autodiscover=False,
         web_bind=settings.worker_web_host,
         web_host=settings.worker_web_host,
+        # Raw table bytes and partition layout, unauthenticated: the worker's own views replace them.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        # Any port: Faust forwards a /users request to the key's owner with the original Host
+        # header, which names the first worker's port.
+        web_application_options={
+            "middlewares": [
+                guard(allowed_names(settings.worker_web_host, settings.web_allowed_hosts), any_port=True)
+            ]
+        },
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         # For records sent through Faust's producer (the agents send their own, see
@@ -134,6 +148,8 @@ def create_app(settings: Settings) -> RiskApp:
     snapshots = Snapshotter(app, snapshot_store(settings))
     if settings.worker_snapshot_interval:
         app.timer(settings.worker_snapshot_interval, name="table-snapshots")(snapshots.on_timer)
-    register_views(app, context, users, snapshots)
+    register_views(
+        app, context, users, snapshots, {MARKET_TABLE_NAME: app.market_state, PAIR_TABLE_NAME: app.pair_state}
+    )
     tune_garbage_collector(app)
     return app

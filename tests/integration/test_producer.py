@@ -72,7 +72,7 @@ async def test_a_produced_trade_is_on_the_trades_topic(settings, service):
 
 async def test_mock_trading_holds_the_requested_rate_within_ten_percent(settings, service):
     client, config = service
-    response = await client.post("/api/admin/mock-trading/start?rateMs=100&scenarios=none&seed=3")
+    response = await client.post("/api/admin/mock-trading/start?rateMs=100&scenarios=none&seed=3", json={})
     assert response.status == 200
     loop = asyncio.get_running_loop()
     await asyncio.sleep(3.0)  # past start-up: profiles published, producer warm
@@ -80,7 +80,7 @@ async def test_mock_trading_holds_the_requested_rate_within_ten_percent(settings
     await asyncio.sleep(10.0)
     after, ended = await _total(settings, config.topics.trades), loop.time()
     stats = await (await client.get("/api/admin/stats")).json()
-    await client.post("/api/admin/mock-trading/stop")
+    await client.post("/api/admin/mock-trading/stop", json={})
     rate = (after - before) / (ended - began)
     print(f"measured {rate:.2f} trades/s on the topic, stats say {stats['produced']['tradesPerSecond']}")
     assert 9.0 <= rate <= 11.0
@@ -92,9 +92,9 @@ async def test_the_audit_trail_and_the_labels_agree_with_what_the_broker_receive
     client, config = service
     scenarios = "large_order,kyc_limit_breach,sanctioned_user,self_trade"
     query = f"rateMs=10&seed=5&scenarioEvery=40&quietMs=0&scenarios={scenarios}"
-    assert (await client.post(f"/api/admin/mock-trading/start?{query}")).status == 200
+    assert (await client.post(f"/api/admin/mock-trading/start?{query}", json={})).status == 200
     await asyncio.sleep(8.0)
-    assert (await (await client.post("/api/admin/mock-trading/stop")).json())["status"] == "stopped"
+    assert (await (await client.post("/api/admin/mock-trading/stop", json={})).json())["status"] == "stopped"
     producer = client.app[PRODUCER]
     await producer.publisher.close()  # every ack in before comparing
     audit = producer.audit

@@ -36,10 +36,10 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 async def test_worker_and_replay_agree_on_trades_and_order_events(settings, unique, tmp_path):
-    # A trade every 0.8 s of simulated time: 14,000 trades span three hours, long enough for a
-    # pump-and-dump (after the simulator's first hour) besides every other scenario.
+    # A trade record every 1.2 s of simulated time: 14,000 records span about four hours, long
+    # enough for a pump-and-dump (after the simulator's first hour) besides every other scenario.
     run = write_run(
-        SimulationConfig(seed=23, users=400, scenario_every=80, rate_ms=800), TRADES, tmp_path / "run.jsonl"
+        SimulationConfig(seed=23, users=400, scenario_every=60, rate_ms=1200), TRADES, tmp_path / "run.jsonl"
     )
     trades = json_lines(run.files.trades)
     orders = json_lines(run.files.orders)

@@ -156,9 +156,9 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         await produce_and_wait(settings, catalog, before, len(before))
 
-        async with session.post(f"{first.url}/admin/snapshot") as response:
+        async with session.post(f"{first.url}/admin/snapshot", json={}) as response:
             assert response.status == 401, "the admin endpoint must require the token"
-        async with session.post(f"{first.url}/admin/snapshot", headers=headers) as response:
+        async with session.post(f"{first.url}/admin/snapshot", json={}, headers=headers) as response:
             assert response.status == 200, await response.text()
             body = await response.json()
         every = [Manifest.from_json(json.dumps(d).encode()) for d in body["snapshots"]]

@@ -36,12 +36,14 @@ async def served(tmp_path):
     await client.close()
 
 
-ADMIN = {"Authorization": "Bearer s3cret"}
+AUTH = {"Authorization": "Bearer s3cret"}
+#: Headers of an admin POST without a body (every POST must be JSON).
+ADMIN = AUTH | {"Content-Type": "application/json"}
 
 
 async def test_a_minimal_trade_is_completed_and_produced(served):
     client, transport = served
-    response = await client.post("/api/trades/produce", json=VALID)
+    response = await client.post("/api/trades/produce", json=VALID, headers=AUTH)
     assert response.status == 200
     body = await response.json()
     trade = body["trade"]
@@ -69,7 +71,7 @@ async def test_given_fields_are_kept(served):
         "counterpartyUserId": "U000002",
         "orderId": "o-1",
     }
-    body = await (await client.post("/api/trades/produce", json=full)).json()
+    body = await (await client.post("/api/trades/produce", json=full, headers=AUTH)).json()
     assert body["trade"] == full | {"quantity": 0.5, "price": 60_000.0}
 
 
@@ -95,7 +97,7 @@ async def test_given_fields_are_kept(served):
 )
 async def test_a_bad_body_is_a_400_naming_the_field(served, body, field, reason):
     client, transport = served
-    response = await client.post("/api/trades/produce", json=body)
+    response = await client.post("/api/trades/produce", json=body, headers=AUTH)
     assert response.status == 400
     answer = await response.json()
     assert answer["field"] == field and reason in answer["reason"]
@@ -104,9 +106,7 @@ async def test_a_bad_body_is_a_400_naming_the_field(served, body, field, reason)
 
 async def test_a_body_that_is_not_json_is_a_400(served):
     client, _ = served
-    response = await client.post(
-        "/api/trades/produce", data=b"{not json", headers={"Content-Type": "application/json"}
-    )
+    response = await client.post("/api/trades/produce", data=b"{not json", headers=ADMIN)
     assert response.status == 400 and (await response.json())["field"] == "body"
 
 
@@ -118,11 +118,11 @@ async def test_admin_endpoints_need_the_bearer_token(served):
         ("GET", "/api/admin/audit"),
     ):
         for headers in ({}, {"Authorization": "Bearer wrong"}):
+            headers = headers | {"Content-Type": "application/json"}
             response = await client.request(method, path, headers=headers)
             assert response.status == 401, path
             assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await client.get("/api/admin/stats", headers=ADMIN)).status == 200
-    assert (await client.post("/api/trades/produce", json=VALID)).status == 200  # not an admin endpoint
 
 
 @pytest.mark.parametrize(
@@ -202,3 +202,141 @@ async def test_the_audit_endpoint_finds_a_trade_and_its_order_events(served):
 async def test_health_needs_no_token(served):
     client, _ = served
     assert (await (await client.get("/health")).json()) == {"status": "ok"}
+
+
+# -- hostile requests (issue 15, item 5) ---------------------------------------------------------
+
+
+@pytest.fixture
+async def open_served(tmp_path):
+    """The API without an admin token."""
+    transport = MemoryTransport()
+
+    async def connect(config):
+        return transport, offline_catalog()
+
+    config = ProducerConfig(audit_db=tmp_path / "audit.sqlite3", defaults=SimulationDefaults(users=100))
+    client = TestClient(TestServer(create_app(config, connect), host="127.0.0.1"))
+    await client.start_server()
+    yield client, transport
+    await client.close()
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/trades/produce", "/api/admin/mock-trading/start", "/api/admin/mock-trading/stop"]
+)
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+async def test_a_post_that_is_not_json_is_a_415(served, path, content_type):
+    client, transport = served
+    headers = AUTH | ({"Content-Type": content_type} if content_type else {})
+    response = await client.post(path, data=b'{"userId": "U1"}', headers=headers)
+    assert response.status == 415
+    assert (await response.json())["field"] == "Content-Type"
+    assert transport.sent == []
+
+
+@pytest.mark.parametrize(
+    "host", ["evil.example", "evil.example:{port}", "127.0.0.1:1", "localhost.evil.example:{port}", "[bad"]
+)
+async def test_a_host_that_is_not_this_server_is_a_421(served, host):
+    client, transport = served
+    headers = ADMIN | {"Host": host.format(port=client.port)}
+    response = await client.post("/api/trades/produce", json=VALID, headers=headers)
+    assert response.status == 421 and (await response.json())["field"] == "Host"
+    response = await client.post("/api/admin/mock-trading/stop", headers=headers)
+    assert response.status == 421
+    assert transport.sent == []
+
+
+async def test_own_host_names_are_accepted(served):
+    client, _ = served
+    for host in (f"127.0.0.1:{client.port}", f"localhost:{client.port}", f"LOCALHOST:{client.port}"):
+        response = await client.get("/api/admin/stats", headers=ADMIN | {"Host": host})
+        assert response.status == 200, host
+
+
+@pytest.mark.parametrize(
+    "origin", ["http://evil.example", "http://127.0.0.1:1", "null", "file://", "https://localhost:{port}"]
+)
+async def test_a_foreign_origin_is_a_403(served, origin):
+    client, transport = served
+    headers = ADMIN | {"Origin": origin.format(port=client.port)}
+    response = await client.post("/api/trades/produce", json=VALID, headers=headers)
+    assert response.status == 403 and (await response.json())["field"] == "Origin"
+    assert (await client.post("/api/admin/mock-trading/stop", headers=headers)).status == 403
+    assert transport.sent == []
+
+
+async def test_the_own_origin_and_no_origin_are_accepted(served):
+    client, _ = served
+    own = {"Origin": f"http://127.0.0.1:{client.port}"}
+    assert (await client.post("/api/trades/produce", json=VALID, headers=AUTH | own)).status == 200
+    assert (await client.post("/api/trades/produce", json=VALID, headers=AUTH)).status == 200
+
+
+async def test_produce_needs_the_token_when_one_is_set(served):
+    client, transport = served
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        response = await client.post("/api/trades/produce", json=VALID, headers=headers)
+        assert response.status == 401
+    assert transport.sent == []
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "Bearer s3cret extra",
+        "Bearer \u00e9t\u00e9",
+        "Bearer \udcff",
+        "\u00ff\u00fe",
+    ],
+)
+async def test_a_malformed_authorization_header_is_a_401(served, header):
+    client, _ = served
+    raw = header.encode("utf-8", "surrogateescape")
+    # Sent as raw bytes: aiohttp's client would refuse some of these as str.
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    request = b"GET /api/admin/stats HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: %s\r\n" % (
+        client.port,
+        raw,
+    )
+    writer.write(request + b"Connection: close\r\n\r\n")
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"401", (header, status_line)
+
+
+async def test_without_a_token_admin_endpoints_answer_only_loopback(open_served, monkeypatch):
+    client, _ = open_served
+    assert (await client.get("/api/admin/stats")).status == 200
+    monkeypatch.setattr("riskengine.producer.api.is_loopback", lambda remote: False)
+    response = await client.get("/api/admin/stats")
+    assert response.status == 403 and "localhost" in (await response.json())["reason"]
+    assert (await client.post("/api/trades/produce", json=VALID)).status == 200
+
+
+async def test_an_over_long_parameter_is_a_400(served):
+    client, _ = served
+    response = await client.get("/api/admin/audit?limit=" + "9" * 5000, headers=ADMIN)
+    assert response.status == 400 and (await response.json())["field"] == "limit"
+    response = await client.post("/api/admin/mock-trading/start?seed=" + "1" * 5000, headers=ADMIN)
+    assert response.status == 400
+
+
+async def test_concurrent_starts_leave_one_simulation_that_stop_stops(served):
+    client, transport = served
+    start = "/api/admin/mock-trading/start?rateMs=2&scenarios=none&quietMs=0"
+    answers = await asyncio.gather(*(client.post(start, headers=ADMIN) for _ in range(3)))
+    assert [a.status for a in answers] == [200, 200, 200]
+    await asyncio.sleep(0.3)
+    assert (await (await client.post("/api/admin/mock-trading/stop", headers=ADMIN)).json())[
+        "status"
+    ] == "stopped"
+    after_stop = len(transport.sent)
+    await asyncio.sleep(0.5)
+    assert len(transport.sent) == after_stop, "nothing is produced after stop"
+    assert not any(task.get_name() == "mock-trading" for task in asyncio.all_tasks())

@@ -31,11 +31,15 @@ async def test_mock_trading_start_publishes_the_reference_lists_after_the_profil
     await client.start_server()
     try:
         before = time.time_ns() // 1_000_000
-        assert (await client.post("/api/admin/mock-trading/start?rateMs=50&scenarios=none")).status == 200
+        assert (
+            await client.post("/api/admin/mock-trading/start?rateMs=50&scenarios=none", json={})
+        ).status == 200
         await asyncio.sleep(0.3)
-        await client.post("/api/admin/mock-trading/stop")
-        assert (await client.post("/api/admin/mock-trading/start?rateMs=50&scenarios=none")).status == 200
-        await client.post("/api/admin/mock-trading/stop")
+        await client.post("/api/admin/mock-trading/stop", json={})
+        assert (
+            await client.post("/api/admin/mock-trading/start?rateMs=50&scenarios=none", json={})
+        ).status == 200
+        await client.post("/api/admin/mock-trading/stop", json={})
         after = time.time_ns() // 1_000_000
     finally:
         await client.close()

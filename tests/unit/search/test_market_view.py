@@ -307,4 +307,5 @@ async def test_hostile_alert_search_parameters_answer_400(client):
 async def test_a_good_market_request_without_elasticsearch_answers_503(client):
     response = await client.get("/market?symbol=BTC%2FUSDT&since=1767225600000&until=1767229200000")
     assert response.status == 503
-    assert "unreachable" in (await response.json())["error"]
+    error = (await response.json())["error"]
+    assert "unavailable" in error and "127.0.0.1" not in error and "http" not in error
