@@ -135,5 +135,15 @@ def create_app(settings: Settings) -> RiskApp:
     if settings.worker_snapshot_interval:
         app.timer(settings.worker_snapshot_interval, name="table-snapshots")(snapshots.on_timer)
     register_views(app, context, users, snapshots)
+    app.on_partitions_assigned.connect(_count_rebalance(context))
     tune_garbage_collector(app)
     return app
+
+
+def _count_rebalance(context: WorkerContext) -> Any:
+    """A signal receiver counting each partition assignment (``riskengine_rebalances_total``)."""
+
+    def receiver(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        context.metrics.rebalances += 1
+
+    return receiver

@@ -232,6 +232,7 @@ class UserAnalysis:
     ) -> None:
         self.catalog = context.catalog
         self.metrics = context.metrics
+        self._trade_seconds = context.metrics.histograms.trade_seconds
         self.reference = context.reference
         self.names = context.names
         self.user_state = user_state
@@ -488,6 +489,7 @@ class UserAnalysis:
         alerts: tuple[RiskAlert, ...]
         try:
             if isinstance(item, Trade):
+                started = time.perf_counter()
                 lateness = self.reference.rules.current.market_lateness_ms
                 market = self.reference.markets.for_trade(item.symbol, item.timestamp, lateness)
                 evaluation = self._run(user.state, item, market)
@@ -495,6 +497,8 @@ class UserAnalysis:
                 outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
                 alerts = evaluation.alerts
                 batch.analyzed += 1
+                batch.event_times.append(item.timestamp)
+                self._trade_seconds.observe(time.perf_counter() - started)
                 outputs.extend(self._repartitioned(partition, item))
                 self._last_trade_at[partition] = time.time()
             else:
