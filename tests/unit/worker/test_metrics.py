@@ -123,7 +123,7 @@ def stats_of(metrics: Metrics) -> dict[str, Any]:
         "analyzed": metrics.analyzed,
         "throughputPerSecond": metrics.throughput(),
         "consumerLag": {"0": 7, "1": 0},
-        "orderEventsLag": {},
+        "orderEventsLag": {"0": 1},
         "deadLetters": {"decode-error": 2},
         "alertsByPattern": {},
         "rulesVersion": 1,
