@@ -53,7 +53,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.connections import client_options
-from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.contracts.topics import TOPICS, TopicSpec, ensure_topics, topic_names, topic_specs
 from riskengine.core import Trade
 from riskengine.producer.events import EventKind
@@ -184,7 +184,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     with tempfile.TemporaryDirectory(prefix="riskengine-bench-") as scratch:
         try:
             await ensure_topics(base, specs)
-            catalog = SchemaCatalog(registry_client(base))
+            catalog = SchemaCatalog.for_settings(base)
             await catalog.register()
             stream = build_stream(
                 args.users, args.trades + int(args.rate * args.seconds) * len(loops), args.seed

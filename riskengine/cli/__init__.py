@@ -29,6 +29,7 @@ from . import (
     replay_command,
     schemas_command,
     snapshot_command,
+    tail_command,
     topics_command,
 )
 
@@ -42,6 +43,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     snapshot_command,
     connector_command,
     dashboard_command,
+    tail_command,
 )
 #: Entry-point group of the commands other distributions add.
 PLUGIN_GROUP = "riskengine.commands"

@@ -44,7 +44,7 @@ from typing import Any
 
 from aiohttp import web
 
-from riskengine.contracts.avro_codec import SchemaCache, SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import SchemaCache, SchemaCatalog
 from riskengine.contracts.reference_record import RECORD_NAME, REFERENCE_KEY, reference_record
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import ensure_topics, topic_specs
@@ -551,7 +551,7 @@ def kafka_connector(settings: Settings) -> Connector:
             for spec in topic_specs(settings, names)
         ]
         await ensure_topics(settings, specs)
-        catalog = SchemaCatalog(registry_client(settings))
+        catalog = SchemaCatalog.for_settings(settings)
         await catalog.register(["CryptoTrade", "OrderEvent", "UserProfile", RECORD_NAME])
         transport = KafkaTransport(settings)
         await transport.start()
