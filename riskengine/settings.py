@@ -23,6 +23,7 @@ PREFIX = "RISKENGINE_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 class Secret:
@@ -235,6 +236,12 @@ class Settings:
     producer_seed: int = _setting(0, "mock trading: random seed; 0 draws a new one per start", int)
     # Process
     log_level: str = _setting("info", "debug, info, warning or error", _choice(*LOG_LEVELS, upper=False))
+    log_format: str = _setting(
+        "text",
+        "text, or json: one JSON object per line with the worker id, and topic, partition and trade id "
+        "where known",
+        _choice(*LOG_FORMATS, upper=False),
+    )
     # Worker (faust -A riskengine worker): app id, topic isolation, web, snapshots, RocksDB sizes
     worker_app_id: str = _setting(
         "riskengine", "Faust app id: consumer group and prefix of the table changelog topics", _app_id

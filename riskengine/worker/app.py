@@ -31,6 +31,7 @@ import faust
 
 from riskengine.connections import ssl_context
 from riskengine.contracts.topics import ensure_topics, topic_specs
+from riskengine.logs import faust_logging_config, quiet_libraries
 from riskengine.settings import Settings
 from riskengine.worker.agents.user_agent import UserAgent
 from riskengine.worker.agents.watermarked_agent import market_agent, pair_agent
@@ -42,8 +43,9 @@ from riskengine.worker.tables.user_state import MARKET_TABLE_NAME, PAIR_TABLE_NA
 from riskengine.worker.web_views import register_views
 
 log = logging.getLogger(__name__)
-# One line per registry request at info level drowns the worker's own log.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+# One line per registry request at info level drowns the worker's own log (Faust's logging setup,
+# below, keeps it quiet too).
+quiet_libraries()
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -86,6 +88,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.worker_session_timeout,
         broker_heartbeat_interval=settings.worker_session_timeout / 10,
+        logging_config=faust_logging_config(settings),
     )
 
 

@@ -459,7 +459,20 @@ class UserAnalysis:
         try:
             self._evaluate(message, source, item, processed_at, batch)
         except Exception as exc:  # Any failure of one event must become a dead letter, never a loss.
-            log.exception("event at %s/%s/%s failed", message.topic, message.partition, message.offset)
+            trade_id = item.trade_id if isinstance(item, Trade) else None
+            log.exception(
+                "event at %s/%s/%s failed",
+                message.topic,
+                message.partition,
+                message.offset,
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "tradeId": trade_id,
+                    "userId": item.user_id,
+                },
+            )
             failed = ProcessingFailed(f"{type(exc).__name__}: {exc}")
             failed.__cause__ = exc
             batch.outputs.append(self._dead_letter(message, source, failed))
@@ -705,7 +718,16 @@ class UserAnalysis:
     def _dead_letter(self, message: Any, source: int, rejected: EventRejected) -> Record:
         self.metrics.dead_letters_by_reason[rejected.reason] += 1
         headers = dead_letter_headers(rejected, message.topic, message.partition, message.offset)
-        log.warning("dead letter %s/%s/%s: %s", message.topic, message.partition, message.offset, rejected)
+        # The context fields become JSON fields with RISKENGINE_LOG_FORMAT=json (riskengine.logs).
+        where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+        log.warning(
+            "dead letter %s/%s/%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejected,
+            extra={**where, "reason": rejected.reason},
+        )
         value = message.value if message.value is not None else b""
         return (self._dead_letter_topics[source], message.partition, message.key, value, headers)
 
