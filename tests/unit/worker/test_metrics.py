@@ -96,7 +96,7 @@ async def test_metrics_parse_with_the_prometheus_parser_and_carry_the_histograms
     lag = families["riskengine_event_time_lag_seconds"]
     assert lag.type == "histogram"
     assert sample(lag, "riskengine_event_time_lag_seconds_count") == trades
-    # The builders' trades are from 1970: every one is in the top bucket only.
+    # The builders' trades are far more than an hour old: every one is in the top bucket only.
     assert sample(lag, "riskengine_event_time_lag_seconds_bucket", le="+Inf") == trades
     top = f"{EVENT_TIME_LAG_BUCKETS[-1]}"
     assert sample(lag, "riskengine_event_time_lag_seconds_bucket", le=top) == 0
