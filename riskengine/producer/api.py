@@ -50,6 +50,7 @@ from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.core import InvalidTrade, ReferenceData, parse_trade
 from riskengine.errors import SettingsError
+from riskengine.logs import configure as configure_logging
 from riskengine.settings import Settings
 
 from .audit import AuditLog, Outgoing
@@ -588,9 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None
     }
     config = replace(config, **overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     web.run_app(
         create_app(config, kafka_connector(settings)), host=config.host, port=config.port, print=log.info
     )
