@@ -250,6 +250,11 @@ class Settings:
         "", "appended to every engine topic name (isolated test or staging runs on one cluster)", _name_part
     )
     worker_web_host: str = _setting("127.0.0.1", "address the worker's web server binds and advertises")
+    worker_web_bind: str = _setting(
+        "",
+        "address the worker's web server listens on when not RISKENGINE_WORKER_WEB_HOST "
+        "(containers: 0.0.0.0, advertising the pod IP); empty: RISKENGINE_WORKER_WEB_HOST",
+    )
     worker_admin_token: Secret = _setting(
         Secret(""), "bearer token the worker's admin endpoints require (secret; empty: no token)"
     )

@@ -75,7 +75,9 @@ def app_options(settings: Settings) -> dict[str, Any]:
         topic_replication_factor=settings.topic_replication_factor,
         table_standby_replicas=settings.worker_standby_replicas,
         autodiscover=False,
-        web_bind=settings.worker_web_host,
+        # In a container the worker listens on every interface (probes, port-forward) and advertises
+        # its pod IP, which the other workers forward /users/{userId} requests to.
+        web_bind=settings.worker_web_bind or settings.worker_web_host,
         web_host=settings.worker_web_host,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,

@@ -145,7 +145,8 @@ def test_each_worker_is_reachable_where_it_advertises_and_checks_its_own_health(
         port = int(service["command"][service["command"].index("--web-port") + 1])
         settings = _engine_settings(service["environment"])
         assert settings.worker_web_host == service["hostname"] == name
-        assert service["environment"]["HEALTHCHECK_URL"] == f"http://{name}:{port}/health"
+        assert settings.worker_web_bind == "0.0.0.0"  # so the health check reaches it on 127.0.0.1
+        assert service["environment"]["HEALTHCHECK_URL"] == f"http://127.0.0.1:{port}/health"
         assert _host_port(service) == port
         assert service["volumes"] == [f"{name}-data:/var/lib/riskengine"]
         urls.append(f"http://{name}:{port}")

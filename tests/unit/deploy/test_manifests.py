@@ -162,6 +162,10 @@ def test_workers_keep_their_tables_on_their_own_volume_with_standbys(target: str
     assert datadir.startswith(mounts[claim["metadata"]["name"]] + "/")
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
     settings = Settings.from_env(environment(target))
+    # Listening on every interface (probes, port-forward), advertising the pod IP to the others.
+    assert settings.worker_web_bind == "0.0.0.0"
+    web_host = {e["name"]: e.get("valueFrom") for e in container["env"]}["RISKENGINE_WORKER_WEB_HOST"]
+    assert web_host == {"fieldRef": {"fieldPath": "status.podIP"}}
     # Partitions bound the workers that do work; standbys need a second worker.
     assert 2 <= spec["replicas"] <= settings.topic_partitions
     assert settings.worker_standby_replicas >= 1
