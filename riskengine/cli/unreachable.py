@@ -56,23 +56,35 @@ def unreachable_line(exc: BaseException, settings: Settings) -> str | None:
                 f"the schema registry at {settings.schema_registry_url} is unreachable "
                 f"(RISKENGINE_SCHEMA_REGISTRY_URL): {_first_line(cause)}"
             )
-        if _is_s3_connection_error(cause):
+        s3 = _s3_failure(cause)
+        if s3 == "unreachable":
             return (
                 f"S3 at {settings.s3_endpoint_url or 'AWS'} is unreachable (RISKENGINE_S3_ENDPOINT_URL, "
                 f"bucket RISKENGINE_S3_BUCKET={settings.s3_bucket}): {_first_line(cause)}"
             )
+        if s3 == "refused":
+            # Answered, but no: a missing bucket, wrong credentials. Named as plainly.
+            return (
+                f"S3 at {settings.s3_endpoint_url or 'AWS'} refused the request for bucket "
+                f"{settings.s3_bucket} (RISKENGINE_S3_BUCKET, RISKENGINE_S3_ACCESS_KEY_ID, "
+                f"RISKENGINE_S3_SECRET_ACCESS_KEY): {_first_line(cause)}"
+            )
     return None
 
 
-def _is_s3_connection_error(exc: BaseException) -> bool:
+def _s3_failure(exc: BaseException) -> str | None:
+    """ "unreachable", "refused" (the server said no) or None for what is not an S3 client error."""
     # botocore is imported only by the commands that use S3.
-    module = type(exc).__module__
-    if not module.startswith(("botocore", "aiobotocore")):
-        return False
+    if not type(exc).__module__.startswith(("botocore", "aiobotocore")):
+        return None
+    from botocore.exceptions import ClientError, NoCredentialsError
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import NoCredentialsError
 
-    return isinstance(exc, BotoConnectionError | NoCredentialsError)
+    if isinstance(exc, BotoConnectionError | NoCredentialsError):
+        return "unreachable"
+    if isinstance(exc, ClientError):
+        return "refused"
+    return None
 
 
 class _NoConnectErrors(logging.Filter):

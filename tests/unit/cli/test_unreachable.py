@@ -62,3 +62,19 @@ def test_an_unreachable_service_is_one_line_naming_it_and_its_setting(command, n
     assert "Traceback" not in line
     assert service in line and setting in line and nowhere in line, line
     assert line.startswith("riskengine ")
+
+
+def test_an_s3_refusal_is_one_line_too():
+    from botocore.exceptions import ClientError
+
+    from riskengine.cli.unreachable import unreachable_line
+    from riskengine.settings import Settings
+
+    refused = ClientError({"Error": {"Code": "NoSuchBucket", "Message": "gone"}}, "ListObjectsV2")
+    line = unreachable_line(RuntimeError("listing failed"), Settings.from_env({}))
+    assert line is None  # not a service failure: the command's own error handling applies
+    wrapped = RuntimeError("listing failed")
+    wrapped.__cause__ = refused
+    line = unreachable_line(wrapped, Settings.from_env({"RISKENGINE_S3_BUCKET": "b-1"}))
+    assert line is not None and "refused" in line and "b-1" in line and "RISKENGINE_S3_BUCKET" in line
+    assert "NoSuchBucket" in line and "\n" not in line
