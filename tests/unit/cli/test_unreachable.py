@@ -47,6 +47,11 @@ COMMANDS = {
         "RISKENGINE_KAFKA_BOOTSTRAP_SERVERS",
     ),
     "connector status": (["connector", "status"], "Kafka Connect", "RISKENGINE_CONNECT_URL"),
+    "bench-e2e": (
+        ["bench-e2e", "--trades", "100", "--event-loop", "aio", "--order-flow-trades", "0"],
+        "Kafka",
+        "RISKENGINE_KAFKA_BOOTSTRAP_SERVERS",
+    ),
 }
 
 
