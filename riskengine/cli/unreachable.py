@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError
 
+from riskengine.errors import CommandError
 from riskengine.settings import Settings
 
 T = TypeVar("T")
@@ -25,7 +26,7 @@ T = TypeVar("T")
 _KAFKA_ERRORS = (KafkaConnectionError, KafkaTimeoutError, NodeNotReadyError)
 
 
-class ServiceUnreachable(Exception):
+class ServiceUnreachable(CommandError):
     """Raised by :func:`reaching`; ``str()`` is the one line to print."""
 
 
