@@ -52,8 +52,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Simulate the venue and write FILE.jsonl (CryptoTrade records, for riskengine replay), "
         "FILE.orders.jsonl (OrderEvent records), FILE.labels.jsonl (one line per scenario instance and "
         "pattern: scenarioId, scenario, patternType, userIds, symbol, startTs, endTs, tradeIds, orderIds, "
-        "orderEventIds, complete, verified), FILE.profiles.jsonl (UserProfile records) and "
-        "FILE.reference.json (for riskengine replay --reference). Same arguments, same bytes.",
+        "orderEventIds, complete, verified), FILE.profiles.jsonl (UserProfile records), "
+        "FILE.reference.json (for riskengine replay --reference) and FILE.stats.json (the run's figures: "
+        "benign instances per pattern, trade records by role, order events per trade record, market "
+        "makers' inventories). Same arguments, same bytes.",
     )
     parser.add_argument("--trades", type=int, required=True, metavar="N", help="trades to simulate")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.jsonl", help="the trades file")
@@ -71,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=int,
         default=400,
         metavar="K",
-        help="mean normal trades between two scenario injections (default 400)",
+        help="mean taker arrivals (about 2.4 trade records each) between two injections (default 400)",
     )
     parser.add_argument(
         "--quiet-ms",
@@ -131,6 +133,25 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
         f"trades: {stats.trades:,} ({stats.normal_trades:,} normal, {stats.scenario_trades:,} injected); "
         f"order events: {stats.order_events:,}; users: {run.users:,}; seed {config.seed}; {seconds:.1f} s"
     )
+    summary = stats.to_dict()
+    print(
+        f"order events per trade record: {summary['orderEventsPerTrade']}; "
+        f"churn orders: {stats.churn_orders:,}; parent orders: {summary['parentOrders']}"
+    )
+    print("trade records by role: " + ", ".join(f"{k} {v:,}" for k, v in summary["tradesByRole"].items()))
+    print(
+        "benign instances (benign trade records completing a definition the oracle checks; reported, "
+        "not removed): " + (", ".join(f"{k} {v:,}" for k, v in summary["benignInstances"].items()) or "none")
+    )
+    makers = summary["makerInventory"]
+    if makers:
+        worst = max(m["maxShareOfHardLimit"] for m in makers.values())
+        finals = sorted(m["finalNotional"] for m in makers.values())
+        print(
+            f"market makers: {len(makers)}; largest inventory at a fill {worst:.0%} of the hard limit; "
+            f"final |inventory| (notional, summed over symbols) median {finals[len(finals) // 2]:,.0f}, "
+            f"max {finals[-1]:,.0f}"
+        )
     complete = sum(1 for label in run.labels if label.complete)
     print(f"labels: {len(run.labels):,} ({complete:,} complete)")
     for name in config.scenarios:
@@ -139,5 +160,8 @@ def generate(args: argparse.Namespace, settings: Settings) -> int:
             f"skipped {stats.skipped[name]:4} (no free accounts, or the market busy)"
         )
     files = run.files
-    print(f"files: {files.trades}, {files.orders}, {files.labels}, {files.profiles}, {files.reference}")
+    print(
+        f"files: {files.trades}, {files.orders}, {files.labels}, {files.profiles}, {files.reference}, "
+        f"{files.stats}"
+    )
     return 0

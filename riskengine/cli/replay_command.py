@@ -53,6 +53,7 @@ from riskengine.core import (
     Rules,
     Trade,
     UserState,
+    ahead_of_clock,
     evaluate_order,
     evaluate_trade,
     parse_order_event,
@@ -107,7 +108,7 @@ class ReplaySummary:
         return (self.trades + self.order_events) / self.seconds if self.seconds > 0 else 0.0
 
 
-P = TypeVar("P")
+P = TypeVar("P", Trade, OrderEvent)
 
 
 def read_records(
@@ -117,8 +118,26 @@ def read_records(
     errors: TextIO,
     summary: ReplaySummary,
     prefix: str = "",
+    max_skew_ms: int | None = None,
 ) -> Iterator[P]:
-    """Parse JSON lines with ``parse``; report and skip malformed ones (1-based line numbers)."""
+    """Parse JSON lines with ``parse``; report and skip malformed ones (1-based line numbers).
+
+    With ``max_skew_ms``, events dated in the future are rejected too (see :func:`_in_time`).
+    """
+    parsed = _parse_lines(lines, parse, what, errors, summary, prefix)
+    if max_skew_ms is None:
+        return (item for _where, item in parsed)
+    return _in_time(parsed, what, errors, summary, max_skew_ms)
+
+
+def _parse_lines(
+    lines: Iterable[bytes],
+    parse: Callable[[Mapping[str, Any]], P],
+    what: str,
+    errors: TextIO,
+    summary: ReplaySummary,
+    prefix: str,
+) -> Iterator[tuple[str, P]]:
     for number, raw in enumerate(lines, start=1):
         summary.lines += 1
         where = f"{prefix}line {number}"
@@ -138,14 +157,33 @@ def read_records(
             _malformed(errors, summary, where, f"expected a JSON object, got {type(record).__name__}")
             continue
         try:
-            yield parse(record)
+            yield where, parse(record)
         except CoreError as exc:
             _malformed(errors, summary, where, f"invalid {what}: {exc}")
 
 
-def read_trades(lines: Iterable[bytes], errors: TextIO, summary: ReplaySummary) -> Iterator[Trade]:
+def _in_time(
+    parsed: Iterable[tuple[str, P]], what: str, errors: TextIO, summary: ReplaySummary, max_skew_ms: int
+) -> Iterator[P]:
+    """Drop events dated more than ``max_skew_ms`` ahead of the wall clock, as the worker does.
+
+    Not ahead of the input's own latest time: a file with a quiet spell longer than the skew (or
+    the bundled sample's deliberately late trades) would lose every event after the jump.
+    """
+    now_ms = int(time.time() * 1000)
+    for where, item in parsed:
+        ahead = ahead_of_clock(item.timestamp, now_ms, max_skew_ms)
+        if ahead is not None:
+            _malformed(errors, summary, where, f"{what} rejected: {ahead}")
+            continue
+        yield item
+
+
+def read_trades(
+    lines: Iterable[bytes], errors: TextIO, summary: ReplaySummary, max_skew_ms: int | None = None
+) -> Iterator[Trade]:
     """Parse JSON lines into trades; report and skip malformed ones (1-based line numbers)."""
-    return read_records(lines, parse_trade, "trade", errors, summary)
+    return read_records(lines, parse_trade, "trade", errors, summary, max_skew_ms=max_skew_ms)
 
 
 def _malformed(errors: TextIO, summary: ReplaySummary, where: str, reason: str) -> None:
@@ -204,8 +242,9 @@ def replay(
     states = summary.states
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    trades = read_trades(source, errors, summary)
-    order_events = read_records(orders, parse_order_event, "order event", errors, summary, "orders ")
+    skew = rules.max_future_skew_ms
+    trades = read_trades(source, errors, summary, skew)
+    order_events = read_records(orders, parse_order_event, "order event", errors, summary, "orders ", skew)
     merged_events = merge_in_event_time(trades, order_events, _trade_time, _order_time)
     merged = list(merged_events)
     # The market first: which trades reach it, what it raises, and the market contexts the

@@ -131,6 +131,7 @@ def analyzed_body(analyzed: RiskAnalyzedTrade, original_trade: bytes | None = No
             _long(behavioral.trades_in_window),
             _long(behavioral.sells_in_window),
             _TRUE if behavioral.late_arrival else _FALSE,
+            _strings(behavioral.early_signals),
             _TWO_DOUBLES(impact.liquidity_consumption, impact.price_deviation),
             _NULL_BRANCH if reference_price is None else _SECOND_BRANCH + _DOUBLE(reference_price),
             _TRUE if impact.large_order else _FALSE,

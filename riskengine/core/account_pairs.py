@@ -30,7 +30,8 @@ from typing import Any, NamedTuple
 from riskengine.errors import CoreError
 
 from .executions import ExecutionLedger, buyer_and_seller
-from .models import Feature, PatternType, RiskAlert, Severity, Trade, alert_id
+from .models import AccountType, Feature, PatternType, RiskAlert, Severity, Trade, alert_id
+from .priority import alert_priority
 from .reference import ReferenceData
 from .rules import MINUTE_MS, Rules
 
@@ -61,15 +62,26 @@ def owner_of(reference: ReferenceData, user_id: str) -> str:
     return min(owners)
 
 
-def pair_key(reference: ReferenceData, trade: Trade) -> str | None:
-    """``owner|owner`` (sorted) of ``trade``'s execution; None without a counterparty or within one owner."""
+def pair_key(reference: ReferenceData, trade: Trade, rules: Rules) -> str | None:
+    """``owner|owner`` (sorted) of ``trade``'s execution; None without a counterparty, within one
+    owner, or (ROUND_TRIP_WASH in ``market.maker.exempt``) with a designated market maker on a side:
+    a maker is the other side of most round trips by its function."""
     buyer, seller = buyer_and_seller(trade)
     if buyer is None or seller is None:
+        return None
+    if PatternType.ROUND_TRIP_WASH in rules.market_maker_exempt and (
+        _is_maker(reference, buyer) or _is_maker(reference, seller)
+    ):
         return None
     first, second = sorted((owner_of(reference, buyer), owner_of(reference, seller)))
     if first == second:
         return None
     return f"{first}|{second}"
+
+
+def _is_maker(reference: ReferenceData, user_id: str) -> bool:
+    profile = reference.profiles.get(user_id)
+    return profile is not None and profile.account_type is AccountType.MARKET_MAKER
 
 
 @dataclass(slots=True)
@@ -181,6 +193,12 @@ def _alert(trade: Trade, pair: str, trips: list[list[Any]], rules: Rules) -> Ris
         evidence=evidence,
         features=tuple(features),
         rule_version=rules.version,
+        priority=alert_priority(
+            Severity.CRITICAL,
+            features,
+            trade.price * sum(trip[4] for trip in trips),
+            weight=rules.priority_weights.get(PatternType.ROUND_TRIP_WASH, 1.0),
+        ),
     )
 
 

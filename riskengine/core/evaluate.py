@@ -58,8 +58,10 @@ from collections.abc import Mapping
 from math import sqrt
 from typing import NamedTuple
 
+from .early_signals import SIGNAL_SCORE, early_signals
 from .market import MarketContext
 from .models import (
+    AccountType,
     BehavioralAnalysis,
     ComplianceFlag,
     MarketImpactAnalysis,
@@ -74,6 +76,7 @@ from .models import (
     alert_id,
 )
 from .patterns import REGISTRY, Detector, Match, OrderContext, OrderFlowDetector, TradeContext
+from .priority import alert_priority, decayed_heat
 from .reference import ReferenceData
 from .rules import MAX_RECENT_TRADES, Rules
 from .scoring import (
@@ -82,13 +85,15 @@ from .scoring import (
     SEVERITY_SCORE,
     combine,
     market_impact_component,
+    match_strength,
     mitigation_actions,
     risk_level,
     volume_component,
 )
-from .state import UserState
+from .state import RecentTrades, UserState
 
 _SELL = Side.SELL
+_MARKET_MAKER = AccountType.MARKET_MAKER
 #: Order types that take liquidity: their trades are "aggressive" (MOMENTUM_IGNITION's bursts).
 AGGRESSIVE_ORDER_TYPES = frozenset({"MARKET", "IOC", "FOK"})
 _VOLUME_SPIKE = PatternType.VOLUME_SPIKE
@@ -134,7 +139,16 @@ class OrderEvaluation(NamedTuple):
 class _Plan:
     """What the rules imply for the detector loop, computed once per Rules object."""
 
-    __slots__ = ("behavioral", "detectors", "fired_windows", "merge_windows", "order_detectors", "rules")
+    __slots__ = (
+        "behavioral",
+        "detectors",
+        "fired_windows",
+        "maker_detectors",
+        "maker_order_detectors",
+        "merge_windows",
+        "order_detectors",
+        "rules",
+    )
 
     def __init__(self, rules: Rules) -> None:
         self.rules = rules
@@ -144,6 +158,10 @@ class _Plan:
         self.order_detectors: tuple[OrderFlowDetector, ...] = tuple(
             detector for detector in self.detectors if isinstance(detector, OrderFlowDetector)
         )
+        # Accounts designated MARKET_MAKER skip the patterns of market.maker.exempt.
+        exempt = rules.market_maker_exempt
+        self.maker_detectors = tuple(d for d in self.detectors if d.pattern not in exempt)
+        self.maker_order_detectors = tuple(d for d in self.order_detectors if d.pattern not in exempt)
         self.merge_windows: dict[PatternType, int | None] = {
             detector.pattern: detector.merge_window_ms(rules) for detector in self.detectors
         }
@@ -230,6 +248,7 @@ def evaluate_trade(
                 trade.quantity,
                 notional,
                 trade.order_type.upper() in AGGRESSIVE_ORDER_TYPES,
+                trade.counterparty_user_id or "",
             )
             position -= recent.prune(watermark - rules.recent_horizon_ms, MAX_RECENT_TRADES)
             if position < 0:
@@ -260,7 +279,14 @@ def evaluate_trade(
         as_of = market.as_of
     if not liquidity:
         liquidity = rules.liquidity(symbol)
-    deviation = abs(trade.price - reference_price) / reference_price if reference_price else 0.0
+    deviation = 0.0
+    off_market = False
+    if reference_price:
+        deviation = abs(trade.price - reference_price) / reference_price
+        off_market = (
+            trade.price <= rules.price_crash_low * reference_price
+            or trade.price >= rules.price_crash_high * reference_price
+        )
     consumption = notional / liquidity
     large_threshold = rules.large_order_threshold(symbol)
 
@@ -304,17 +330,18 @@ def evaluate_trade(
 
     # Patterns, suppression, alerts.
     matched: list[PatternType] = []
+    matches: list[Match] = []
     alerts: list[RiskAlert] = []
     behavioral = 0.0
-    for detector in plan.detectors:
+    account_type = None if profile is None else profile.account_type
+    detectors = plan.maker_detectors if account_type is _MARKET_MAKER else plan.detectors
+    for detector in detectors:
         found = detector.detect(context)
         if found is None:
             continue
         pattern = detector.pattern
         matched.append(pattern)
-        score = plan.behavioral[pattern]
-        if score > behavioral:
-            behavioral = score
+        matches.append(found)
         if duplicate:
             continue
         window = plan.merge_windows[pattern]
@@ -327,24 +354,10 @@ def evaluate_trade(
             # the map: at most the entries alive within their windows, plus this one.
             state.prune_fired(rules.allowed_lateness_ms, plan.fired_windows)
             state.fired[key] = found.timestamp
-        alerts.append(_alert(detector, found, user_id, rules))
+        alerts.append(
+            _alert(detector, found, user_id, rules, state, _stake(found, recent, notional), account_type)
+        )
     triggered = tuple(matched)
-
-    if _STRUCTURING in matched:
-        flags.append(STRUCTURING_SUSPECTED)
-    if notional >= rules.travel_rule_threshold:
-        flags.append(TRAVEL_RULE)
-        if notional >= rules.tax_threshold:
-            flags.append(TAX_REPORTING_REQUIRED)
-    if too_late:
-        flags.append(LATE_EVENT)
-    if duplicate:
-        flags.append(DUPLICATE_EVENT)
-    compliance = 0.0
-    for flag in flags:
-        score = FLAG_SCORE.get(flag, 0.0)
-        if score > compliance:
-            compliance = score
 
     # Window counts for the analyses (0 when kept out of the windows).
     if position >= 0:
@@ -358,8 +371,42 @@ def evaluate_trade(
     else:
         in_spike_window = in_flash_window = sells_in_window = 0
 
+    structuring = 0.0
+    for pattern, found in zip(matched, matches, strict=True):
+        strength = match_strength(pattern, found.features, sells_in_window, in_flash_window)
+        score = plan.behavioral[pattern] * strength
+        if score > behavioral:
+            behavioral = score
+        if pattern is _STRUCTURING:
+            structuring = strength
+    signals = () if too_late or duplicate else early_signals(state, trade, position, rules)
+    for signal in signals:
+        score = SIGNAL_SCORE[signal]
+        if score > behavioral:
+            behavioral = score
+
+    if structuring:
+        flags.append(STRUCTURING_SUSPECTED)
+    if notional >= rules.travel_rule_threshold:
+        flags.append(TRAVEL_RULE)
+        if notional >= rules.tax_threshold:
+            flags.append(TAX_REPORTING_REQUIRED)
+    if too_late:
+        flags.append(LATE_EVENT)
+    if duplicate:
+        flags.append(DUPLICATE_EVENT)
+    compliance = 0.0
+    for flag in flags:
+        score = FLAG_SCORE.get(flag, 0.0)
+        if flag == STRUCTURING_SUSPECTED:
+            score *= structuring
+        if score > compliance:
+            compliance = score
+
     volume = volume_component(z_score, rank, history, rules)
-    market_impact = market_impact_component(large_order, consumption, deviation, rules, volatility)
+    market_impact = market_impact_component(
+        large_order, consumption, deviation, rules, volatility, off_market
+    )
     risk_score = combine(volume, behavioral, market_impact, compliance, rules)
     level = risk_level(risk_score, rules)
     compliance_flags = tuple(flags)
@@ -376,7 +423,7 @@ def evaluate_trade(
                 VolumeAnalysis,
                 (notional, z_score, rank, mean, std, in_spike_window, _VOLUME_SPIKE in matched),
             ),
-            _new(BehavioralAnalysis, (triggered, in_flash_window, sells_in_window, too_late)),
+            _new(BehavioralAnalysis, (triggered, in_flash_window, sells_in_window, too_late, signals)),
             _new(
                 MarketImpactAnalysis,
                 (consumption, deviation, reference_price, large_order, large_threshold, volatility, as_of),
@@ -391,8 +438,32 @@ def evaluate_trade(
     return _new(Evaluation, (state, analyzed, tuple(alerts) if alerts else ()))
 
 
-def _alert(detector: Detector, match: Match, user_id: str, rules: Rules) -> RiskAlert:
+def _stake(match: Match, recent: RecentTrades, notional: float) -> float:
+    """The notional at stake in a match: its evidence trades still in the window, else ``notional``."""
+    if match.activity:
+        return max(a.price * a.quantity for a in match.activity)
+    if len(match.evidence) < 2:
+        return notional
+    wanted = set(match.evidence)
+    total = sum(n for trade_id, n in zip(recent.ids, recent.notionals, strict=True) if trade_id in wanted)
+    return total or notional
+
+
+def _alert(
+    detector: Detector,
+    match: Match,
+    user_id: str,
+    rules: Rules,
+    state: UserState,
+    stake: float,
+    account_type: AccountType | None,
+) -> RiskAlert:
     key = f"{user_id}/{match.key}" if match.key else user_id
+    # The account's earlier alerts raise the priority; this one counts for the next.
+    heat = decayed_heat(state.alert_heat, state.alert_heat_at, match.timestamp)
+    state.alert_heat = heat + 1.0
+    if match.timestamp > state.alert_heat_at:
+        state.alert_heat_at = match.timestamp
     return RiskAlert(
         alert_id=alert_id(detector.pattern, key, match.evidence),
         pattern=detector.pattern,
@@ -406,6 +477,14 @@ def _alert(detector: Detector, match: Match, user_id: str, rules: Rules) -> Risk
         features=match.features,
         rule_version=rules.version,
         activity=match.activity,
+        priority=alert_priority(
+            detector.severity,
+            match.features,
+            stake,
+            heat,
+            account_type,
+            rules.priority_weights.get(detector.pattern, 1.0),
+        ),
     )
 
 
@@ -432,7 +511,10 @@ def evaluate_order(
         return OrderEvaluation(state, (), issue, too_late)
     context = OrderContext(event, order, state, reference, rules)
     alerts: list[RiskAlert] = []
-    for detector in plan.order_detectors:
+    profile = reference.profiles.get(event.user_id)
+    account_type = None if profile is None else profile.account_type
+    detectors = plan.maker_order_detectors if account_type is _MARKET_MAKER else plan.order_detectors
+    for detector in detectors:
         found = detector.detect_order(context)
         if found is None:
             continue
@@ -445,7 +527,8 @@ def evaluate_order(
                 continue
             state.prune_fired(rules.allowed_lateness_ms, plan.fired_windows)
             state.fired[key] = found.timestamp
-        alerts.append(_alert(detector, found, event.user_id, rules))
+        stake = _stake(found, state.recent, event.price * event.quantity)
+        alerts.append(_alert(detector, found, event.user_id, rules, state, stake, account_type))
     return OrderEvaluation(state, tuple(alerts), None, False)
 
 

@@ -73,6 +73,7 @@ from riskengine.errors import CoreError
 
 from .executions import ExecutionLedger, buyer_and_seller
 from .models import Feature, PatternType, RiskAlert, Severity, Trade, alert_id
+from .priority import alert_priority
 from .rules import HOUR_MS, MINUTE_MS, Rules
 
 #: Width of a bucket of the average-price window.
@@ -510,6 +511,9 @@ def _market_alert(
         evidence=evidence,
         features=tuple(features),
         rule_version=rules.version,
+        priority=alert_priority(
+            severity, features, trade.notional, weight=rules.priority_weights.get(pattern, 1.0)
+        ),
     )
 
 

@@ -145,7 +145,7 @@ def evaluate_cross_account(
         for context in outcome.contexts:
             run.contexts.add(context)
         run.alerts.extend(outcome.alerts)
-        pair = pair_key(reference, trade)
+        pair = pair_key(reference, trade, rules)
         if pair is None:
             continue
         state = run.pairs.get(pair)

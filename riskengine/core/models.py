@@ -154,7 +154,19 @@ class InvalidProfile(CoreError):
 #: Longest accepted id (trade, user, customer, order): ids are kept in per-user state.
 MAX_ID_LENGTH = 128
 #: Largest accepted event time, epoch ms (year 5138): rejects seconds-vs-ms and garbage values.
+#: How far ahead of the clock an event may be is a rule (``event.max.future.skew.seconds``).
 MAX_TIMESTAMP_MS = 10**14
+#: Earliest accepted event time: 2009-01-03T18:15:05Z, the first block of any crypto asset.
+MIN_TIMESTAMP_MS = 1_231_006_505_000
+#: Largest accepted quantity (1e15: a quadrillion units of the cheapest token), price (1e9 per
+#: unit) and notional (1e12 USD, a trillion: beyond any single execution). Bounded inputs keep
+#: every aggregate of the state finite (sums, EWMA variances of notionals up to 1e24).
+MAX_QUANTITY = 1e15
+MAX_PRICE = 1e9
+MAX_NOTIONAL = 1e12
+#: Smallest accepted quantity, price and notional: denormal values (5e-324) would turn ratios
+#: such as the price deviation into inf.
+MIN_POSITIVE = 1e-12
 #: notional must equal quantity x price within this relative tolerance (rounding by the source).
 NOTIONAL_TOLERANCE = 0.01
 
@@ -201,6 +213,20 @@ class Trade:
 _Invalid = type[InvalidTrade] | type[InvalidProfile] | type[InvalidOrderEvent]
 
 
+def ahead_of_clock(timestamp: int, clock_ms: int, max_skew_ms: int) -> str | None:
+    """Why an event at ``timestamp`` is too far ahead of ``clock_ms`` to be admitted (None: it is not).
+
+    An event far in the future would move its account's event time (the watermark) for good and
+    push every later event out of the pattern windows as "too late"; it is rejected instead.
+    """
+    if timestamp <= clock_ms + max_skew_ms:
+        return None
+    return (
+        f"event time {timestamp} is {(timestamp - clock_ms) / 1000:,.0f} s ahead of the clock "
+        f"({clock_ms}); at most {max_skew_ms / 1000:g} s is allowed (event.max.future.skew.seconds)"
+    )
+
+
 def _string(record: Mapping[str, Any], name: str, error: _Invalid) -> str:
     if name not in record:
         raise error(name, "missing")
@@ -220,6 +246,12 @@ def _optional_string(record: Mapping[str, Any], name: str, error: _Invalid) -> s
     return _string(record, name, error)
 
 
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened: an error message must not echo a 400-digit number back."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
+
+
 def _finite(record: Mapping[str, Any], name: str, error: _Invalid) -> float:
     if name not in record:
         raise error(name, "missing")
@@ -230,16 +262,20 @@ def _finite(record: Mapping[str, Any], name: str, error: _Invalid) -> float:
     try:
         number = float(value)
     except OverflowError:
-        raise error(name, f"must be a finite number, got {value!r}") from None
+        raise error(name, f"must be a finite number, got {_shown(value)}") from None
     if not math.isfinite(number):
-        raise error(name, f"must be a finite number, got {value!r}")
+        raise error(name, f"must be a finite number, got {_shown(value)}")
     return number
 
 
-def _positive(record: Mapping[str, Any], name: str, error: _Invalid = InvalidTrade) -> float:
+def _positive(record: Mapping[str, Any], name: str, high: float, error: _Invalid = InvalidTrade) -> float:
     number = _finite(record, name, error)
     if number <= 0.0:
-        raise error(name, f"must be a finite number > 0, got {record[name]!r}")
+        raise error(name, f"must be a finite number > 0, got {_shown(record[name])}")
+    if number < MIN_POSITIVE:
+        raise error(name, f"must be at least {MIN_POSITIVE:g}, got {number:g}")
+    if number > high:
+        raise error(name, f"must be at most {high:g}, got {number:g}")
     return number
 
 
@@ -259,8 +295,10 @@ def parse_trade(record: Mapping[str, Any]) -> Trade:
 
     Raises :class:`InvalidTrade` naming the first bad field: a missing required field, a wrong
     type, an empty or over-long id, a non-positive or non-finite quantity, price or notional, a
-    notional that disagrees with quantity x price by more than 1 %, an unknown side or risk level,
-    or an event time outside 0..10^14 ms.
+    notional that disagrees with quantity x price by more than 1 %, a quantity, price or notional
+    below :data:`MIN_POSITIVE` or above :data:`MAX_QUANTITY`, :data:`MAX_PRICE`,
+    :data:`MAX_NOTIONAL`, an unknown side or risk level, or an event time outside
+    :data:`MIN_TIMESTAMP_MS`..:data:`MAX_TIMESTAMP_MS`.
     """
     if not isinstance(record, Mapping):
         raise InvalidTrade("record", f"must be an object, got {type(record).__name__}")
@@ -278,15 +316,15 @@ def parse_trade(record: Mapping[str, Any]) -> Trade:
         side = Side(side_value)
     except ValueError:
         raise InvalidTrade("side", f"unknown side {side_value!r} (expected BUY or SELL)") from None
-    quantity = _positive(record, "quantity")
-    price = _positive(record, "price")
-    notional = _positive(record, "notional")
+    quantity = _positive(record, "quantity", MAX_QUANTITY)
+    price = _positive(record, "price", MAX_PRICE)
+    notional = _positive(record, "notional", MAX_NOTIONAL)
     if abs(notional - quantity * price) > NOTIONAL_TOLERANCE * notional:
         raise InvalidTrade(
             "notional",
             f"{notional!r} is not quantity x price ({quantity!r} x {price!r} = {quantity * price!r})",
         )
-    timestamp = _integer(record, "timestamp", 0, MAX_TIMESTAMP_MS, InvalidTrade)
+    timestamp = _integer(record, "timestamp", MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS, InvalidTrade)
     exchange = _string(record, "exchange", InvalidTrade)
     order_type = _string(record, "orderType", InvalidTrade)
     level_value = record.get("riskLevel")
@@ -351,14 +389,25 @@ class OrderEvent:
         }
 
 
+def _remaining(record: Mapping[str, Any]) -> float:
+    number = _finite(record, "remainingQuantity", InvalidOrderEvent)
+    if abs(number) > MAX_QUANTITY:
+        raise InvalidOrderEvent(
+            "remainingQuantity", f"must be at most {MAX_QUANTITY:g} in size, got {number:g}"
+        )
+    return number
+
+
 def parse_order_event(record: Mapping[str, Any]) -> OrderEvent:
     """Validate an ``OrderEvent`` record (camelCase keys) and build an :class:`OrderEvent`.
 
     Raises :class:`InvalidOrderEvent` naming the first bad field: a missing field, a wrong type, an
     empty or over-long id, a symbol not BASE/QUOTE, an unknown side or event type, a price or
-    quantity that is not a finite number > 0, a remaining quantity that is not finite, or an event
-    time outside 0..10^14 ms. A remaining quantity below 0 or above the quantity is well-formed
-    here: the order book flags it as an inconsistency (see :mod:`riskengine.core.order_book`).
+    quantity that is not a finite number > 0 (or above :data:`MAX_PRICE` / :data:`MAX_QUANTITY`), a
+    remaining quantity that is not finite or larger than :data:`MAX_QUANTITY` in size, or an event
+    time outside :data:`MIN_TIMESTAMP_MS`..:data:`MAX_TIMESTAMP_MS`. A remaining quantity below 0
+    or above the quantity is well-formed here: the order book flags it as an inconsistency (see
+    :mod:`riskengine.core.order_book`).
     """
     if not isinstance(record, Mapping):
         raise InvalidOrderEvent("record", f"must be an object, got {type(record).__name__}")
@@ -385,10 +434,10 @@ def parse_order_event(record: Mapping[str, Any]) -> OrderEvent:
         symbol=symbol,
         side=side,
         event_type=event_type,
-        price=_positive(record, "price", InvalidOrderEvent),
-        quantity=_positive(record, "quantity", InvalidOrderEvent),
-        remaining_quantity=_finite(record, "remainingQuantity", InvalidOrderEvent),
-        timestamp=_integer(record, "timestamp", 0, MAX_TIMESTAMP_MS, InvalidOrderEvent),
+        price=_positive(record, "price", MAX_PRICE, InvalidOrderEvent),
+        quantity=_positive(record, "quantity", MAX_QUANTITY, InvalidOrderEvent),
+        remaining_quantity=_remaining(record),
+        timestamp=_integer(record, "timestamp", MIN_TIMESTAMP_MS, MAX_TIMESTAMP_MS, InvalidOrderEvent),
         exchange=_optional_string(record, "exchange", InvalidOrderEvent),
     )
 
@@ -506,6 +555,8 @@ class BehavioralAnalysis(NamedTuple):
     trades_in_window: int
     sells_in_window: int
     late_arrival: bool
+    #: Set-ups of patterns not complete yet the trade is part of (:mod:`riskengine.core.early_signals`).
+    early_signals: tuple[str, ...] = ()
 
     def to_record(self) -> dict[str, Any]:
         """The ``BehavioralAnalysis`` record."""
@@ -514,6 +565,7 @@ class BehavioralAnalysis(NamedTuple):
             "tradesInWindow": self.trades_in_window,
             "sellsInWindow": self.sells_in_window,
             "lateArrival": self.late_arrival,
+            "earlySignals": list(self.early_signals),
         }
 
 

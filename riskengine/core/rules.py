@@ -123,6 +123,37 @@ def _pattern_list(name: str, value: Any) -> str:
     return ",".join(sorted(set(names), key=lambda p: list(PatternType.__members__).index(p)))
 
 
+def _pattern_weights(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidRule(name, f"must be PATTERN:weight pairs separated by commas, got {value!r}")
+    weights: dict[str, float] = {}
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        pattern, colon, number = part.partition(":")
+        pattern = pattern.strip()
+        if not colon or pattern not in PatternType.__members__ or pattern == "UNKNOWN":
+            raise InvalidRule(name, f"expected PATTERN:weight with a known pattern, got {part!r}")
+        weight = _range(0.0, 1.0, low_open=True)(name, number)
+        weights[pattern] = weight
+    order = list(PatternType.__members__)
+    return ",".join(f"{p}:{weights[p]:g}" for p in sorted(weights, key=order.index))
+
+
+def _choice(*options: str) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        if not isinstance(value, str) or value.strip() not in options:
+            raise InvalidRule(name, f"must be one of {', '.join(options)}, got {value!r}")
+        return value.strip()
+
+    return check
+
+
+#: WASH_TRADING contiguity: the BUY, SELL and BUY are consecutive trades of the account in the
+#: symbol, or any three of its trades in the symbol within the window (others may come between).
+WASH_CONSECUTIVE = "consecutive"
+WASH_WINDOW = "window"
+
 _MINUTES = _range(0.0, MAX_SHORT_WINDOW_MINUTES, low_open=True)
 _FRACTION = _range(0.0, 1.0)
 _WEIGHT = _range(0.0, 1.0)
@@ -142,6 +173,13 @@ _SPECS: tuple[Parameter, ...] = (
         0.1,
         _range(0.0, 1.0, high_open=True),
         "WASH_TRADING: |q - q_first| <= tolerance x q_first",
+    ),
+    Parameter(
+        "wash.trading.contiguity",
+        WASH_CONSECUTIVE,
+        _choice(WASH_CONSECUTIVE, WASH_WINDOW),
+        "WASH_TRADING: consecutive = BUY, SELL, BUY are consecutive trades of the account in the symbol; "
+        "window = any three within the window (README, Choosing the wash-trading contiguity)",
     ),
     Parameter("threshold.btc", 500_000.0, _positive, "LARGE_ORDER: notional above it, BTC pairs"),
     Parameter("threshold.eth", 250_000.0, _positive, "LARGE_ORDER: notional above it, ETH pairs"),
@@ -321,12 +359,33 @@ _SPECS: tuple[Parameter, ...] = (
         "KYC_LIMIT_BREACH: breaches of one user within this long after an alert merge into it",
     ),
     Parameter("patterns.disabled", "", _pattern_list, "comma-separated patterns that raise nothing"),
+    Parameter(
+        "priority.pattern.weights",
+        "VOLUME_SPIKE:0.4,WASH_TRADING:0.6,FLASH_CRASH:0.4,LAYERING:0.5,MOMENTUM_IGNITION:0.6,STRUCTURING:0.6",
+        _pattern_weights,
+        "PATTERN:weight pairs (0-1] scaling an alert's priority: how often past alerts of the pattern were "
+        "true (tuned against labelled decisions; `riskengine evaluate` suggests them); unlisted: 1",
+    ),
+    Parameter(
+        "market.maker.exempt",
+        "VOLUME_SPIKE,WASH_TRADING,FLASH_CRASH,ROUND_TRIP_WASH,STRUCTURING",
+        _pattern_list,
+        "patterns not applied to accounts designated MARKET_MAKER (their profile's accountType); "
+        "the other patterns apply to them as to anyone, with a lower alert priority",
+    ),
     # Event time.
     Parameter(
         "event.allowed.lateness.seconds",
         60.0,
         _range(0.0, MAX_SHORT_WINDOW_MINUTES * 60.0),
         "out-of-order trades up to this much older than the user's latest are still windowed",
+    ),
+    Parameter(
+        "event.max.future.skew.seconds",
+        300.0,
+        _range(0.0, 7 * 24 * 3600.0),
+        "a trade or order event more than this ahead of the worker's clock (replay: the wall clock "
+        "too) is rejected: it would move the account's event time for good",
     ),
     # Per-trade analysis.
     Parameter("volume.ewma.alpha", 0.05, _range(0.0, 1.0, low_open=True), "weight of a trade in the EWMA"),
@@ -419,6 +478,8 @@ class Rules:
         "level_medium",
         "liquidity_high",
         "market_lateness_ms",
+        "market_maker_exempt",
+        "max_future_skew_ms",
         "momentum_burst_ms",
         "momentum_min_trades",
         "momentum_move",
@@ -430,6 +491,7 @@ class Rules:
         "price_crash_min_trades",
         "price_crash_window_ms",
         "price_deviation_high",
+        "priority_weights",
         "pump_dump_ms",
         "pump_dump_ratio",
         "pump_rise_ms",
@@ -465,6 +527,7 @@ class Rules:
         "volume_percentile_high",
         "volume_std_floor",
         "volume_zscore_high",
+        "wash_consecutive",
         "wash_tolerance",
         "wash_window_ms",
         "weight_behavioral",
@@ -493,6 +556,7 @@ class Rules:
         self.spike_min_trades = whole("volume.spike.min.trades")
         self.wash_window_ms = minutes("wash.trading.window.minutes")
         self.wash_tolerance = num("wash.trading.quantity.tolerance")
+        self.wash_consecutive = values["wash.trading.contiguity"] == WASH_CONSECUTIVE
         self.flash_window_ms = minutes("flash.crash.window.minutes")
         self.flash_min_sells = whole("flash.crash.min.sells")
         self.spoof_ratio = num("spoofing.size.ratio")
@@ -536,7 +600,19 @@ class Rules:
         self.disabled = frozenset(
             PatternType(name) for name in str(values["patterns.disabled"]).split(",") if name
         )
+        self.market_maker_exempt = frozenset(
+            PatternType(name) for name in str(values["market.maker.exempt"]).split(",") if name
+        )
+        self.priority_weights: Mapping[PatternType, float] = MappingProxyType(
+            {
+                PatternType(pattern): float(weight)
+                for pattern, _, weight in (
+                    pair.partition(":") for pair in str(values["priority.pattern.weights"]).split(",") if pair
+                )
+            }
+        )
         self.allowed_lateness_ms = round(num("event.allowed.lateness.seconds") * 1000)
+        self.max_future_skew_ms = round(num("event.max.future.skew.seconds") * 1000)
         self.volume_alpha = num("volume.ewma.alpha")
         self.volume_std_floor = num("volume.std.floor.ratio")
         self.volume_zscore_high = num("volume.zscore.high")

@@ -6,16 +6,35 @@ Components, each in [0, 1]:
   (1 - volume.percentile.high))``, from the z-score and percentile rank against the user's history
   (clamp to [0, 1]); 0 until the user has ``volume.min.history`` trades. A new personal maximum
   alone (rank 1, modest z) stays LOW; a size far outside the user's spread reaches MEDIUM.
-- behavioral: the highest severity score (below) of the matched behavioral patterns (VOLUME_SPIKE,
-  WASH_TRADING, FLASH_CRASH, SELF_TRADE, STRUCTURING, MOMENTUM_IGNITION, and SPOOFING or LAYERING
-  when a fill completes them).
-- marketImpact: ``max(0.75 if largeOrder, 0.5 x min(1, consumption / market.liquidity.consumption.high),
-  0.5 x min(1, deviation / max(market.price.deviation.high, 3 x volatility)))``: size against
-  liquidity and slippage alone reach MEDIUM at most; a large order is HIGH. The volatility is the
-  symbol's, from its market context (none: the rule alone).
+- behavioral: the highest severity score (below) x match strength of the matched behavioral
+  patterns (VOLUME_SPIKE, WASH_TRADING, FLASH_CRASH, SELF_TRADE, STRUCTURING, MOMENTUM_IGNITION,
+  and SPOOFING or LAYERING when a fill completes them), and the score of each early signal the
+  trade shows (a SPOOFING or LAYERING set-up at the fill 0.75, one round trip with the same
+  counterparty 0.45; :mod:`riskengine.core.early_signals`).
+- marketImpact: ``max(0.75 if largeOrder, 0.75 if off-market, 0.5 x min(1, consumption /
+  market.liquidity.consumption.high), 0.5 x min(1, deviation / max(market.price.deviation.high, 3 x
+  volatility)))``: size against liquidity and slippage alone reach MEDIUM at most; a large order is
+  HIGH, and so is an off-market execution, one priced at or beyond PRICE_CRASH's band around the
+  reference price (``<= price.crash.low.ratio x`` or ``>= price.crash.high.ratio x``: 30 %), the
+  trade that makes a crash. The volatility is the symbol's, from its market
+  context (none: the rule alone).
 - compliance: the highest flag score: SANCTIONED_* 1.0; KYC_TRADE_LIMIT, KYC_DAILY_LIMIT,
   STRUCTURING_SUSPECTED and RESTRICTED_COUNTRY 0.75; NO_PROFILE 0.15; reporting flags
   (TRAVEL_RULE, TAX_REPORTING_REQUIRED) and LATE_EVENT / DUPLICATE_EVENT 0.
+
+Match strength (:func:`match_strength`, in [0, 1]; 1 for every pattern not listed) is how much a
+match says about *this* account, calibrated on a realistic benign market (README, "Score
+calibration"), where the bare definitions fire on routine flow:
+
+- FLASH_CRASH: ``(sells / trades in the window)² x (0.5 + 0.5 x aggressive share of the sells)``:
+  ten sells among ten trades is a one-sided dump, ten among twenty a two-sided trader (HFT,
+  arbitrage) at work; market orders crash a price, a TWAP's resting limit children do not.
+- VOLUME_SPIKE: ``min(1, (r - 1) / (2 (t - 1)))`` for the run's smallest step ratio ``r`` and
+  the threshold ``t`` (1.5): a run that only just clears the ratio is 0.5, steps of 2x are 1.
+- STRUCTURING: ``min(1, 2 m / n)`` for ``n`` trades in the band within the window and the
+  minimum ``m`` (3): a handful of just-below-threshold trades is structuring; dozens among a busy
+  account's flow are its ordinary sizes. The STRUCTURING_SUSPECTED flag scores with the same
+  strength.
 
 Severity scores are the middles of the level bands (LOW 0.15, MEDIUM 0.45, HIGH 0.75,
 CRITICAL 1.0), so one finding of a severity gives that level on its own.
@@ -38,7 +57,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from itertools import compress
 
-from .models import ComplianceFlag, MitigationAction, PatternType, RiskLevel, Severity
+from .models import ComplianceFlag, Feature, MitigationAction, PatternType, RiskLevel, Severity
 from .rules import Rules
 
 #: A price deviation of this many times the symbol's volatility puts the deviation sub-score at its cap.
@@ -137,9 +156,16 @@ def volume_component(z_score: float, percentile_rank: float, history: int, rules
 
 
 def market_impact_component(
-    large_order: bool, consumption: float, deviation: float, rules: Rules, volatility: float | None = None
+    large_order: bool,
+    consumption: float,
+    deviation: float,
+    rules: Rules,
+    volatility: float | None = None,
+    off_market: bool = False,
 ) -> float:
     """The market-impact component (see the module docstring)."""
+    if off_market:
+        return 0.75
     by_liquidity = consumption / rules.liquidity_high
     deviation_high = rules.price_deviation_high
     if volatility is not None and VOLATILITY_MULTIPLE * volatility > deviation_high:
@@ -149,6 +175,36 @@ def market_impact_component(
     partial = by_liquidity if by_liquidity > by_deviation else by_deviation
     score = 0.5 * (partial if partial < 1.0 else 1.0)
     return 0.75 if large_order and score < 0.75 else score
+
+
+def match_strength(
+    pattern: PatternType, features: tuple[Feature, ...], sells_in_window: int, trades_in_window: int
+) -> float:
+    """How much a match of ``pattern`` says about the account, in [0, 1] (see the module docstring)."""
+    if pattern is PatternType.FLASH_CRASH:
+        if trades_in_window <= 0:
+            return 1.0
+        share = sells_in_window / trades_in_window
+        aggressive = _feature(features, "aggressiveSellShare")
+        return share * share * (0.5 + 0.5 * (1.0 if aggressive is None else aggressive.value))
+    if pattern is PatternType.VOLUME_SPIKE:
+        step = _feature(features, "minStepRatio")
+        if step is None or step.threshold is None or step.threshold <= 1.0:
+            return 1.0
+        return min(1.0, (step.value - 1.0) / (2.0 * (step.threshold - 1.0)))
+    if pattern is PatternType.STRUCTURING:
+        band = _feature(features, "tradesInBand")
+        if band is None or band.threshold is None or band.value <= 0:
+            return 1.0
+        return min(1.0, 2.0 * band.threshold / band.value)
+    return 1.0
+
+
+def _feature(features: tuple[Feature, ...], name: str) -> Feature | None:
+    for feature in features:
+        if feature.name == name:
+            return feature
+    return None
 
 
 def risk_level(score: float, rules: Rules) -> RiskLevel:

@@ -18,6 +18,8 @@ What a :class:`UserState` holds, and its bounds:
 - ``fired``: for alert suppression, the event time of the last evidence event of the last alert per
   (pattern, key). Whenever an entry is added, entries that can no longer merge anything (older than
   their merge window plus the lateness) are dropped, so it holds the live entries plus one.
+- ``alert_heat`` / ``alert_heat_at``: the account's earlier alerts as a decayed count and the
+  event time it was last updated (the repeat part of the alert priority, :mod:`.priority`).
 - ``orders``: the account's order flow (:class:`~riskengine.core.order_book.OrderBook`: orders and
   their lives, size history, quote cycles), with its own bounds.
 
@@ -48,8 +50,9 @@ from .order_book import OrderBook, OrderBookFormatError, decode_order_book, enco
 from .rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from .sketch import BINS, QuantileSketch
 
-#: Current encoding version (the first byte of every encoded state). 2 added the order book.
-FORMAT_VERSION = 2
+#: Current encoding version (the first byte of every encoded state). 2 added the order book,
+#: 3 the alert heat and the recent trades' counterparties.
+FORMAT_VERSION = 3
 #: Symbols with a reference price kept per user.
 MAX_SYMBOLS = 16
 #: Width of one bucket of the 24 h notional.
@@ -64,6 +67,7 @@ _COUNT = struct.Struct("<H")
 _SPAN = struct.Struct("<BB")
 _BASE = struct.Struct("<qH")
 _DAY = struct.Struct("<Hd")
+_HEAT = struct.Struct("<dq")
 _SWAP = sys.byteorder == "big"
 
 
@@ -87,7 +91,16 @@ class RecentTrades:
     ``sum`` over a slice, both in C.
     """
 
-    __slots__ = ("aggressive", "ids", "notionals", "quantities", "sells", "symbols", "times")
+    __slots__ = (
+        "aggressive",
+        "counterparties",
+        "ids",
+        "notionals",
+        "quantities",
+        "sells",
+        "symbols",
+        "times",
+    )
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -98,6 +111,8 @@ class RecentTrades:
         self.symbols: list[str] = []
         self.quantities: list[float] = []
         self.notionals: list[float] = []
+        #: the trade's counterparty ("" when not known)
+        self.counterparties: list[str] = []
 
     def __len__(self) -> int:
         return len(self.times)
@@ -111,6 +126,7 @@ class RecentTrades:
         quantity: float,
         notional: float,
         aggressive: bool = False,
+        counterparty: str = "",
     ) -> int:
         """Insert after every trade with the same or an earlier time; return its position."""
         times = self.times
@@ -122,6 +138,7 @@ class RecentTrades:
             self.symbols.append(symbol)
             self.quantities.append(quantity)
             self.notionals.append(notional)
+            self.counterparties.append(counterparty)
             return len(times) - 1
         position = bisect_right(times, timestamp)
         times.insert(position, timestamp)
@@ -131,6 +148,7 @@ class RecentTrades:
         self.symbols.insert(position, symbol)
         self.quantities.insert(position, quantity)
         self.notionals.insert(position, notional)
+        self.counterparties.insert(position, counterparty)
         return position
 
     def find(self, timestamp: int, trade_id: str) -> int:
@@ -152,6 +170,7 @@ class RecentTrades:
                 self.symbols,
                 self.quantities,
                 self.notionals,
+                self.counterparties,
             )
             for column in columns:
                 del column[:drop]
@@ -187,6 +206,8 @@ class UserState:
     """Everything the core remembers about one user; see the module docstring for the bounds."""
 
     __slots__ = (
+        "alert_heat",
+        "alert_heat_at",
         "count",
         "day_buckets",
         "day_sums",
@@ -218,6 +239,8 @@ class UserState:
         self.day_total = 0.0
         self.fired: dict[tuple[PatternType, str], int] = {}
         self.orders = OrderBook()
+        self.alert_heat = 0.0
+        self.alert_heat_at = -1
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UserState) and all(
@@ -400,6 +423,8 @@ def encode_state(state: UserState) -> bytes:
     parts.append(_column("H", fired_keys))
     parts.append(_column("q", list(state.fired.values())))
     parts.append(encode_order_book(state.orders))
+    parts.append(_HEAT.pack(state.alert_heat, state.alert_heat_at))
+    parts.append(_strings(recent.counterparties))
     return b"".join(parts)
 
 
@@ -456,6 +481,19 @@ def _lookup(table: list[str], indexes: list[int]) -> list[str]:
 
 def _decode_current(data: bytes) -> UserState:
     reader = _Reader(data)
+    state = _decode_version_2_sections(reader)
+    heat, heat_at = reader.unpack(_HEAT)
+    state.alert_heat = float(heat)
+    state.alert_heat_at = int(heat_at)
+    state.recent.counterparties = reader.strings(len(state.recent))
+    if reader.offset != len(data):
+        raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
+    return state
+
+
+def _decode_version_2_sections(reader: _Reader) -> UserState:
+    """Everything format 2 had (format 3 appends its sections after these)."""
+    data = reader.data
     _, watermark, count, mean, variance = reader.unpack(_HEADER)
     state = UserState()
     state.watermark = int(watermark)
@@ -501,8 +539,6 @@ def _decode_current(data: bytes) -> UserState:
         state.orders, reader.offset = decode_order_book(data, reader.offset)
     except OrderBookFormatError as exc:
         raise StateFormatError(str(exc)) from None
-    if reader.offset != len(data):
-        raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
     if len(recent) > MAX_RECENT_TRADES or len(state.sketch.counts) != BINS:
         raise StateFormatError("state exceeds its bounds")
     return state
@@ -516,7 +552,17 @@ def _add_order_book(data: bytes) -> bytes:
     return bytes([2]) + data[1:] + encode_order_book(OrderBook())
 
 
-MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {1: _add_order_book}
+def _add_alert_heat(data: bytes) -> bytes:
+    """Version 2 -> 3: no alert heat (0 at -1), no counterparties known for the recent trades."""
+    reader = _Reader(data)
+    state = _decode_version_2_sections(reader)
+    if reader.offset != len(data):
+        raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
+    state.recent.counterparties = [""] * len(state.recent)
+    return encode_state(state)
+
+
+MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {1: _add_order_book, 2: _add_alert_heat}
 
 
 def decode_state(data: bytes) -> UserState:

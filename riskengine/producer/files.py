@@ -8,7 +8,10 @@ For ``--out RUN.jsonl`` the files are:
 - ``RUN.labels.jsonl``: one :class:`~riskengine.producer.events.Label` per line;
 - ``RUN.profiles.jsonl``: one ``UserProfile`` record per account;
 - ``RUN.reference.json``: the profiles and the sanctioned countries as ``riskengine replay
-  --reference`` reads them.
+  --reference`` reads them;
+- ``RUN.stats.json``: :meth:`~riskengine.producer.simulator.SimulationStats.to_dict` of the run
+  (benign instances per pattern, trade records by role, order events per trade record, the market
+  makers' inventories, scenarios started, completed and skipped).
 
 Lines are compact JSON with keys in contract order, so equal runs give byte-identical files.
 """
@@ -34,6 +37,7 @@ class RunFiles:
     labels: Path
     profiles: Path
     reference: Path
+    stats: Path
 
     @classmethod
     def for_output(cls, out: Path) -> RunFiles:
@@ -45,6 +49,7 @@ class RunFiles:
             labels=out.with_name(f"{stem}.labels.jsonl"),
             profiles=out.with_name(f"{stem}.profiles.jsonl"),
             reference=out.with_name(f"{stem}.reference.json"),
+            stats=out.with_name(f"{stem}.stats.json"),
         )
 
 
@@ -83,6 +88,7 @@ def write_run(config: SimulationConfig, trades: int, out: Path) -> GeneratedRun:
         handle.writelines(_line(profile) for profile in simulator.profiles())
     document = reference_document(simulator.population, config.start_ms)
     files.reference.write_text(json.dumps(document, separators=(",", ":")) + "\n", encoding="utf-8")
+    files.stats.write_text(json.dumps(simulator.stats.to_dict(), indent=1) + "\n", encoding="utf-8")
     return GeneratedRun(files, simulator.stats, labels, len(simulator.population.users))
 
 

@@ -134,6 +134,16 @@ class Market:
         decimals = self._paths[symbol].quantity_decimals
         return round(max(10.0**-decimals, quantity), decimals)
 
+    def floor_quantity(self, symbol: str, quantity: float) -> float:
+        """``quantity`` rounded down to the lot size (0.0 below one lot)."""
+        decimals = self._paths[symbol].quantity_decimals
+        scale = 10.0**decimals
+        return round(math.floor(quantity * scale + 1e-6) / scale, decimals)
+
+    def sub_quantity(self, symbol: str, quantity: float, less: float) -> float:
+        """``quantity - less`` on the lot grid (exact for lot multiples; never below 0)."""
+        return max(0.0, round(quantity - less, self._paths[symbol].quantity_decimals))
+
 
 def notional_of(quantity: float, price: float) -> float:
     """quantity x price, rounded to a millionth so the JSON stays short and stable."""

@@ -1,20 +1,22 @@
 """The typology definitions (README, "Detection core"), checked trade by trade on the simulated stream.
 
-The simulator uses one :class:`PatternOracle` for two jobs:
+The simulator feeds one :class:`PatternOracle` every trade record (both records of every
+execution) and uses it as a *checker*, never as a filter:
 
-- **Guard.** Before a normal trade is emitted it is checked with :data:`GUARD` limits (every
-  definition widened by a margin); if it would complete any pattern, the simulator draws another
-  trade. Normal traffic therefore contains no instance of a labelled pattern, so the labels are
-  the complete ground truth and every alert on normal traffic is a genuine false positive.
-- **Witness.** Every scenario trade is checked with the exact :data:`SPEC` limits. The scenario's
-  own pattern must be among the matches (the label is *verified*); any other pattern it completes
-  (say a volume spike formed by a large order after two rising trades) becomes an extra,
+- **Witness.** Every scenario trade record is checked with the exact :data:`SPEC` limits. The
+  scenario's own pattern must be among the matches (the label is *verified*); any other pattern it
+  completes (say a volume spike formed by a large order after two rising trades) becomes an extra,
   *incidental* label, because by definition it is an instance of that pattern too.
+- **Count.** Every benign trade record is checked with the same limits, and each pattern it
+  completes is counted (``SimulationStats.benign_instances``): the instances the realistic benign
+  flow holds (a market maker's BUY, SELL, BUY of similar size within a minute is a WASH_TRADING
+  instance by definition). They are reported, not removed; alerts on them are what the engine's
+  precision is measured against.
 
 Covered here: the trade-level typologies (VOLUME_SPIKE, WASH_TRADING, LARGE_ORDER, FLASH_CRASH,
 STRUCTURING, KYC_LIMIT_BREACH, SELF_TRADE, SANCTIONS_HIT, ROUND_TRIP_WASH). Order-event typologies
-(SPOOFING, LAYERING, QUOTE_STUFFING) and the market-level PUMP_AND_DUMP and PRICE_CRASH are kept out of normal
-traffic by construction instead (see :mod:`riskengine.producer.simulator`).
+(SPOOFING, LAYERING, QUOTE_STUFFING) and the market-level PUMP_AND_DUMP, PRICE_CRASH and
+MOMENTUM_IGNITION are not checked (their labels are unverified, ``verified`` None).
 
 Windows are inclusive at both ends, as in the engine's rules. The oracle sees trades in event-time
 order (the simulator generates them that way) and keeps only what its longest window needs.
@@ -76,27 +78,6 @@ class Limits:
 
 SPEC = Limits()
 
-#: Widened definitions for keeping normal traffic clean: a margin on every boundary, so that float
-#: rounding or a detector's slightly different windowing (the engine's 24 h total may cover up to
-#: 15 minutes more) cannot turn a normal trade into a match.
-GUARD = Limits(
-    spike_ratio=1.4,
-    spike_window_ms=3 * MINUTE_MS,
-    wash_window_ms=2 * MINUTE_MS,
-    wash_tolerance=0.15,
-    flash_window_ms=6 * MINUTE_MS,
-    flash_min_sells=8,
-    large_order_factor=0.8,
-    band_lower=0.75 * REPORTING_THRESHOLD,
-    band_upper=1.01 * REPORTING_THRESHOLD,
-    structuring_window_ms=26 * HOUR_MS,
-    structuring_min_trades=2,
-    kyc_factor=0.9,
-    round_trip_leg_ms=5 * MINUTE_MS,
-    round_trip_tolerance=0.05,
-    round_trip_min=1,
-)
-
 
 @dataclass(frozen=True, slots=True)
 class TradeFacts:
@@ -147,10 +128,20 @@ class _Legs:
     trips: deque[tuple[int, tuple[str, str]]] = field(default_factory=deque)
 
 
-#: Longest window the per-user recent tape must cover (the widest short window of both limits).
-_RECENT_MS = max(GUARD.spike_window_ms, GUARD.wash_window_ms, GUARD.flash_window_ms, SPEC.flash_window_ms)
+#: Longest window the per-user recent tape must cover (the widest short window of the definitions).
+_RECENT_MS = max(SPEC.spike_window_ms, SPEC.wash_window_ms, SPEC.flash_window_ms)
 _RECENT_MAX = 256
-_DAY_MS = max(GUARD.structuring_window_ms, 24 * HOUR_MS)
+_DAY_MS = max(SPEC.structuring_window_ms, 24 * HOUR_MS)
+
+
+def _prune_day(tape: _Tape, now: int) -> None:
+    """Drop the day tape's trades older than 24 h before ``now`` (windows inclusive)."""
+    earliest = now - 24 * HOUR_MS
+    day = tape.day
+    while day and day[0].timestamp < earliest:
+        tape.day_total -= day.popleft().notional
+    if not day:
+        tape.day_total = 0.0
 
 
 class PatternOracle:
@@ -190,14 +181,13 @@ class PatternOracle:
         tape.recent.append(trade)
         while tape.recent and (tape.recent[0].timestamp < now - _RECENT_MS or len(tape.recent) > _RECENT_MAX):
             tape.recent.popleft()
-        if GUARD.band_lower <= trade.notional < GUARD.band_upper:
+        if SPEC.band_lower <= trade.notional < SPEC.band_upper:
             tape.band.append(trade)
         while tape.band and tape.band[0].timestamp < now - _DAY_MS:
             tape.band.popleft()
         tape.day.append(trade)
         tape.day_total += trade.notional
-        while tape.day and tape.day[0].timestamp < now - _DAY_MS:
-            tape.day_total -= tape.day.popleft().notional
+        _prune_day(tape, now)
         if trade.counterparty is not None and not trade.sell and trade.counterparty != trade.user_id:
             legs = self._pairs.setdefault(self._pair_key(trade), _Legs())
             partner = self._partner_leg(legs, trade, SPEC)
@@ -206,17 +196,20 @@ class PatternOracle:
                 legs.trips.append((now, (partner.trade_id, trade.trade_id)))
             else:
                 legs.open_legs.append(trade)
-            horizon = now - max(GUARD.round_trip_leg_ms, GUARD.round_trip_window_ms)
+            horizon = now - max(SPEC.round_trip_leg_ms, SPEC.round_trip_window_ms)
             while legs.open_legs and legs.open_legs[0].timestamp < horizon:
                 legs.open_legs.popleft()
             while legs.trips and legs.trips[0][0] < horizon:
                 legs.trips.popleft()
 
-    def day_notional(self, user_id: str) -> float:
-        """The account's traded notional over the last 26 h before its latest trade (an upper bound
-        of what any 24 h window ending now holds)."""
+    def day_notional(self, user_id: str, now: int | None = None) -> float:
+        """The account's traded notional over the 24 h up to ``now`` (default: its latest trade)."""
         tape = self._tapes.get(user_id)
-        return 0.0 if tape is None else tape.day_total
+        if tape is None:
+            return 0.0
+        if now is not None:
+            _prune_day(tape, now)
+        return tape.day_total
 
     # -- the definitions -------------------------------------------------------------------
 
@@ -287,12 +280,9 @@ class PatternOracle:
     def _kyc(self, tape: _Tape, trade: TradeFacts, limits: Limits) -> PatternMatch | None:
         subject = self._subjects(trade.user_id)
         trade_limit, daily_limit = KYC_LIMITS[0 if subject is None else subject.kyc_tier]
-        if limits is SPEC:
-            earliest = trade.timestamp - 24 * HOUR_MS
-            day = sum(t.notional for t in tape.day if t.timestamp >= earliest) + trade.notional
-        else:
-            # The running 26 h total is a cheap upper bound: the guard runs for every normal trade.
-            day = tape.day_total + trade.notional
+        # Trades come in event-time order, so dropping what left the window now changes no later check.
+        _prune_day(tape, trade.timestamp)
+        day = tape.day_total + trade.notional
         if trade.notional > limits.kyc_factor * trade_limit or day > limits.kyc_factor * daily_limit:
             return PatternMatch("KYC_LIMIT_BREACH", (trade.trade_id,))
         return None

@@ -1,16 +1,27 @@
-"""The simulated accounts: retail traders, market makers, whales and bad actors, with profiles.
+"""The simulated accounts: who trades how, with profiles.
 
-Roles decide how an account trades and which scenarios may use it:
+Roles decide how an account trades and which scenarios may use it; the profile's ``accountType``
+is only the venue's designation (what the engine is told), see :data:`ACCOUNT_TYPES`:
 
-- ``RETAIL``: most accounts; KYC tier 0-2, small sizes, trade now and then.
-- ``MARKET_MAKER``: tier 3, trade all symbols often, quote and cancel, are the usual counterparty.
-- ``WHALE``: tier 3, rare and large trades (below the LARGE_ORDER thresholds in normal flow); the
-  large-order scenario uses them.
+- ``RETAIL``: most accounts; KYC tier 0-2, heavy-tailed small sizes, trade now and then, sometimes
+  in a short burst (scaling into a position). ``accountType`` RETAIL, or none for about 30%.
+- ``MARKET_MAKER``: tier 3, designated liquidity providers (MARKET_MAKER): they quote two-sided
+  in their books (symbol and exchange), 1-3 levels a side, and are the usual counterparty.
+- ``HFT``: tier 3, PROFESSIONAL: frequent small taker trades in 1-3 symbols on both sides, keeping
+  their inventory mean-reverting.
+- ``ARBITRAGE``: tier 3, PROFESSIONAL: buy on one exchange and sell the same quantity on another
+  a few seconds later (or the other way round), again and again.
+- ``EXECUTION``: tier 3, INSTITUTIONAL: TWAP/VWAP parent orders sliced into child orders.
+- ``DCA``: tier 1-2, RETAIL: a fixed notional of BTC or ETH bought at a fixed interval.
+- ``WHALE``: tier 3, INSTITUTIONAL: rare large trades (below the LARGE_ORDER thresholds in normal
+  flow); the large-order scenario uses them.
 - Bad actors, reserved for scenarios (they also trade normally between them, except the
   sanctioned ones): ``ABUSER`` (tier 3: wash trading, spikes, spoofing, pump rings, ...),
   ``LINKED`` (pairs of accounts of one customer: self trades), ``TIER0`` (unverified: KYC breaches)
   and ``SANCTIONED`` (a sanctioned profile, or a country on :data:`SANCTIONED_COUNTRIES`; they
-  only ever trade inside the sanctioned-user scenario).
+  only ever trade inside the sanctioned-user scenario). They look like ordinary accounts: RETAIL,
+  PROFESSIONAL or no designation, never MARKET_MAKER (the engine exempts designated makers from
+  some patterns).
 
 Ids do not reveal the role (``U000123``); ``customerId`` is ``C`` plus the owner's number, shared by
 linked accounts.
@@ -64,6 +75,10 @@ class Role(StrEnum):
 
     RETAIL = "RETAIL"
     MARKET_MAKER = "MARKET_MAKER"
+    HFT = "HFT"
+    ARBITRAGE = "ARBITRAGE"
+    EXECUTION = "EXECUTION"
+    DCA = "DCA"
     WHALE = "WHALE"
     ABUSER = "ABUSER"
     LINKED = "LINKED"
@@ -71,15 +86,48 @@ class Role(StrEnum):
     SANCTIONED = "SANCTIONED"
 
 
-#: Share of the normal trade flow each role carries (bad actors' camouflage included).
+#: Share of the taker arrivals each role draws (bad actors' camouflage included). Market makers
+#: take no arrivals (they provide the liquidity), execution algorithms and DCA accounts trade on
+#: their own schedules, and an ARBITRAGE arrival makes two executions (its two legs).
 FLOW_SHARE: dict[Role, float] = {
-    Role.RETAIL: 0.70,
-    Role.MARKET_MAKER: 0.20,
-    Role.WHALE: 0.02,
+    Role.RETAIL: 0.62,
+    Role.HFT: 0.18,
+    Role.ARBITRAGE: 0.04,
+    Role.WHALE: 0.012,
     Role.ABUSER: 0.04,
     Role.LINKED: 0.02,
     Role.TIER0: 0.02,
 }
+
+#: Roles whose accounts may rest a limit order another account's order fills (the "other side"
+#: when no market maker can take it): everyone trading normally but makers and DCA accounts.
+RESTING_ROLES: tuple[Role, ...] = (
+    Role.RETAIL,
+    Role.HFT,
+    Role.ARBITRAGE,
+    Role.EXECUTION,
+    Role.WHALE,
+    Role.ABUSER,
+    Role.LINKED,
+    Role.TIER0,
+)
+
+#: The ``accountType`` designations by role (bad actors draw one of theirs; None: no designation).
+ACCOUNT_TYPES: dict[Role, tuple[str | None, ...]] = {
+    Role.MARKET_MAKER: ("MARKET_MAKER",),
+    Role.HFT: ("PROFESSIONAL",),
+    Role.ARBITRAGE: ("PROFESSIONAL",),
+    Role.EXECUTION: ("INSTITUTIONAL",),
+    Role.WHALE: ("INSTITUTIONAL",),
+    Role.DCA: ("RETAIL",),
+    Role.RETAIL: ("RETAIL", None),
+    Role.ABUSER: ("RETAIL", "PROFESSIONAL", None),
+    Role.LINKED: ("RETAIL", "PROFESSIONAL", None),
+    Role.TIER0: ("RETAIL", None),
+    Role.SANCTIONED: ("RETAIL", "PROFESSIONAL", None),
+}
+#: Share of RETAIL profiles without an ``accountType`` (profiles written before the field existed).
+RETAIL_UNDESIGNATED = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +147,9 @@ class User:
     symbol_weights: tuple[float, ...]
     exchange: str
     limit_share: float
+    account_type: str | None = None
+    #: DCA: the interval of the recurring buy (ms); 0 for other roles.
+    interval_ms: int = 0
 
     def profile(self, updated_at: int) -> dict[str, Any]:
         """The ``UserProfile`` record."""
@@ -110,6 +161,7 @@ class User:
             "sanctioned": self.sanctioned,
             "linkedAccounts": list(self.linked_accounts),
             "updatedAt": updated_at,
+            "accountType": self.account_type,
         }
 
     def subject(self) -> Subject:
@@ -133,6 +185,10 @@ def role_counts(users: int) -> dict[Role, int]:
     bad = max(24, round(users * 0.08))
     counts = {
         Role.MARKET_MAKER: max(2, round(users * 0.02)),
+        Role.HFT: max(2, round(users * 0.01)),
+        Role.ARBITRAGE: max(2, round(users * 0.01)),
+        Role.EXECUTION: max(2, round(users * 0.015)),
+        Role.DCA: max(2, round(users * 0.04)),
         Role.WHALE: max(2, round(users * 0.02)),
         # Sanctioned and tier-0 accounts serve scenarios with long cooldowns (2 h, 25 h).
         Role.SANCTIONED: max(3, bad // 6),
@@ -205,6 +261,10 @@ def build_population(
         for role in (
             Role.RETAIL,
             Role.MARKET_MAKER,
+            Role.HFT,
+            Role.ARBITRAGE,
+            Role.EXECUTION,
+            Role.DCA,
             Role.WHALE,
             Role.ABUSER,
             Role.LINKED,
@@ -227,12 +287,24 @@ def build_population(
         owner = min(number, linked_partner.get(number, number))
         country = rng.choices(countries, country_weights)[0]
         sanctioned = False
+        interval_ms = 0
         if role is Role.RETAIL:
             tier = rng.choices((0, 1, 2), (10, 50, 40))[0]
             median = (60.0, 300.0, 1_500.0)[tier]
             favourites = rng.randint(1, 4)
         elif role is Role.MARKET_MAKER:
-            tier, median, favourites = 3, 3_000.0, len(symbols)
+            # median: the notional of one quote level (scaled per symbol by the simulator).
+            tier, median, favourites = 3, 4_000.0, len(symbols)
+        elif role is Role.HFT:
+            tier, median, favourites = 3, 1_500.0, rng.randint(1, 3)
+        elif role is Role.ARBITRAGE:
+            tier, median, favourites = 3, 8_000.0, rng.randint(1, 3)
+        elif role is Role.EXECUTION:
+            # median: the notional of a parent order's typical child.
+            tier, median, favourites = 3, 5_000.0, rng.randint(1, 3)
+        elif role is Role.DCA:
+            tier, median, favourites = rng.choice((1, 2)), 150.0, 1
+            interval_ms = rng.choice((15, 30, 60, 120)) * 60_000
         elif role is Role.WHALE:
             tier, median, favourites = 3, 120_000.0, rng.randint(1, 3)
         elif role is Role.ABUSER:
@@ -249,7 +321,21 @@ def build_population(
             else:
                 country = sanctioned_countries[sanctioned_seen // 2 % len(sanctioned_countries)]
             sanctioned_seen += 1
-        chosen, cumulative = _symbol_preferences(rng, symbols, favourites)
+        if role is Role.DCA:
+            majors = [s for s in symbols if s.partition("/")[0] in ("BTC", "ETH")] or list(symbols[:1])
+            chosen_symbol = rng.choice(majors)
+            chosen: tuple[str, ...] = (chosen_symbol,)
+            cumulative: tuple[float, ...] = (1.0,)
+        else:
+            chosen, cumulative = _symbol_preferences(rng, symbols, favourites)
+        choices = ACCOUNT_TYPES[role]
+        if role is Role.RETAIL:
+            account_type = None if rng.random() < RETAIL_UNDESIGNATED else "RETAIL"
+        else:
+            account_type = choices[0] if len(choices) == 1 else rng.choice(choices)
+        activity = math.exp(rng.gauss(0.0, 1.0))
+        # HFT sizes spread little; a DCA account buys the same notional every time.
+        spread = 0.5 if role not in (Role.HFT, Role.DCA) else 0.3
         result.append(
             User(
                 user_id=user_id,
@@ -259,12 +345,14 @@ def build_population(
                 country=country,
                 sanctioned=sanctioned,
                 linked_accounts=(f"U{linked_partner[number]:06d}",) if number in linked_partner else (),
-                activity=math.exp(rng.gauss(0.0, 1.0)),
-                median_notional=round(median * math.exp(rng.gauss(0.0, 0.5)), 2),
+                activity=activity,
+                median_notional=round(median * math.exp(rng.gauss(0.0, spread)), 2),
                 symbols=chosen,
                 symbol_weights=cumulative,
                 exchange=rng.choices(list(exchanges), exchange_weights)[0],
                 limit_share=0.85 if role is Role.MARKET_MAKER else rng.uniform(0.2, 0.6),
+                account_type=account_type,
+                interval_ms=interval_ms,
             )
         )
     return Population(result)

@@ -5,7 +5,15 @@ An injector is a generator function over a :class:`Venue`: it trades, places and
 makes at most one trade, so a run can stop after exactly N trades. Every event an injector makes
 carries the scenario's label. Sizes stay outside the structuring band (7,500-10,100 USD) and below
 the large-order thresholds unless that is the point, so one scenario does not look like another;
-whatever the oracle still finds besides the intended pattern is labelled as incidental.
+whatever the oracle still finds besides the intended pattern is labelled as incidental. The benign
+flow around the scenarios is not cleaned of patterns (see :mod:`riskengine.producer.simulator`):
+its instances are counted, and alerts on them are the engine's false positives.
+
+Each :meth:`Venue.trade` is one execution and makes two trade records: the scenario account's and
+its counterparty's (an AUTO counterparty is a market maker's quote, or another account's resting
+order; a named one, such as the linked account of a self trade or the other account of a round
+trip, is part of the scenario). Both records belong to the scenario's label, so no injector emits
+the other side of an execution itself.
 
 Definitions (the typology tables of the README, "Detection core") and how each injector meets them:
 
@@ -36,7 +44,7 @@ pump_and_dump       PUMP_AND_DUMP        a ring of 3-5 accounts buys for 45 min 
                                          falls 22-30% from the peak; ring volume several times normal
                                          (after the run's first hour, at most 4 symbols at once)
 price_crash         PRICE_CRASH          1-2 trades within 40 s at 0.55-0.68x or 1.35-1.6x the mid of a
-                                         symbol no scenario moves
+                                         symbol no scenario moves, with 10+ executions in 5 minutes
 ==================  ===================  ===============================================================
 """
 
@@ -54,7 +62,8 @@ from .population import Role, User
 
 
 class Auto(Enum):
-    """Sentinel: let the venue choose (an unlinked market maker or other account, or none)."""
+    """Sentinel: let the venue choose (a market maker's quote, else another unlinked account's
+    resting order; none only when nobody can take the trade)."""
 
     AUTO = "auto"
 
@@ -108,8 +117,8 @@ class Venue(Protocol):
         counterparty: str | Auto | None = AUTO,
         price: float | None = None,
     ) -> None:
-        """A market order filled at once: PLACED, FILLED and the trade, now (at ``price``, else near
-        the mid)."""
+        """A market order filled at once: PLACED, FILLED and the execution's two trade records, now
+        (at ``price``, else at the best quote of a market maker that can take it whole)."""
 
     def place(self, user: User, symbol: str, sell: bool, quantity: float, price: float) -> OrderHandle:
         """A resting limit order (PLACED, now)."""
@@ -124,7 +133,10 @@ class Venue(Protocol):
         """Keep the overlay's current level and remove it."""
 
     def pumpable(self) -> list[str]:
-        """Symbols no other scenario is moving."""
+        """Symbols no other scenario is moving (nor pumped in the last 5 hours)."""
+
+    def executions(self, symbol: str) -> int:
+        """The symbol's executions in the last 5 minutes."""
 
     def label_symbol(self, symbol: str) -> None:
         """Record the symbol the scenario is about."""
@@ -140,7 +152,8 @@ class Scenario:
     ``cooldown_ms`` keeps an account out of the same scenario for longer than the engine merges
     alerts of that pattern (e.g. 24 h for STRUCTURING), so each instance can raise its own alert.
     ``ring`` asks for that many ABUSER accounts instead of ``roles``; a scenario that
-    ``moves_market`` runs only while no other one moves a price.
+    ``moves_market`` runs only while no other one moves a price; ``with_linked`` takes the chosen
+    accounts' linked accounts into the scenario too (they are its counterparties).
     """
 
     name: str
@@ -150,6 +163,7 @@ class Scenario:
     run: Injector
     ring: tuple[int, int] | None = None
     moves_market: bool = False
+    with_linked: bool = False
 
 
 def _outside_band(rng: random.Random, low: float, high: float) -> float:
@@ -307,7 +321,7 @@ def momentum_ignition(venue: Venue) -> Iterator[int]:
     """A burst of same-side market orders that moves the price their way, then the other side."""
     rng, user = venue.rng, venue.users[0]
     candidates = venue.pumpable()
-    if not candidates:  # every symbol is being moved: nothing to ignite (the label stays incomplete)
+    if not candidates:  # every symbol is being moved: nothing to ignite (no label)
         return
     preferred = [s for s in candidates if s in user.symbols]
     symbol = rng.choice(preferred or candidates)
@@ -402,7 +416,10 @@ def kyc_limit_breach(venue: Venue) -> Iterator[int]:
 def price_crash(venue: Venue) -> Iterator[int]:
     """A trade far from the market (a fat finger, or a sale that knocks the price down), once or twice."""
     rng, user = venue.rng, venue.users[0]
-    symbol = rng.choice(venue.pumpable() or list(venue.symbols))
+    candidates = venue.pumpable() or list(venue.symbols)
+    # A symbol trading enough for an average price (PRICE_CRASH needs 5 executions in 5 minutes).
+    active = [s for s in candidates if venue.executions(s) >= 10]
+    symbol = rng.choice(active or candidates)
     venue.label_symbol(symbol)
     low = rng.random() < 0.5
     factor = rng.uniform(0.55, 0.68) if low else rng.uniform(1.35, 1.6)
@@ -418,6 +435,8 @@ def pump_and_dump(venue: Venue) -> Iterator[int]:
     """A ring buys while the symbol's price climbs, then sells into the fall."""
     rng, ring = venue.rng, venue.users
     candidates = venue.pumpable()
+    if not candidates:  # every symbol moved or pumped lately: nothing to pump (no label)
+        return
     minor = [s for s in candidates if s.partition("/")[0] not in ("BTC", "ETH")]
     symbol = rng.choice(minor or candidates)
     venue.label_symbol(symbol)
@@ -462,7 +481,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("wash_trading", "WASH_TRADING", (Role.ABUSER,), _SHORT, wash_trading),
         Scenario("large_order", "LARGE_ORDER", (Role.WHALE,), _SHORT, large_order),
         Scenario("flash_crash", "FLASH_CRASH", (Role.ABUSER,), _SHORT, flash_crash),
-        Scenario("self_trade", "SELF_TRADE", (Role.LINKED,), _SHORT, self_trade),
+        Scenario("self_trade", "SELF_TRADE", (Role.LINKED,), _SHORT, self_trade, with_linked=True),
         Scenario(
             "round_trip_wash", "ROUND_TRIP_WASH", (Role.ABUSER, Role.ABUSER), 2 * HOUR_MS, round_trip_wash
         ),

@@ -5,17 +5,24 @@ Documents are the JSON form of the Avro records (:mod:`riskengine.contracts`): a
 Ids and enums are ``keyword`` (exact filters and terms aggregations), the epoch-millisecond
 ``long`` timestamps are ``date``, scores and amounts numeric. ``dynamic: false`` keeps fields not
 listed here (evidence, features, nested analyses) in ``_source`` without growing the mapping.
+
+Templates change only by adding fields (a field's type never changes: that would need a reindex).
+A template applies to indices created after it, so :func:`add_missing_fields` also adds the new
+fields to the indices that already exist (Elasticsearch accepts new fields in a live mapping).
+A document indexed before its index had the field keeps the value in ``_source`` only: it is not
+searchable, sortable or aggregated on that field until it is indexed again.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch, NotFoundError
 
 _KEYWORD = {"type": "keyword"}
 _DOUBLE = {"type": "double"}
 _LONG = {"type": "long"}
+_INTEGER = {"type": "integer"}
 #: Documents carry epoch milliseconds; queries (and dashboards) may also use ISO dates.
 _DATE = {"type": "date", "format": "epoch_millis||strict_date_optional_time"}
 
@@ -81,6 +88,8 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
                 "recommendedAction": {"type": "text"},
                 "timestamp": _DATE,
                 "ruleVersion": _LONG,
+                # 0-100, null (no value in the index) in alerts from engines before it existed.
+                "priority": _INTEGER,
             },
         },
     ),
@@ -100,3 +109,53 @@ async def install_index_templates(es: AsyncElasticsearch) -> list[str]:
             template={"mappings": mappings},
         )
     return list(TEMPLATES)
+
+
+def missing_properties(wanted: dict[str, Any], present: dict[str, Any]) -> dict[str, Any]:
+    """The part of the ``wanted`` properties that ``present`` (an index's properties) lacks.
+
+    Objects present on both sides are compared field by field; a field present with another type
+    is left alone (changing a type needs a reindex, and the index keeps working as it is).
+    """
+    missing: dict[str, Any] = {}
+    for name, spec in wanted.items():
+        have = present.get(name)
+        if have is None:
+            missing[name] = spec
+        elif "properties" in spec and "properties" in have:
+            inner = missing_properties(spec["properties"], have["properties"])
+            if inner:
+                missing[name] = {"properties": inner}
+    return missing
+
+
+def _paths(properties: dict[str, Any], prefix: str = "") -> list[str]:
+    paths = []
+    for name, spec in properties.items():
+        if "properties" in spec:
+            paths += _paths(spec["properties"], f"{prefix}{name}.")
+        else:
+            paths.append(prefix + name)
+    return paths
+
+
+async def add_missing_fields(es: AsyncElasticsearch) -> dict[str, list[str]]:
+    """Add the templates' fields that existing indices lack to their mappings (idempotent).
+
+    Returns index -> the dotted fields added (only indices that changed). Indices created before
+    a template gained a field (``priority`` of the alerts) get it here, so sorting and filtering on
+    it work on them too; their documents indexed before keep the field unindexed (see the module).
+    """
+    added: dict[str, list[str]] = {}
+    for pattern, mappings in TEMPLATES.values():
+        response = await es.indices.get_mapping(index=pattern, allow_no_indices=True, expand_wildcards="open")
+        for index, body in sorted(response.body.items()):
+            present = body.get("mappings", {}).get("properties", {})
+            missing = missing_properties(mappings["properties"], present)
+            if missing:
+                try:
+                    await es.indices.put_mapping(index=index, properties=missing)
+                except NotFoundError:
+                    continue  # deleted meanwhile: nothing to update
+                added[index] = _paths(missing)
+    return added

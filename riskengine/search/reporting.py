@@ -15,6 +15,11 @@ the topics (``RISKENGINE_WORKER_TOPIC_SUFFIX`` appended), with the mappings of
   ``/trades``, ``/market``. A bad parameter answers 400 ``{"error", "parameter"}``; Elasticsearch
   unreachable answers 503.
 
+Alerts carry a ``priority`` (0-100; null in alerts from engines before it existed): ``GET /alerts``
+sorts by it on ``sort=priority`` (highest first, then newest; null last), keeps alerts of at least
+``minPriority`` (which leaves out those without a priority), and counts the matching alerts per
+priority band (:data:`PRIORITY_BANDS`).
+
 Market-level alerts (PUMP_AND_DUMP, PRICE_CRASH, cross-account ROUND_TRIP_WASH, ...) are RiskAlerts
 without a ``userId`` and with a ``symbol``: ``scope=market`` selects them, ``scope=account`` the
 alerts of one account, ``scope=all`` both.
@@ -24,6 +29,7 @@ Times are epoch milliseconds or ISO 8601 (``2026-01-31T12:00:00Z``; no zone mean
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -70,6 +76,12 @@ MARKET_BUCKETS = 120
 #: Most alerts a market view returns, and the accounts it ranks by traded notional.
 MAX_MARKET_ALERTS = 100
 MARKET_ACCOUNTS = 10
+#: An alert's priority is 0 to this (the RiskAlert contract).
+MAX_PRIORITY = 100
+#: Priority bands an alert search counts, highest first: (name, lowest priority in the band). The
+#: dashboard colours them alike (red, amber, grey). Alerts without a priority count as ``none``.
+PRIORITY_BANDS: tuple[tuple[str, int], ...] = (("80-100", 80), ("50-79", 50), ("0-49", 0))
+NO_PRIORITY = "none"
 
 _UNITS_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _INTERVAL = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
@@ -78,6 +90,8 @@ _AUTO_INTERVALS = ("1s", "5s", "10s", "30s", "1m", "5m", "10m", "15m", "30m", "1
 _ENUM_ORDER = {name: index for index, name in enumerate(Severity.__members__)}
 
 TopBy = Literal["max", "sum", "alerts"]
+#: The order of an alert search: ``time`` (newest first) or ``priority`` (highest first, then newest).
+AlertSort = Literal["time", "priority"]
 CountSource = Literal["alerts", "trades"]
 #: Which alerts: ``market`` (no userId: a symbol's market-level alerts), ``account`` (one account's),
 #: or ``all``.
@@ -85,6 +99,7 @@ Scope = Literal["all", "market", "account"]
 _TOP_BY: dict[str, TopBy] = {"max": "max", "sum": "sum", "alerts": "alerts"}
 _SOURCES: dict[str, CountSource] = {"alerts": "alerts", "trades": "trades"}
 _SCOPES: dict[str, Scope] = {"all": "all", "market": "market", "account": "account"}
+_ALERT_SORTS: dict[str, AlertSort] = {"time": "time", "priority": "priority"}
 #: A symbol as the contracts write it: BASE/QUOTE, one slash, no blanks (``BTC/USDT``).
 _SYMBOL = re.compile(r"[^\s/]+/[^\s/]+")
 #: ``split`` of a counts view -> the field per source it is a terms aggregation on.
@@ -192,6 +207,11 @@ def _int(params: Mapping[str, str], name: str, default: int, low: int, high: int
     return value
 
 
+def _optional_int(params: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    """``name`` as an integer in [low, high], or None when it is not given (or blank)."""
+    return None if _text(params, name) is None else _int(params, name, low, low, high)
+
+
 def _symbols(params: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     """Comma-separated enum symbols (any of them matches); empty means no filter."""
     raw = _text(params, name)
@@ -261,7 +281,8 @@ def _interval(params: Mapping[str, str], since: int, until: int, most: int) -> t
 
 @dataclass(frozen=True)
 class AlertSearch:
-    """``GET /alerts``: filters (all optional, combined with AND), newest first, paged."""
+    """``GET /alerts``: filters (all optional, combined with AND), newest or highest priority
+    first, paged."""
 
     user: str | None = None
     symbol: str | None = None
@@ -273,14 +294,32 @@ class AlertSearch:
     q: str | None = None
     size: int = 20
     page: int = 1
+    sort: AlertSort = "time"
+    #: Alerts with at least this priority (alerts without one are left out); None: no filter.
+    min_priority: int | None = None
 
 
 def parse_alert_search(params: Mapping[str, str]) -> AlertSearch:
     """``user``, ``symbol``, ``scope`` (all, market or account), ``pattern`` and ``severity``
     (comma-separated: any of), ``since``, ``until``, ``q`` (words in the description or recommended
-    action), ``size`` (1-100), ``page`` (from 1)."""
+    action), ``minPriority`` (0-100), ``sort`` (time or priority), ``size`` (1-100), ``page``
+    (from 1)."""
     _check_known(
-        params, ("user", "symbol", "scope", "pattern", "severity", "since", "until", "q", "size", "page")
+        params,
+        (
+            "user",
+            "symbol",
+            "scope",
+            "pattern",
+            "severity",
+            "since",
+            "until",
+            "q",
+            "minPriority",
+            "sort",
+            "size",
+            "page",
+        ),
     )
     user = _text(params, "user")
     if user is not None:
@@ -296,6 +335,10 @@ def parse_alert_search(params: Mapping[str, str]) -> AlertSearch:
     page = _int(params, "page", 1, 1, MAX_RESULT_WINDOW)
     if page * size > MAX_RESULT_WINDOW:
         raise ParameterError("page", f"page x size must be at most {MAX_RESULT_WINDOW}; narrow the search")
+    raw_sort = _text(params, "sort") or "time"
+    sort = _ALERT_SORTS.get(raw_sort)
+    if sort is None:
+        raise ParameterError("sort", f"sort must be time or priority, got {_shown(raw_sort)}")
     return AlertSearch(
         user=user,
         symbol=symbol,
@@ -307,6 +350,8 @@ def parse_alert_search(params: Mapping[str, str]) -> AlertSearch:
         q=q,
         size=size,
         page=page,
+        sort=sort,
+        min_priority=_optional_int(params, "minPriority", 0, MAX_PRIORITY),
     )
 
 
@@ -494,6 +539,9 @@ def alert_search_body(search: AlertSearch) -> dict[str, Any]:
     if search.severities:
         filters.append({"terms": {"severity": list(search.severities)}})
     filters += _range("timestamp", search.since, search.until)
+    if search.min_priority is not None:
+        # An alert without a priority has no value in the index: a range never matches it.
+        filters.append({"range": {"priority": {"gte": search.min_priority}}})
     must = []
     if search.q is not None:
         # simple_query_string never fails on user syntax (a stray quote is taken literally).
@@ -508,11 +556,44 @@ def alert_search_body(search: AlertSearch) -> dict[str, Any]:
         )
     return {
         "query": _bool(filters, must),
-        "sort": [{"timestamp": "desc"}, {"alertId": "asc"}],
+        "sort": copy.deepcopy(_ALERT_ORDER[search.sort]),
         "from": (search.page - 1) * search.size,
         "size": search.size,
         "track_total_hits": True,
+        "aggs": copy.deepcopy(_PRIORITY_AGGS),
     }
+
+
+#: Sort clauses of an alert search. ``missing: _last`` puts alerts without a priority after every
+#: prioritized one; ``unmapped_type`` lets an index created before the field existed be sorted too
+#: (all its alerts count as without a priority) instead of failing the search.
+_ALERT_ORDER: dict[AlertSort, list[dict[str, Any]]] = {
+    "time": [{"timestamp": "desc"}, {"alertId": "asc"}],
+    "priority": [
+        {"priority": {"order": "desc", "missing": "_last", "unmapped_type": "integer"}},
+        {"timestamp": "desc"},
+        {"alertId": "asc"},
+    ],
+}
+
+
+def _priority_ranges() -> list[dict[str, Any]]:
+    ranges = []
+    upper: int | None = None
+    for name, low in PRIORITY_BANDS:
+        bounds: dict[str, Any] = {"key": name, "from": low}
+        if upper is not None:
+            bounds["to"] = upper  # exclusive
+        ranges.append(bounds)
+        upper = low
+    return ranges
+
+
+#: The matching alerts per priority band, and those without a priority (cheap: no hits).
+_PRIORITY_AGGS: dict[str, Any] = {
+    "priorityBands": {"range": {"field": "priority", "keyed": True, "ranges": _priority_ranges()}},
+    "noPriority": {"missing": {"field": "priority"}},
+}
 
 
 #: Fields of an analyzed trade a history point needs (the rest stays in Elasticsearch).
@@ -578,6 +659,7 @@ def top_users_body(top: TopUsers) -> dict[str, Any]:
                     "aggs": {
                         "patterns": {"terms": {"field": "patternType", "size": enum_size}},
                         "severities": {"terms": {"field": "severity", "size": len(Severity)}},
+                        **copy.deepcopy(_PRIORITY_AGGS),
                     },
                 }
             },
@@ -713,9 +795,28 @@ def _zero_buckets(since: int, until: int, interval_ms: int) -> list[int]:
     return list(range(since - since % interval_ms, until + 1, interval_ms))
 
 
+def priority_bands(aggregations: Mapping[str, Any] | None) -> dict[str, int]:
+    """Alerts per priority band (:data:`PRIORITY_BANDS`, highest first, then ``none``); zeros when
+    nothing was aggregated (no index yet)."""
+    aggregations = aggregations or {}
+    buckets = aggregations.get("priorityBands", {}).get("buckets", {})
+    bands = {name: int(buckets.get(name, {}).get("doc_count", 0)) for name, _low in PRIORITY_BANDS}
+    bands[NO_PRIORITY] = int(aggregations.get("noPriority", {}).get("doc_count", 0))
+    return bands
+
+
 def alert_search_result(search: AlertSearch, response: Mapping[str, Any]) -> dict[str, Any]:
-    """``{"alerts", "total", "page", "size"}``."""
-    return {"alerts": _sources(response), "total": _total(response), "page": search.page, "size": search.size}
+    """``{"alerts", "total", "page", "size", "sort", "minPriority", "byPriority"}``; ``byPriority``
+    counts every matching alert (not only this page's) per priority band."""
+    return {
+        "alerts": _sources(response),
+        "total": _total(response),
+        "page": search.page,
+        "size": search.size,
+        "sort": search.sort,
+        "minPriority": search.min_priority,
+        "byPriority": priority_bands(response.get("aggregations")),
+    }
 
 
 def history_result(
@@ -766,6 +867,7 @@ def top_users_result(top: TopUsers, response: Mapping[str, Any]) -> dict[str, An
                     "alerts": bucket["doc_count"],
                     "byPattern": _terms(bucket.get("patterns")),
                     "bySeverity": _terms(bucket.get("severities")),
+                    "byPriority": priority_bands(bucket),
                 }
             )
         else:

@@ -29,7 +29,7 @@ from elasticsearch import ApiError
 
 from riskengine.contracts.topics import TOPICS, TopicLayoutError, TopicSpec, ensure_topics, topic_names
 from riskengine.errors import SearchError
-from riskengine.search.index_templates import install_index_templates
+from riskengine.search.index_templates import add_missing_fields, install_index_templates
 from riskengine.search.reporting import elasticsearch_client
 from riskengine.settings import Settings
 
@@ -241,11 +241,13 @@ async def connect_client(settings: Settings) -> AsyncIterator[ConnectClient]:
         yield ConnectClient(session, settings.connect_url)
 
 
-async def install_templates(settings: Settings) -> list[str]:
-    """The index templates (:mod:`riskengine.search.index_templates`), before the connector makes an index."""
+async def install_templates(settings: Settings) -> tuple[list[str], dict[str, list[str]]]:
+    """The index templates (:mod:`riskengine.search.index_templates`), before the connector makes an
+    index, and the fields they gained since an existing index was created; returns (the templates'
+    names, index -> the fields added to it)."""
     try:
         async with elasticsearch_client(settings) as es:
-            return await install_index_templates(es)
+            return await install_index_templates(es), await add_missing_fields(es)
     except elastic_transport.TransportError as exc:
         raise ConnectorError(
             f"Elasticsearch at {settings.elasticsearch_url} is unreachable ({exc}); "
@@ -288,13 +290,16 @@ async def deploy(
 ) -> ConnectorStatus:
     """Install the index templates, create or update the connector, wait until it and its task run.
 
-    Also creates the dead-letter topic. Idempotent: deploying the same config again changes
+    Also adds fields the templates gained to existing indices' mappings (``priority`` of the
+    alerts) and creates the dead-letter topic. Idempotent: deploying the same config again changes
     nothing. Raises :class:`ConnectorError` with Connect's stack trace when the connector or a task
     fails, or when it is not running after ``wait_s`` seconds.
     """
     report = say or (lambda _line: None)
-    templates = await install_templates(settings)
+    templates, added = await install_templates(settings)
     report(f"index templates installed: {', '.join(templates)}")
+    for index, fields in added.items():
+        report(f"index {index}: mapping gained {', '.join(fields)}")
     report(
         f"dead-letter topic {dead_letter_topic(settings).name}: {await create_dead_letter_topic(settings)}"
     )

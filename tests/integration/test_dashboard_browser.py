@@ -14,6 +14,11 @@ produced on the alerts topic; both are indexed. From the alert's row the page mu
 symbol's market: the price series, the volume bars and a marker per market alert, saved as
 ``/tmp/market_view.png``.
 
+Priority: alerts with priorities (some null) are indexed; the page opened with ``?sort=priority&
+minPriority=50`` must list them in that order and filtered (the URL's parameters go to the
+reporting view), and the order and minimum-priority controls must change the rendered list, the
+page URL, and where live alerts go.
+
 The page load time and the time from producing an alert-raising trade to its row in the browser
 are printed (``pytest -rP`` shows them).
 """
@@ -37,7 +42,7 @@ from riskengine.dashboard.server import FEED, serving
 from riskengine.search.index_templates import install_index_templates
 from riskengine.search.reporting import Indices, elasticsearch_client
 
-from .test_reporting_elasticsearch import index_documents
+from .test_reporting_elasticsearch import expected_order, index_documents, prioritized_alerts
 from .test_worker import collect, decoded
 from .worker_harness import WorkerProcess, free_port, isolated, prepare, running, sample_trades, send
 
@@ -45,6 +50,8 @@ from .worker_harness import WorkerProcess, free_port, isolated, prepare, running
 WAIT_MS = 30_000
 #: Where the market view's screenshot goes (kept after the run, unlike pytest's tmp_path).
 MARKET_SCREENSHOT = Path(tempfile.gettempdir()) / "market_view.png"
+#: Where the alert list sorted by priority goes.
+PRIORITY_SCREENSHOT = Path(tempfile.gettempdir()) / "alerts_by_priority.png"
 
 
 def chromium_path() -> str:
@@ -472,3 +479,112 @@ async def test_market_view_of_a_market_alert_in_a_browser(browser, stack, unique
     await expect(page.get_by_test_id("search-row")).to_have_count(2, timeout=WAIT_MS)
     await expect(page.locator('[data-testid="search-row"][data-market="true"]')).to_have_count(2)
     print(f"market view screenshot {MARKET_SCREENSHOT}")
+
+
+async def listed(page: Page, expected: list[str]) -> None:
+    """Wait until the live list shows exactly ``expected`` (alert ids, top to bottom)."""
+    rows = page.get_by_test_id("alert-row")
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while True:
+        shown = await rows.evaluate_all("rows => rows.map(r => r.dataset.alertId)")
+        if shown == expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert shown == expected
+
+
+async def test_the_alert_list_sorts_and_filters_by_priority_in_a_browser(browser, stack, unique):
+    settings, catalog, _worker, es, _app, url = stack
+    alerts = prioritized_alerts(unique)
+    await index_documents(es, Indices.from_settings(settings), [], alerts)
+    by_id = {a["alertId"]: a for a in alerts}
+    newest = sorted(alerts, key=lambda a: -a["timestamp"])
+
+    def at_least(minimum: int) -> list[dict[str, Any]]:
+        return [a for a in alerts if a["priority"] is not None and a["priority"] >= minimum]
+
+    # The page URL's order and minimum reach the reporting view and set the controls.
+    page, _load, _ready = await open_page(browser, f"{url}/?sort=priority&minPriority=50")
+    await expect(page.get_by_test_id("alerts-sort")).to_have_value("priority")
+    await expect(page.get_by_test_id("alerts-min-priority")).to_have_value("50")
+    await listed(page, expected_order(at_least(50)))
+    await expect(page.get_by_test_id("alert-count")).to_have_text(str(len(at_least(50))))
+
+    # Each row shows its priority in its band's colour.
+    rows = page.get_by_test_id("alert-row")
+    for row in await rows.all():
+        alert = by_id[await row.get_attribute("data-alert-id") or ""]
+        badge = row.get_by_test_id("priority")
+        await expect(badge).to_have_text(str(alert["priority"]))
+        band = "high" if alert["priority"] >= 80 else "medium"
+        await expect(badge).to_have_attribute("data-band", band)
+    colours = {
+        band: await page.locator(f'[data-testid="alert-row"] [data-band="{band}"]').first.evaluate(
+            "node => getComputedStyle(node).backgroundColor"
+        )
+        for band in ("high", "medium")
+    }
+    assert colours == {"high": "rgb(214, 59, 59)", "medium": "rgb(240, 168, 48)"}  # red, amber
+
+    # Newest first, same minimum; the page URL follows the controls.
+    await page.get_by_test_id("alerts-sort").select_option("time")
+    await listed(page, [a["alertId"] for a in newest if a in at_least(50)])
+    assert page.url.endswith("/?minPriority=50")
+
+    # No minimum: every alert, those without a priority too (a grey dash), newest first.
+    await page.get_by_test_id("alerts-min-priority").fill("")
+    await page.get_by_test_id("alerts-min-priority").dispatch_event("change")
+    await listed(page, [a["alertId"] for a in newest])
+    assert page.url == f"{url}/"
+    unprioritized = page.locator('[data-testid="alert-row"][data-priority=""]')
+    await expect(unprioritized).to_have_count(sum(a["priority"] is None for a in alerts))
+    await expect(unprioritized.first.get_by_test_id("priority")).to_have_text("\u2013")
+    await expect(unprioritized.first.get_by_test_id("priority")).to_have_attribute("data-band", "none")
+    low = page.locator('[data-testid="alert-row"][data-priority="0"] [data-testid="priority"]')
+    await expect(low).to_have_attribute("data-band", "low")
+
+    # Highest priority first without a minimum: the alerts without a priority last.
+    await page.get_by_test_id("alerts-sort").select_option("priority")
+    await listed(page, expected_order(alerts))
+    assert page.url.endswith("/?sort=priority")
+    await page.locator("#alerts-panel").screenshot(path=PRIORITY_SCREENSHOT)
+
+    # Minimum 80: live alerts go to their place, and one below the minimum is not listed.
+    await page.get_by_test_id("alerts-min-priority").fill("80")
+    await page.get_by_test_id("alerts-min-priority").dispatch_event("change")
+    await listed(page, expected_order(at_least(80)))
+    assert page.url.endswith("/?sort=priority&minPriority=80")
+    now = int(time.time() * 1000)
+    urgent = dict(alerts[0], alertId=f"live-urgent-{unique}", priority=95, timestamp=now)
+    routine = dict(alerts[0], alertId=f"live-routine-{unique}", priority=10, timestamp=now)
+    await send(
+        settings,
+        f"risk-alerts{settings.worker_topic_suffix}",
+        [(a["userId"].encode(), catalog.encode("RiskAlert", a)) for a in (urgent, routine)],
+    )
+    await listed(page, expected_order([*at_least(80), urgent]))
+    assert await page.locator(f'[data-alert-id="{urgent["alertId"]}"]').get_attribute("data-source") == "live"
+
+    # Back to everything newest first: the live alerts (not indexed) stay listed, the routine one too.
+    await page.get_by_test_id("alerts-min-priority").fill("")
+    await page.get_by_test_id("alerts-min-priority").dispatch_event("change")
+    await page.get_by_test_id("alerts-sort").select_option("time")
+    live = sorted((urgent, routine), key=lambda a: (-a["timestamp"], a["alertId"]))
+    await listed(page, [a["alertId"] for a in [*live, *newest]])
+
+    # A minimum the reporting view refuses is explained, and nothing is listed as if it applied.
+    for hostile in ("1e300", "-5", "9" * 400, "high"):
+        bad, _load, _ready = await open_page(browser, f"{url}/?minPriority={hostile}")
+        await expect(bad.get_by_test_id("alerts-note")).to_contain_text("minPriority", timeout=WAIT_MS)
+        await expect(bad.get_by_test_id("alert-row")).to_have_count(0)
+        await bad.close()
+
+    # The search form passes its order and minimum priority through too.
+    await page.get_by_test_id("search-user").fill(f"prio-{unique}")
+    await page.get_by_test_id("search-min-priority").fill("50")
+    await page.get_by_test_id("search-sort").select_option("priority")
+    await page.get_by_test_id("search-submit").click()
+    found = page.get_by_test_id("search-row")
+    await expect(found).to_have_count(len(at_least(50)), timeout=WAIT_MS)
+    assert [await r.get_attribute("data-alert-id") for r in await found.all()] == expected_order(at_least(50))
+    await expect(page.get_by_test_id("search-note")).to_contain_text("by priority: 80-100 4, 50-79 3")

@@ -4,6 +4,9 @@ Documents are what the Kafka Connect sink writes: the JSON form of the RiskAnaly
 RiskAlert records (here from the detection core over the bundled sample trades, plus a few extra
 alerts), indexed by id into indices named like the topics with this test's suffix, after the
 project's index templates are installed. Expected answers are computed from the same records.
+
+Priorities: until the core fills them, the alerts of the priority tests carry priorities set here
+(some null, as in alerts from engines before the field existed).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from elasticsearch import AsyncElasticsearch
 
 from riskengine.core import DEFAULT_RULES, ReferenceData, evaluate_many, parse_profile
-from riskengine.search.index_templates import install_index_templates
+from riskengine.search.index_templates import TEMPLATES, add_missing_fields, install_index_templates
 from riskengine.search.reporting import Indices, create_reporting_app, elasticsearch_client
 
 from .worker_harness import sample_profiles, sample_trades
@@ -228,6 +231,14 @@ async def test_evidence_trades_by_id(indexed, client):
         ("/alerts?since=yesterday", "since"),
         ("/alerts?size=1000", "size"),
         ("/alerts?colour=red", "colour"),
+        ("/alerts?minPriority=-1", "minPriority"),
+        ("/alerts?minPriority=101", "minPriority"),
+        ("/alerts?minPriority=" + "9" * 400, "minPriority"),
+        ("/alerts?minPriority=1e300", "minPriority"),
+        ("/alerts?minPriority=high", "minPriority"),
+        ("/alerts?minPriority=50.5", "minPriority"),
+        ("/alerts?sort=severity", "sort"),
+        ("/alerts?sort=PRIORITY", "sort"),
         ("/users/someone/history?size=0", "size"),
         ("/top-users?by=median", "by"),
         ("/counts?interval=1s&since=0", "interval"),
@@ -265,3 +276,141 @@ async def test_views_answer_empty_before_anything_is_indexed(settings, unique):
         assert (await get(http, "/users/u/history"))["trades"] == []
         counts = await get(http, "/counts?since=0&until=3600000&interval=10m")
         assert [b["time"] for b in counts["buckets"]] == [n * 600_000 for n in range(7)]
+
+
+#: (alertId suffix, priority, minutes after the base alert) of the priority tests: ties at 90 and
+#: at 50 (the newer first), nulls (the newer first, after every prioritized alert), both ends.
+PRIORITIES: tuple[tuple[str, int | None, int], ...] = (
+    ("p90-old", 90, 1),
+    ("p90-new", 90, 2),
+    ("p100", 100, 3),
+    ("p0", 0, 4),
+    ("p50-new", 50, 7),
+    ("p50-old", 50, 5),
+    ("none-old", None, 6),
+    ("none-new", None, 8),
+    ("p79", 79, 9),
+    ("p80", 80, 10),
+)
+
+
+def prioritized_alerts(unique: str) -> list[dict[str, Any]]:
+    """Alerts of one user with the priorities of :data:`PRIORITIES` (null ones without priority)."""
+    _analyzed, alerts = sample_documents()
+    base = alerts[0]
+    return [
+        dict(
+            base,
+            alertId=f"{name}-{unique}",
+            userId=f"prio-{unique}",
+            priority=priority,
+            timestamp=base["timestamp"] + minutes * 60_000,
+        )
+        for name, priority, minutes in PRIORITIES
+    ]
+
+
+def expected_order(alerts: list[dict[str, Any]]) -> list[str]:
+    """Highest priority first, then newest, alerts without a priority last (newest first)."""
+    ranked = sorted(alerts, key=lambda a: (a["priority"] is None, -(a["priority"] or 0), -a["timestamp"]))
+    return [a["alertId"] for a in ranked]
+
+
+async def test_alerts_sort_by_priority_with_null_last_and_filter_by_a_minimum(indexed, client, unique):
+    own, _analyzed, _alerts = indexed
+    alerts = prioritized_alerts(unique)
+    async with elasticsearch_client(own) as es:
+        await index_documents(es, Indices.from_settings(own), [], alerts)
+    user = f"prio-{unique}"
+
+    by_priority = await get(client, f"/alerts?user={user}&sort=priority&size=100")
+    assert [a["alertId"] for a in by_priority["alerts"]] == expected_order(alerts)
+    assert [a["priority"] for a in by_priority["alerts"]] == [100, 90, 90, 80, 79, 50, 50, 0, None, None]
+    assert by_priority["sort"] == "priority"
+    assert by_priority["byPriority"] == {"80-100": 4, "50-79": 3, "0-49": 1, "none": 2}
+    span = window(alerts, "timestamp")
+    top = await get(client, f"/top-users?by=alerts&size=100&{span}")
+    row = next(u for u in top["users"] if u["userId"] == user)
+    assert row["byPriority"] == by_priority["byPriority"]
+
+    by_time = await get(client, f"/alerts?user={user}&size=100")
+    assert [a["alertId"] for a in by_time["alerts"]] == [
+        a["alertId"] for a in sorted(alerts, key=lambda a: -a["timestamp"])
+    ], "newest first stays the default"
+    assert by_time == await get(client, f"/alerts?user={user}&size=100&sort=time")
+
+    # Pages of the priority order neither overlap nor skip (ties broken by time, then id).
+    pages = [await get(client, f"/alerts?user={user}&sort=priority&size=3&page={n}") for n in (1, 2, 3, 4)]
+    assert [a["alertId"] for page in pages for a in page["alerts"]] == expected_order(alerts)
+
+    for minimum in (0, 50, 80, 100):
+        kept = await get(client, f"/alerts?user={user}&minPriority={minimum}&sort=priority&size=100")
+        wanted = [a for a in alerts if a["priority"] is not None and a["priority"] >= minimum]
+        assert [a["alertId"] for a in kept["alerts"]] == expected_order(wanted), minimum
+        assert kept["total"] == len(wanted) and kept["minPriority"] == minimum
+        assert kept["byPriority"]["none"] == 0, "a minimum leaves out alerts without a priority"
+    high = await get(client, f"/alerts?user={user}&minPriority=80")
+    assert [a["alertId"] for a in high["alerts"]] == [
+        f"{n}-{unique}" for n in ("p80", "p100", "p90-new", "p90-old")
+    ], "filtered, newest first"
+
+    # The sample's alerts (whatever their priority) and these together: every null after every value.
+    everything = await get(client, "/alerts?sort=priority&size=100")
+    priorities = [a.get("priority") for a in everything["alerts"]]
+    valued = [p for p in priorities if p is not None]
+    assert priorities == valued + [None] * (len(priorities) - len(valued))
+    assert valued == sorted(valued, reverse=True)
+
+
+async def test_an_index_from_before_the_priority_gets_the_field_and_sorts_meanwhile(settings, unique):
+    """An alerts index created under the template without ``priority`` (dynamic: false, so a
+    priority in a document is not indexed): sorting by priority still answers; once
+    :func:`add_missing_fields` ran (``connector deploy`` does), new documents sort and filter."""
+    own = dataclasses.replace(settings, worker_topic_suffix=f"-{unique}-old")
+    indices = Indices.from_settings(own)
+    alerts = prioritized_alerts(unique)
+    _pattern, mappings = TEMPLATES["riskengine-alerts"]
+    old = {**mappings, "properties": {k: v for k, v in mappings["properties"].items() if k != "priority"}}
+    async with elasticsearch_client(own) as es:
+        # Created as the old template would: a template of a higher priority for this one index
+        # applies instead of the project's (composable templates do not merge).
+        await es.indices.put_index_template(
+            name=f"it-old-{unique}", index_patterns=[indices.alerts], priority=100, template={"mappings": old}
+        )
+        try:
+            await es.indices.create(index=indices.alerts)
+        finally:
+            await es.indices.delete_index_template(name=f"it-old-{unique}")
+        try:
+            created = await es.indices.get_mapping(index=indices.alerts)
+            assert "priority" not in created[indices.alerts]["mappings"]["properties"]
+            await index_documents(es, indices, [], alerts[:5])
+            async with TestClient(TestServer(create_reporting_app(own))) as http:
+                before = await get(http, "/alerts?sort=priority&size=100")
+                assert {a["alertId"] for a in before["alerts"]} == {a["alertId"] for a in alerts[:5]}
+                assert before["byPriority"]["none"] == 5, "not indexed: they count as without one"
+                assert (await get(http, "/alerts?minPriority=0"))["total"] == 0
+
+                added = await add_missing_fields(es)
+                assert added[indices.alerts] == ["priority"]
+                assert indices.alerts not in await add_missing_fields(es), "idempotent"
+                mapping = await es.indices.get_mapping(index=indices.alerts)
+                assert mapping[indices.alerts]["mappings"]["properties"]["priority"] == {"type": "integer"}
+
+                await index_documents(es, indices, [], alerts[5:])
+                after = await get(http, "/alerts?sort=priority&size=100")
+                # The new documents' priorities are indexed; the older ones' still count as none.
+                valued = [a for a in alerts[5:] if a["priority"] is not None]
+                rest = sorted((a for a in alerts if a not in valued), key=lambda a: -a["timestamp"])
+                assert [a["alertId"] for a in after["alerts"]] == expected_order(valued) + [
+                    a["alertId"] for a in rest
+                ]
+                minimum = await get(http, "/alerts?minPriority=0&size=100")
+                assert minimum["total"] == len(valued)
+
+                # Indexing the older documents again makes their priority searchable too.
+                await index_documents(es, indices, [], alerts[:5])
+                whole = await get(http, "/alerts?sort=priority&size=100")
+                assert [a["alertId"] for a in whole["alerts"]] == expected_order(alerts)
+        finally:
+            await es.indices.delete(index=indices.alerts, ignore_unavailable=True)

@@ -55,6 +55,11 @@ class FlashCrash(WindowedDetector):
                     "<=",
                 ),
                 Feature("soldNotional", sum(window.notionals[k] for k in range(start, end + 1) if sells[k])),
+                # Market, IOC and FOK sells take liquidity: what crashes a price (match strength).
+                Feature(
+                    "aggressiveSellShare",
+                    sum(1 for k in range(start, end + 1) if sells[k] and window.aggressive[k]) / count,
+                ),
             ),
         )
 

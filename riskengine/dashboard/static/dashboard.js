@@ -3,7 +3,8 @@
 // the chart, top users, search and evidence from the reporting views (/api/reporting/...); a user's
 // detection window from /api/users/{id}; a symbol's market (price, volume, its alerts) from
 // /api/reporting/market. Every value from the server goes into the page through textContent, never
-// as HTML.
+// as HTML. The live list's order and minimum priority are the page URL's `sort` and `minPriority`
+// (the controls keep them there), passed through to /api/reporting/alerts.
 "use strict";
 
 (function () {
@@ -96,6 +97,26 @@
     return el("span", { className: `badge sev-${severity}`, text: severity });
   }
 
+  // An alert's priority (0-100; null in alerts from engines before it existed) and its band, the
+  // reporting view's bands: >= 80 red, >= 50 amber, below grey.
+  const hasPriority = (alert) => typeof alert.priority === "number";
+
+  function priorityBand(priority) {
+    if (typeof priority !== "number") return "none";
+    return priority >= 80 ? "high" : priority >= 50 ? "medium" : "low";
+  }
+
+  function priorityBadge(priority) {
+    const band = priorityBand(priority);
+    return el("span", {
+      className: `badge prio prio-${band}`,
+      "data-testid": "priority",
+      "data-band": band,
+      title: band === "none" ? "no priority (an alert from before priorities)" : `priority ${priority} of 100`,
+      text: band === "none" ? "–" : priority,
+    });
+  }
+
   function note(id, text, isError) {
     const node = $(id);
     node.textContent = text || "";
@@ -181,8 +202,11 @@
         "data-market": isMarketAlert(alert),
         "data-severity": alert.severity,
         "data-pattern": alert.patternType,
+        "data-priority": hasPriority(alert) ? alert.priority : "",
+        "data-timestamp": alert.timestamp,
       },
       el("td", { text: formatTime(alert.timestamp) }),
+      el("td", {}, priorityBadge(alert.priority)),
       el("td", {}, badge(alert.severity)),
       el("td", { text: alert.patternType }),
       el("td", {}, user),
@@ -193,22 +217,56 @@
     return row;
   }
 
-  // Live alerts go on top; alerts loaded from the index (newest first) go below what is there. An
-  // alert that is merged again (same alertId, more evidence) replaces its row.
-  function addAlert(alert, live) {
+  // The live list's order ("time": newest first; "priority": highest first, then newest, alerts
+  // without a priority last) and minimum priority (null: every alert; else alerts without a
+  // priority are left out too, as the reporting view does).
+  // `refused`: the reporting view refused them (a bad URL value), so nothing is listed.
+  const alertView = { sort: "time", minPriority: null, refused: false };
+  let alertsLoaded = 0; // a later reload wins over a slower earlier answer
+  // The latest live alerts, listed again after a reload (the index may not have them yet).
+  const liveSeen = new Map();
+
+  function shownInList(alert) {
+    if (alertView.refused) return false;
+    return alertView.minPriority === null || (hasPriority(alert) && alert.priority >= alertView.minPriority);
+  }
+
+  // True when the alert of `row` goes after `alert` in the list's order.
+  function ranksBelow(row, alert) {
+    const rowPriority = row.dataset.priority === "" ? -1 : Number(row.dataset.priority);
+    const priority = hasPriority(alert) ? alert.priority : -1;
+    if (alertView.sort === "priority" && rowPriority !== priority) return rowPriority < priority;
+    const rowTime = Number(row.dataset.timestamp);
+    if (rowTime !== alert.timestamp) return rowTime < alert.timestamp;
+    return row.dataset.alertId > alert.alertId;
+  }
+
+  // Newest first: live alerts go on top, alerts loaded from the index (newest first) below what is
+  // there, live alerts listed again after a reload to their place. Highest priority first: every
+  // alert goes to its place. An alert that is merged again (same alertId, more evidence) replaces
+  // its row; one below the minimum priority is not listed.
+  function addAlert(alert, live, relisted) {
+    const known = alerts.get(alert.alertId);
+    if (known && !live) return;
+    if (known) {
+      known.remove();
+      alerts.delete(alert.alertId);
+    }
+    if (!shownInList(alert)) {
+      $("alert-count").textContent = String(alerts.size);
+      return;
+    }
     const row = alertRow(alert, "alert-row");
     row.dataset.source = live ? "live" : "indexed";
-    const known = alerts.get(alert.alertId);
-    if (known) {
-      if (!live) return;
-      known.remove();
-    }
-    if (live) {
+    if (alertView.sort === "priority" || relisted) {
+      const next = Array.from(alertBody().rows).find((other) => ranksBelow(other, alert));
+      alertBody().insertBefore(row, next || null);
+    } else if (live) {
       alertBody().prepend(row);
-      row.classList.add("fresh");
     } else {
       alertBody().append(row);
     }
+    if (live && !relisted) row.classList.add("fresh");
     alerts.set(alert.alertId, row);
     while (alerts.size > MAX_ALERT_ROWS) {
       const last = alertBody().lastElementChild;
@@ -238,6 +296,9 @@
     };
     source.addEventListener("alert", (event) => {
       const alert = JSON.parse(event.data);
+      liveSeen.delete(alert.alertId);
+      liveSeen.set(alert.alertId, alert);
+      if (liveSeen.size > MAX_ALERT_ROWS) liveSeen.delete(liveSeen.keys().next().value);
       addAlert(alert, true);
       countLive(alert);
     });
@@ -247,13 +308,74 @@
     });
   }
 
+  // The order and minimum priority of the page URL (`?sort=priority&minPriority=80`) into the
+  // controls; a value the controls cannot show is passed through as it is, for the reporting view
+  // to accept or explain.
+  function readAlertView() {
+    const params = new URLSearchParams(window.location.search);
+    const sort = params.get("sort");
+    const minimum = params.get("minPriority");
+    alertView.sort = sort === null ? "time" : sort;
+    alertView.minPriority = minimum === null || minimum.trim() === "" ? null : minimum.trim();
+    if (alertView.sort === "time" || alertView.sort === "priority") $("alerts-sort").value = alertView.sort;
+    $("alerts-min-priority").value = alertView.minPriority === null ? "" : alertView.minPriority;
+  }
+
+  // The view's parameters, as the page URL and the reporting view take them (defaults left out).
+  function viewParams() {
+    const params = new URLSearchParams();
+    if (alertView.sort !== "time") params.set("sort", alertView.sort);
+    if (alertView.minPriority !== null) params.set("minPriority", String(alertView.minPriority));
+    return params;
+  }
+
+  // The controls changed: into the page URL (reloading or sharing it keeps the view), then the
+  // list again from the index, in the new order and with the new minimum.
+  function changeAlertView() {
+    alertView.sort = $("alerts-sort").value;
+    const minimum = $("alerts-min-priority").value.trim();
+    alertView.minPriority = minimum === "" ? null : minimum;
+    const params = new URLSearchParams(window.location.search);
+    params.delete("sort");
+    params.delete("minPriority");
+    for (const [name, value] of viewParams()) params.set(name, value);
+    const query = params.toString();
+    window.history.replaceState(null, "", `${window.location.pathname}${query ? `?${query}` : ""}`);
+    loadRecentAlerts();
+  }
+
   async function loadRecentAlerts() {
+    const token = ++alertsLoaded;
+    let found;
     try {
-      const found = await api("/api/reporting/alerts?size=50");
-      for (const alert of found.alerts) addAlert(alert, false);
+      found = await api(`/api/reporting/alerts?size=50&${viewParams()}`);
     } catch (error) {
-      note("alerts-note", `Earlier alerts unavailable (${error.message}); live alerts still arrive.`);
+      if (token !== alertsLoaded) return;
+      if (error.status === 400) {
+        // The order or minimum is refused: no list is better than one that seems to follow it.
+        alertView.refused = true;
+        clear(alertBody());
+        alerts.clear();
+        $("alert-count").textContent = "0";
+        note("alerts-note", `Alerts not listed: ${error.message}`, true);
+      } else {
+        note("alerts-note", `Earlier alerts unavailable (${error.message}); live alerts still arrive.`);
+      }
+      return;
     }
+    if (token !== alertsLoaded) return;
+    note("alerts-note", "");
+    alertView.refused = false;
+    // A valid minimum from the URL is a number from here on (live alerts compare with it).
+    alertView.minPriority = found.minPriority;
+    alertView.sort = found.sort;
+    clear(alertBody());
+    alerts.clear();
+    $("alert-count").textContent = "0";
+    for (const alert of found.alerts) addAlert(alert, false);
+    for (const alert of liveSeen.values()) if (!alerts.has(alert.alertId)) addAlert(alert, true, true);
+    $("alerts").dataset.sort = found.sort;
+    $("alerts").dataset.minPriority = found.minPriority === null ? "" : found.minPriority;
   }
 
   // --- worker figures ----------------------------------------------------------------------------
@@ -558,6 +680,7 @@
     facts.append(el("dt", { text: "user" }), el("dd", {}, userButton(alert.userId, "alert-detail-user")));
     facts.append(el("dt", { text: "symbol" }), el("dd", {}, symbolButton(alert, "alert-detail-symbol")));
     fact(facts, "event time", formatTime(alert.timestamp), "alert-detail-time");
+    facts.append(el("dt", { text: "priority" }), el("dd", { "data-testid": "alert-detail-priority" }, priorityBadge(alert.priority)));
     fact(facts, "rule version", alert.ruleVersion, "alert-detail-rule-version");
     const features = $("alert-features").tBodies[0];
     clear(features);
@@ -927,7 +1050,13 @@
     try {
       const found = await api(`/api/reporting/alerts?${params}`);
       for (const alert of found.alerts) body.append(alertRow(alert, "search-row"));
-      note("search-note", `${found.total} alerts${found.total > found.alerts.length ? `, the newest ${found.alerts.length} shown` : ""}`);
+      const first = found.sort === "priority" ? "the most urgent" : "the newest";
+      const bands = Object.entries(found.byPriority).filter(([, n]) => n).map(([band, n]) => `${band} ${n}`);
+      note(
+        "search-note",
+        `${found.total} alerts${found.total > found.alerts.length ? `, ${first} ${found.alerts.length} shown` : ""}` +
+          (found.total ? `; by priority: ${bands.join(", ")}` : ""),
+      );
     } catch (error) {
       note("search-note", error.message, true);
     }
@@ -944,6 +1073,9 @@
     const patterns = $("search-pattern");
     for (const pattern of PATTERNS) patterns.append(el("option", { text: pattern }));
     $("alert-search").addEventListener("submit", search);
+    readAlertView();
+    $("alerts-sort").addEventListener("change", changeAlertView);
+    $("alerts-min-priority").addEventListener("change", changeAlertView);
     $("chart-source").addEventListener("change", refreshChart);
     $("chart-window").addEventListener("change", refreshChart);
     $("top-users-by").addEventListener("change", refreshTopUsers);

@@ -67,6 +67,7 @@ from riskengine.core import (
     RiskAlert,
     Trade,
     UserState,
+    ahead_of_clock,
     decode_state,
     encode_state,
     evaluate_order,
@@ -150,6 +151,12 @@ class KeyMismatch(WorkerError, EventRejected):
     """The message key is not the event's userId (it would land on another user's state)."""
 
     reason = "key-mismatch"
+
+
+class AheadOfClock(WorkerError, EventRejected):
+    """The event's time is further ahead of the worker's clock than the rules allow."""
+
+    reason = "ahead-of-clock"
 
 
 class ProcessingFailed(WorkerError, EventRejected):
@@ -320,7 +327,7 @@ class UserAnalysis:
             source = self._sources.get(message.topic, TRADES)
             item: Trade | OrderEvent | EventRejected
             try:
-                item = await self._decode(message, source)
+                item = await self._decode(message, source, now_ms)
             except EventRejected as rejected:
                 item = rejected
             partition_queues = queues.get(message.partition)
@@ -413,8 +420,9 @@ class UserAnalysis:
             metrics.order_events_in += 1
         metrics.positions[(message.topic, message.partition)] = message.offset
 
-    async def _decode(self, message: Any, source: int) -> Trade | OrderEvent:
-        """The event ``message`` holds; EventRejected when it cannot be processed."""
+    async def _decode(self, message: Any, source: int, now_ms: int) -> Trade | OrderEvent:
+        """The event ``message`` holds; EventRejected when it cannot be processed (or is dated more
+        than the rules allow ahead of ``now_ms``, the worker's clock)."""
         try:
             try:
                 item = self._decode_value(message.value, source)
@@ -432,6 +440,9 @@ class UserAnalysis:
             raise failed from exc
         if message.key is None or message.key != item.user_id.encode():
             raise KeyMismatch(f"message key {message.key!r} is not the event's userId")
+        ahead = ahead_of_clock(item.timestamp, now_ms, self.reference.rules.current.max_future_skew_ms)
+        if ahead is not None:
+            raise AheadOfClock(ahead)
         return item
 
     def _decode_value(self, value: bytes | None, source: int) -> Trade | OrderEvent:
@@ -639,7 +650,7 @@ class UserAnalysis:
         promise = clocks.clocks[partition] - lateness
         outputs = [(MARKET, frame(trade.symbol.encode(), execution_value(trade, partition, promise)))]
         reference = self.reference.data
-        pair = pair_key(reference, trade)
+        pair = pair_key(reference, trade, self.reference.rules.current)
         if pair is not None:
             owner = owner_of(reference, buyer_and_seller(trade)[0] or "")
             value = execution_value(trade, partition, promise, owner, pair)

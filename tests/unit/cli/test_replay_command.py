@@ -107,3 +107,32 @@ def test_unreadable_files_stop_the_run_before_it_starts(tmp_path, capsys, option
 def test_missing_input_file(tmp_path, capsys):
     assert run_replay(parse(str(tmp_path / "none.jsonl"), "--out", str(tmp_path)), Settings()) == 2
     assert "none.jsonl" in capsys.readouterr().err
+
+
+def test_extreme_values_are_per_line_errors_and_the_lines_after_them_still_run(tmp_path, capsys):
+    ts = RECORD["timestamp"]
+    source = tmp_path / "in.jsonl"
+    lines = [
+        json.dumps(RECORD),
+        # A 400-digit quantity, 1e300 (with a matching notional), a year-5138 and a pre-2009 time.
+        json.dumps({**RECORD, "tradeId": "t-2"}).replace(
+            f'"quantity": {RECORD["quantity"]}', '"quantity": ' + "9" * 400
+        ),
+        json.dumps({**RECORD, "tradeId": "t-3", "quantity": 1e298, "notional": 1e298 * RECORD["price"]}),
+        json.dumps({**RECORD, "tradeId": "t-4", "timestamp": 99_999_999_999_999}),
+        json.dumps({**RECORD, "tradeId": "t-5", "timestamp": 1_000}),
+        json.dumps({**RECORD, "tradeId": "t-6", "timestamp": ts + 1}),
+    ]
+    source.write_text("\n".join(lines) + "\n")
+    assert run_replay(parse(str(source), "--out", str(tmp_path / "o")), Settings()) == 0
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].startswith("line 2: invalid trade: quantity: must be a finite number")
+    assert len(errors[0]) < 200  # the 400 digits are not echoed back
+    assert errors[1].startswith("line 3: invalid trade: quantity: must be at most 1e+15")
+    assert errors[2].startswith("line 4: trade rejected: event time 99999999999999 is")
+    assert errors[3].startswith("line 5: invalid trade: timestamp: must be between")
+    assert len(errors) == 4
+    analyzed = read(tmp_path / "o" / ANALYZED_FILE)
+    assert [r["originalTrade"]["tradeId"] for r in analyzed] == [RECORD["tradeId"], "t-6"]
+    # The far-future line moved nothing: the next trade is not late.
+    assert "LATE_EVENT" not in analyzed[1]["complianceFlags"]

@@ -97,7 +97,9 @@ analyzed_values = st.builds(
     final_risk_level=st.sampled_from(list(RiskLevel)),
     triggered_patterns=patterns,
     volume=st.builds(VolumeAnalysis, finite, finite, finite, finite, finite, ints, st.booleans()),
-    behavioral=st.builds(BehavioralAnalysis, patterns, ints, ints, st.booleans()),
+    behavioral=st.builds(
+        BehavioralAnalysis, patterns, ints, ints, st.booleans(), st.lists(st.text(max_size=20)).map(tuple)
+    ),
     market_impact=st.builds(
         MarketImpactAnalysis,
         finite,

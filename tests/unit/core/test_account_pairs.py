@@ -14,8 +14,9 @@ from riskengine.core.account_pairs import (
     owner_of,
     pair_key,
 )
+from riskengine.core.early_signals import ROUND_TRIP_LEG, SIGNAL_SCORE
 
-from .builders import MINUTE, SECOND, profile, reference, trade
+from .builders import MINUTE, SECOND, profile, reference, run, trade
 
 REF = reference(profile("u-a"), profile("u-b"))
 
@@ -40,7 +41,7 @@ def feed(records: list[Trade]) -> list[RiskAlert]:
     state = PairState()
     alerts: list[RiskAlert] = []
     for record in records:
-        key = pair_key(REF, record)
+        key = pair_key(REF, record, DEFAULT_RULES)
         assert key is not None
         alerts.extend(
             evaluate_pair_trade(state, record, owner_of(REF, record.user_id), key, DEFAULT_RULES).alerts
@@ -93,9 +94,11 @@ def test_linked_accounts_are_one_owner() -> None:
         profile("u-b"),
     )
     assert owner_of(ref, "u-a") == owner_of(ref, "u-a2") == "customer:c-u-a"
-    assert pair_key(ref, leg(0, "u-a2", "u-a", 1.0)) is None, "within one owner: a self trade"
-    assert pair_key(ref, leg(0, "u-a2", "u-b", 1.0)) == pair_key(ref, leg(0, "u-b", "u-a", 1.0))
-    assert pair_key(ref, trade(0, "BUY", user="u-a")) is None, "no counterparty"
+    assert pair_key(ref, leg(0, "u-a2", "u-a", 1.0), DEFAULT_RULES) is None, "within one owner: a self trade"
+    assert pair_key(ref, leg(0, "u-a2", "u-b", 1.0), DEFAULT_RULES) == pair_key(
+        ref, leg(0, "u-b", "u-a", 1.0), DEFAULT_RULES
+    )
+    assert pair_key(ref, trade(0, "BUY", user="u-a"), DEFAULT_RULES) is None, "no counterparty"
     assert owner_of(ref, "u-unknown") == "user:u-unknown"
 
 
@@ -124,10 +127,40 @@ def test_both_records_of_a_leg_count_once() -> None:
 def test_state_round_trips() -> None:
     state = PairState()
     for record in trips(2):
-        key = pair_key(REF, record)
+        key = pair_key(REF, record, DEFAULT_RULES)
         assert key is not None
         evaluate_pair_trade(state, record, owner_of(REF, record.user_id), key, DEFAULT_RULES)
     data = encode_pair_state(state)
     assert encode_pair_state(decode_pair_state(data)) == data
     with pytest.raises(PairStateFormatError):
         decode_pair_state(b"\x01[1,2]")
+
+
+# -- one round trip, seen from one account (an early signal on its trade) ----------------------
+
+
+def test_a_trade_reversing_one_with_the_same_counterparty_shows_a_round_trip_leg():
+    bought = trade(0, "BUY", 1_000.0, quantity=1_000.0, counterparty="u-2")
+    back = trade(90 * SECOND, "SELL", 1_005.0, quantity=1_005.0, counterparty="u-2")
+    first, second = run([bought, back])
+    assert first.analyzed.behavioral.early_signals == ()
+    assert second.analyzed.behavioral.early_signals == (ROUND_TRIP_LEG,)
+    assert second.analyzed.breakdown.behavioral == SIGNAL_SCORE[ROUND_TRIP_LEG]
+    # Another counterparty, a quantity 2 % off, or a leg over 2 minutes later: no round trip.
+    for other in (
+        trade(90 * SECOND, "SELL", 1_005.0, quantity=1_005.0, counterparty="u-3"),
+        trade(90 * SECOND, "SELL", 1_020.0, quantity=1_020.0, counterparty="u-2"),
+        trade(2 * MINUTE + 1, "SELL", 1_005.0, quantity=1_005.0, counterparty="u-2"),
+        trade(90 * SECOND, "BUY", 1_005.0, quantity=1_005.0, counterparty="u-2"),
+    ):
+        assert run([bought, other])[1].analyzed.behavioral.early_signals == ()
+
+
+def test_a_pair_with_a_designated_market_maker_is_not_watched_unless_the_rules_say_so() -> None:
+    from riskengine.core import AccountType, Rules
+
+    ref = reference(profile("u-a"), profile("u-mm", account_type=AccountType.MARKET_MAKER), profile("u-b"))
+    assert pair_key(ref, leg(0, "u-a", "u-mm", 1.0), DEFAULT_RULES) is None
+    assert pair_key(ref, leg(0, "u-a", "u-b", 1.0), DEFAULT_RULES) is not None
+    watched = Rules.from_parameters(1, {"market.maker.exempt": "WASH_TRADING"})
+    assert pair_key(ref, leg(0, "u-a", "u-mm", 1.0), watched) is not None

@@ -243,7 +243,7 @@ class Cores:
         if market is None:
             market = self.markets[record.symbol] = MarketState()
         outcome = evaluate_market_trade(market, record, RULES)
-        pair = pair_key(REF, record)
+        pair = pair_key(REF, record, DEFAULT_RULES)
         if pair is None:
             return Outcome(outcome.applied, outcome.counted, None, outcome.alerts, outcome.contexts)
         state = self.pairs.get(pair)
@@ -625,7 +625,7 @@ def test_states_stay_within_their_bounds_over_long_streams(
         market = cores.markets[record.symbol]
         check_market_bounds(market)
         most_bars = max(most_bars, len(market.bars))
-        pair = pair_key(REF, record)
+        pair = pair_key(REF, record, DEFAULT_RULES)
         if pair is not None:
             state = cores.pairs[pair]
             check_pair_bounds(state, record, seen.setdefault(pair, {}))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import pytest
 
 from riskengine.contracts.schema_files import validate_record
-from riskengine.core import InvalidProfile, InvalidTrade, Side, parse_profile, parse_trade
+from riskengine.core import InvalidProfile, InvalidTrade, Side, ahead_of_clock, parse_profile, parse_trade
+from riskengine.core.models import MAX_NOTIONAL, MAX_PRICE, MAX_QUANTITY
 
 from .builders import SECOND, profile, reference, run, trade
 
@@ -149,3 +151,37 @@ def test_analyzed_trade_and_alert_records_fit_the_avro_contracts():
         "marketImpact",
         "compliance",
     }
+
+
+# -- bounds: extreme values are clear errors, never state -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("quantity", 10**400, "must be a finite number"),
+        ("quantity", 1.0000001e15, "must be at most 1e+15"),
+        ("price", 1.0000001e9, "must be at most 1e+09"),
+        ("price", 5e-324, "must be at least 1e-12"),
+        ("timestamp", 1_000, "must be between 1231006505000"),
+        ("timestamp", 10**14 + 1, "must be between"),
+    ],
+)
+def test_numbers_and_times_beyond_their_bounds_are_rejected_naming_the_field(field, value, message):
+    record = {**RECORD, field: value}
+    with pytest.raises(InvalidTrade, match=f"^{field}: {re.escape(message)}") as raised:
+        parse_trade(record)
+    assert len(str(raised.value)) < 200  # a 400-digit value is not echoed back whole
+
+
+def test_a_notional_above_a_trillion_is_rejected_and_the_bounds_themselves_pass():
+    with pytest.raises(InvalidTrade, match="notional: must be at most 1e"):
+        parse_trade({**RECORD, "quantity": 2e7, "price": 60_000.0, "notional": 1.2e12})
+    top = parse_trade({**RECORD, "quantity": 1e6, "price": 1e6, "notional": 1e12})
+    assert top.notional == MAX_NOTIONAL and MAX_PRICE == 1e9 and MAX_QUANTITY == 1e15
+
+
+def test_an_event_far_ahead_of_the_clock_is_named_with_the_rule():
+    assert ahead_of_clock(1_000_300_000, 1_000_000_000, 300_000) is None
+    reason = ahead_of_clock(1_000_300_001, 1_000_000_000, 300_000)
+    assert reason is not None and "event.max.future.skew.seconds" in reason

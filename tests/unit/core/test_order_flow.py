@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from riskengine.core import DEFAULT_RULES, OrderEvent, RiskAlert, Rules, Trade, UserState
+from riskengine.core import DEFAULT_RULES, OrderEvent, RiskAlert, Rules, Trade, UserState, evaluate_trade
+from riskengine.core.early_signals import ONE_SIDED_LAYERS, RESTING_BAIT, SIGNAL_SCORE
 from riskengine.core.order_book import MAX_ORDERS
 
-from .builders import MINUTE, SECOND, order, run_flow, trade
+from .builders import MINUTE, REFERENCE, SECOND, order, run_flow, trade
 
 Flow = list[Trade | OrderEvent]
 
@@ -355,3 +356,37 @@ def test_order_events_share_the_users_lateness_policy():
     # Applied to the book all the same: the bait is closed (and, being older than the order
     # horizon, forgotten at once) rather than left open.
     assert "bait" not in state.orders.orders
+
+
+# -- order-flow set-ups at the fill (scoring signals, no alert) -------------------------------
+
+
+def analyzed_fill(flow: Flow, fill: Trade) -> tuple[tuple[str, ...], float]:
+    """The fill's earlySignals and behavioral score, with only what came before it applied."""
+    before = flow[: flow.index(fill)]
+    state, _alerts, _issues = run_flow(before)
+    result = evaluate_trade(state, fill, REFERENCE, DEFAULT_RULES)
+    return result.analyzed.behavioral.early_signals, result.analyzed.breakdown.behavioral
+
+
+def test_a_fill_against_a_resting_bait_scores_high_before_the_cancel():
+    flow, fill, _cancel = spoof()
+    assert analyzed_fill(flow, fill) == ((RESTING_BAIT,), SIGNAL_SCORE[RESTING_BAIT])
+    small, small_fill, _ = spoof(bait=999.0)  # below 10x the median: no bait
+    assert analyzed_fill(small, small_fill) == ((), 0.0)
+    same_side, same_fill, _ = spoof(fill_side="SELL")
+    assert analyzed_fill(same_side, same_fill)[0] == ()
+
+
+def test_a_fill_against_one_sided_layers_scores_high_before_the_cancels():
+    flow, fill = layers()
+    assert analyzed_fill(flow, fill) == ((ONE_SIDED_LAYERS,), SIGNAL_SCORE[ONE_SIDED_LAYERS])
+    two_levels, fill_2 = layers(prices=(1.01, 1.01, 1.02))
+    assert analyzed_fill(two_levels, fill_2)[0] == ()
+
+
+def test_a_two_sided_book_is_no_layering_set_up():
+    flow, fill = layers()
+    # The account also rests a bid: a market maker's ladder, not layers.
+    flow.insert(0, order(0, "PLACED", "bid", "BUY", 100, price=0.99))
+    assert analyzed_fill(flow, fill)[0] == ()

@@ -7,6 +7,7 @@ import pytest
 from riskengine.core import (
     DEFAULT_RULES,
     REGISTRY,
+    AccountType,
     PatternType,
     ReferenceData,
     Rules,
@@ -144,10 +145,46 @@ def test_wash_trading_needs_one_symbol():
     assert alerts_of(run(wash(symbols=("ADA/USDT", "XRP/USDT", "ADA/USDT")))) == []
 
 
-def test_wash_trading_sees_through_an_unrelated_trade_in_between():
+WINDOW_CONTIGUITY = Rules.from_parameters(1, {"wash.trading.contiguity": "window"})
+MARKET_MAKER = reference(profile(account_type=AccountType.MARKET_MAKER))
+
+
+def test_wash_trading_in_window_mode_sees_through_an_unrelated_trade_in_between():
     trades = wash()
     trades.insert(2, trade(30 * SECOND, "BUY", 5.0, quantity=5.0, symbol="ADA/USDT"))
-    assert len(alerts_of(run(trades), "WASH_TRADING")) == 1
+    assert len(alerts_of(run(trades, WINDOW_CONTIGUITY), "WASH_TRADING")) == 1
+
+
+def test_wash_trading_by_default_needs_consecutive_trades_in_the_symbol():
+    trades = wash()
+    trades.insert(2, trade(30 * SECOND, "BUY", 5.0, quantity=5.0, symbol="ADA/USDT"))
+    assert alerts_of(run(trades), "WASH_TRADING") == []
+    # The account's trades in other symbols do not break the cycle.
+    trades = wash()
+    trades.insert(2, trade(30 * SECOND, "SELL", 5.0, quantity=5.0, symbol="XRP/USDT"))
+    (alert,) = alerts_of(run(trades), "WASH_TRADING")
+    assert alert.evidence == (trades[0].trade_id, trades[1].trade_id, trades[3].trade_id)
+
+
+@pytest.mark.parametrize("rules", [DEFAULT_RULES, WINDOW_CONTIGUITY])
+def test_wash_trading_contiguity_keeps_the_seed_example(rules):
+    assert len(alerts_of(run(wash(), rules), "WASH_TRADING")) == 1
+
+
+def test_a_designated_market_maker_is_exempt_from_the_default_exempt_patterns():
+    assert alerts_of(run(wash(), ref=MARKET_MAKER)) == []
+    assert alerts_of(run(wash(), ref=reference(profile(account_type=AccountType.PROFESSIONAL))))
+    sells = [trade(i * 10 * SECOND, "SELL", 1_000.0) for i in range(10)]
+    assert alerts_of(run(sells), "FLASH_CRASH")
+    assert alerts_of(run(sells, ref=MARKET_MAKER)) == []
+
+
+def test_market_maker_exemptions_are_a_rule_parameter():
+    rules = Rules.from_parameters(1, {"market.maker.exempt": "FLASH_CRASH"})
+    assert alerts_of(run(wash(), rules, MARKET_MAKER), "WASH_TRADING")
+    # Patterns not exempted still apply to a market maker, LARGE_ORDER for one.
+    (result,) = run([trade(0, notional=600_000, quantity=5.0, symbol="BTC/USDT")], ref=MARKET_MAKER)
+    assert patterns_of([result]) == [{"LARGE_ORDER"}]
 
 
 # -- LARGE_ORDER ----------------------------------------------------------------------------------

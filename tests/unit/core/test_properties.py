@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from riskengine.core import (
     DEFAULT_RULES,
+    EMPTY_REFERENCE,
     Evaluation,
     ReferenceData,
     RiskAlert,
@@ -22,7 +25,9 @@ from riskengine.core import (
     encode_state,
     evaluate_many,
     evaluate_trade,
+    parse_trade,
 )
+from riskengine.core.models import MAX_NOTIONAL, MAX_PRICE, MIN_POSITIVE
 from riskengine.core.rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from riskengine.core.state import DAY_BUCKET_MS, DAY_MS, MAX_SYMBOLS
 
@@ -146,3 +151,59 @@ def test_going_through_the_table_encoding_changes_nothing(trades, cut):
 def test_any_bytes_decode_or_fail_with_a_state_format_error(payload):
     with contextlib.suppress(StateFormatError):
         decode_state(payload)
+
+
+EXTREME = st.one_of(
+    st.sampled_from([1e-12, 1e-9, 1.0, 1e9, 1e12, 1e15]),
+    st.floats(min_value=1e-12, max_value=1e15, allow_nan=False, allow_infinity=False),
+)
+
+
+@st.composite
+def extreme_trades(draw):
+    """Valid trades at the edges of every bound: tiny and huge quantities, prices and notionals."""
+    trades = []
+    at = T0
+    for i in range(draw(st.integers(min_value=1, max_value=40))):
+        price = min(draw(EXTREME), MAX_PRICE)
+        quantity = draw(EXTREME)
+        if quantity * price > MAX_NOTIONAL:
+            quantity = MAX_NOTIONAL / price * (1 - 1e-9)
+        if quantity * price < MIN_POSITIVE:
+            continue
+        at += draw(st.integers(min_value=0, max_value=120_000))
+        trades.append(
+            parse_trade(
+                {
+                    "tradeId": f"x-{i}",
+                    "userId": "u-x",
+                    "customerId": "c-x",
+                    "symbol": draw(st.sampled_from(["BTC/USDT", "SHIB/USDT"])),
+                    "side": draw(st.sampled_from(["BUY", "SELL"])),
+                    "quantity": quantity,
+                    "price": price,
+                    "notional": quantity * price,
+                    "timestamp": at,
+                    "exchange": "X",
+                    "orderType": "MARKET",
+                    "counterpartyUserId": draw(st.sampled_from([None, "u-y"])),
+                }
+            )
+        )
+    return trades
+
+
+@given(extreme_trades())
+@settings(max_examples=150)
+def test_extreme_valid_values_never_put_inf_or_nan_in_state_or_outputs(trades):
+    state = UserState()
+    for item in trades:
+        result = evaluate_trade(state, item, EMPTY_REFERENCE, DEFAULT_RULES)
+        state = result.state
+        json.dumps(result.analyzed.to_record(), allow_nan=False)
+        for alert in result.alerts:
+            json.dumps(alert.to_record(), allow_nan=False)
+    numbers = [state.mean, state.variance, state.day_total, state.alert_heat, *state.day_sums]
+    numbers += [s.price for s in state.symbols.values()] + state.recent.notionals + state.recent.quantities
+    assert all(math.isfinite(n) for n in numbers)
+    assert decode_state(encode_state(state)) == state

@@ -93,7 +93,20 @@ def test_market_reference_data_is_used_when_supplied():
     impact = result.analyzed.market_impact
     assert impact.reference_price == 0.5 and impact.price_deviation == pytest.approx(1.2)
     assert impact.liquidity_consumption == pytest.approx(0.11)
-    assert result.analyzed.breakdown.market_impact == 0.5
+    # 120 % above the reference price: an off-market execution, HIGH on its own.
+    assert result.analyzed.breakdown.market_impact == 0.75
+
+
+@pytest.mark.parametrize(
+    ("price", "component"),
+    [(0.71, 0.5), (0.70, 0.75), (0.40, 0.75), (1.29, 0.5), (1.30, 0.75), (1.02, 0.5 * 0.02 / 0.05)],
+)
+def test_an_off_market_execution_is_high_on_its_own(price, component):
+    from riskengine.core import MarketReference
+
+    ref = reference(profile(), markets={"ADA/USDT": MarketReference(reference_price=1.0, recent_volume=1e12)})
+    (result,) = run([trade(0, notional=1_000 * price, quantity=1_000)], ref=ref)
+    assert result.analyzed.breakdown.market_impact == pytest.approx(component)
 
 
 def test_reference_price_is_the_users_ewma_in_the_symbol():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import uuid
 
 import pytest
@@ -110,18 +111,52 @@ def test_newer_and_broken_payloads_are_refused():
         decode_state(b"\x00")
 
 
+#: Version 3 appended the alert heat (16 bytes; none: 0.0 at -1) and the recent trades'
+#: counterparties (a 2-byte length each, then the text; busy_state's trades have none).
+NO_HEAT = struct.pack("<dq", 0.0, -1)
+
+
+def version_3_tail(state: UserState) -> int:
+    return 16 + 2 * len(state.recent) + sum(len(c.encode()) for c in state.recent.counterparties)
+
+
+def without_counterparties(state: UserState) -> UserState:
+    """What a state from before format 3 comes back as: no counterparty known."""
+    state.recent.counterparties = [""] * len(state.recent)
+    return state
+
+
 def test_a_version_1_state_reads_with_an_empty_order_book():
-    current = encode_state(busy_state(5, SECOND))
-    assert current[0] == 2 and current[-4:] == bytes(4)  # an empty order book is 4 zero bytes
-    # Version 1 was the same layout without the order book section.
-    version_1 = bytes([1]) + current[1:-4]
+    state = without_counterparties(busy_state(5, SECOND))
+    current = encode_state(state)
+    tail = version_3_tail(state)
+    # An empty order book is 4 zero bytes, then the alert heat.
+    assert current[0] == 3 and current[-tail - 4 : -tail + 16] == bytes(4) + NO_HEAT
+    # Version 1 was the version 2 layout without the order book section.
+    version_1 = bytes([1]) + current[1 : -tail - 4]
     migrated = decode_state(version_1)
     assert migrated == decode_state(current)
     assert not migrated.orders
 
 
+def test_a_version_2_state_reads_without_alert_heat_or_counterparties():
+    state = busy_state(5, SECOND)
+    state.alert_heat, state.alert_heat_at = 2.5, 1_000
+    state.recent.counterparties = [f"cp-{i}" for i in range(len(state.recent))]
+    current = encode_state(state)
+    tail = version_3_tail(state)
+    assert current[-tail:][:16] == struct.pack("<dq", 2.5, 1_000)
+    version_2 = bytes([2]) + current[1:-tail]
+    migrated = decode_state(version_2)
+    assert (migrated.alert_heat, migrated.alert_heat_at) == (0.0, -1)
+    assert migrated.recent.counterparties == [""] * len(state.recent)
+    migrated.alert_heat, migrated.alert_heat_at = 2.5, 1_000
+    migrated.recent.counterparties = state.recent.counterparties
+    assert migrated == decode_state(current)
+
+
 def test_older_versions_go_through_the_migration_hook(monkeypatch):
-    current = encode_state(busy_state(5, SECOND))
+    current = encode_state(without_counterparties(busy_state(5, SECOND)))
 
     def from_zero(payload: bytes) -> bytes:
         # Pretend format 0 was format 1 with a leading marker byte after the version.
@@ -129,5 +164,5 @@ def test_older_versions_go_through_the_migration_hook(monkeypatch):
         return bytes([1]) + payload[2:]
 
     monkeypatch.setitem(MIGRATIONS, 0, from_zero)
-    old = bytes([0, 0xFF]) + current[1:-4]
+    old = bytes([0, 0xFF]) + current[1 : -version_3_tail(decode_state(current)) - 4]
     assert decode_state(old) == decode_state(current)

@@ -149,6 +149,25 @@ def test_the_script_only_looks_up_elements_the_page_has():
     looked_up |= {f"{part}-detail" for part in ("user", "market", "alert")}
     assert looked_up - ids == set()
     assert {"market-detail", "market-chart", "market-window", "market-account-alerts"} <= looked_up
+    assert {"alerts-sort", "alerts-min-priority"} <= looked_up, "the live list's priority controls"
+
+
+def test_the_priority_controls_offer_what_the_reporting_view_takes():
+    """The order options are the alert search's sorts; the minimum's bounds are the contract's."""
+    from riskengine.search.reporting import MAX_PRIORITY, PRIORITY_BANDS, parse_alert_search
+
+    page = (STATIC / "index.html").read_text()
+    select = re.search(r'<select id="alerts-sort".*?</select>', page, re.S)
+    assert select is not None
+    for sort in re.findall(r'value="([^"]*)"', select.group(0)):
+        assert parse_alert_search({"sort": sort}).sort == sort
+    minimum = re.search(r'<input id="alerts-min-priority"[^>]*>', page, re.S)
+    assert minimum is not None
+    assert 'min="0"' in minimum.group(0) and f'max="{MAX_PRIORITY}"' in minimum.group(0)
+    # The page's colour bands are the reporting view's.
+    script = (STATIC / "dashboard.js").read_text()
+    assert [low for _name, low in PRIORITY_BANDS] == [80, 50, 0]
+    assert 'priority >= 80 ? "high" : priority >= 50 ? "medium" : "low"' in script
 
 
 def test_the_dashboard_serves_the_market_view_under_the_reporting_api():

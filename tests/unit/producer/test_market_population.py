@@ -4,10 +4,12 @@ import itertools
 import math
 import random
 import statistics
+from collections import Counter
 
 import pytest
 
-from riskengine.core import ReferenceData
+from riskengine.core import ReferenceData, parse_profile
+from riskengine.core.models import AccountType
 from riskengine.producer.market import SYMBOL_CATALOG, Market, heavy_tailed
 from riskengine.producer.population import (
     SANCTIONED_COUNTRIES,
@@ -89,8 +91,30 @@ def test_roles_ids_and_linked_accounts():
 
 
 def test_too_few_users_is_an_error_naming_the_minimum():
-    with pytest.raises(PopulationError, match="at least 38 users"):
-        role_counts(37)
+    with pytest.raises(PopulationError, match="at least 46 users"):
+        role_counts(45)
+
+
+def test_every_role_has_its_account_type_and_bad_actors_look_ordinary():
+    population = build_population(2_000, tuple(SYMBOL_CATALOG), EXCHANGES, random.Random(4))
+    types = {role: Counter(u.account_type for u in population.by_role[role]) for role in Role}
+    assert set(types[Role.MARKET_MAKER]) == {"MARKET_MAKER"}
+    assert set(types[Role.HFT]) == set(types[Role.ARBITRAGE]) == {"PROFESSIONAL"}
+    assert set(types[Role.EXECUTION]) == set(types[Role.WHALE]) == {"INSTITUTIONAL"}
+    assert set(types[Role.DCA]) == {"RETAIL"}
+    assert set(types[Role.RETAIL]) == {"RETAIL", None}
+    undesignated = types[Role.RETAIL][None] / sum(types[Role.RETAIL].values())
+    assert 0.25 <= undesignated <= 0.35
+    for role in (Role.ABUSER, Role.LINKED, Role.TIER0, Role.SANCTIONED):
+        assert set(types[role]) <= {"RETAIL", "PROFESSIONAL", None}, role
+    for user in population.users:
+        profile = user.profile(START)
+        assert profile["accountType"] == user.account_type
+        assert parse_profile(profile).account_type == (
+            None if user.account_type is None else AccountType(user.account_type)
+        )
+    dca = population.by_role[Role.DCA]
+    assert all(u.interval_ms >= 15 * 60_000 and u.symbols[0].split("/")[0] in ("BTC", "ETH") for u in dca)
 
 
 def test_the_reference_document_loads_into_the_cores_reference_data():

@@ -3,7 +3,7 @@
 import pytest
 
 from riskengine.core import PARAMETERS
-from riskengine.producer.oracle import GUARD, KYC_LIMITS, SPEC, Limits, PatternOracle, Subject, TradeFacts
+from riskengine.producer.oracle import KYC_LIMITS, SPEC, Limits, PatternOracle, Subject, TradeFacts
 
 T0 = 1_767_225_600_000
 SUBJECTS = {
@@ -129,12 +129,13 @@ def test_round_trip_wash_needs_three_round_trips_within_an_hour():
     assert "ROUND_TRIP_WASH" not in patterns(o, trade(n + 1, 1_921, user="b", quantity=100, counterparty="a"))
 
 
-def test_the_guard_is_wider_than_the_definitions():
+def test_the_daily_notional_is_the_last_24_hours_exactly():
     o = oracle()
-    feed(o, trade(1, 0, 1_000), trade(2, 30, 1_420))
-    near_miss = trade(3, 60, 2_000)  # steps of 1.42 and 1.41: no spike, but too close to one
-    assert "VOLUME_SPIKE" not in patterns(o, near_miss)
-    assert "VOLUME_SPIKE" in patterns(o, near_miss, GUARD)
+    feed(o, trade(1, 0, 1_500, user="b"), trade(2, 3_600, 500, user="b"))
+    assert o.day_notional("b") == 2_000
+    assert o.day_notional("b", T0 + 86_400_000) == 2_000  # the first trade is exactly 24 h old
+    assert o.day_notional("b", T0 + 86_400_001) == 500
+    assert o.day_notional("b", T0 + 90_000_001) == 0
 
 
 def test_venue_kyc_limits_equal_the_engines_default_rules():

@@ -1,7 +1,7 @@
 """The index templates: patterns for both topics, keyword ids and enums, dates and numeric scores."""
 
 from riskengine.contracts.topics import Topics
-from riskengine.search.index_templates import TEMPLATES
+from riskengine.search.index_templates import TEMPLATES, missing_properties
 
 
 def test_each_searchable_topic_has_one_template() -> None:
@@ -21,3 +21,23 @@ def test_ids_and_enums_are_keywords_timestamps_dates_scores_numbers() -> None:
     assert alerts["severity"] == {"type": "keyword"}
     assert alerts["timestamp"]["type"] == "date"
     assert all(mappings["dynamic"] is False for _, mappings in TEMPLATES.values())
+
+
+def test_alerts_map_the_priority_as_an_integer() -> None:
+    assert TEMPLATES["riskengine-alerts"][1]["properties"]["priority"] == {"type": "integer"}
+
+
+def test_missing_properties_are_what_an_older_index_lacks_nested_ones_too() -> None:
+    alerts = TEMPLATES["riskengine-alerts"][1]["properties"]
+    older = {name: spec for name, spec in alerts.items() if name != "priority"}
+    assert missing_properties(alerts, older) == {"priority": {"type": "integer"}}
+    assert missing_properties(alerts, alerts) == {}
+    assert missing_properties(alerts, {}) == alerts
+    # A field mapped with another type (a dynamically mapped index) is left alone: no conflict.
+    assert "timestamp" not in missing_properties(alerts, {**older, "timestamp": {"type": "long"}})
+    trades = TEMPLATES["riskengine-analyzed-trades"][1]["properties"]
+    nested = {**trades, "originalTrade": {"properties": {"tradeId": {"type": "keyword"}}}}
+    missing = missing_properties(trades, nested)
+    assert list(missing) == ["originalTrade"]
+    assert "tradeId" not in missing["originalTrade"]["properties"]
+    assert "userId" in missing["originalTrade"]["properties"]

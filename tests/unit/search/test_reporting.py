@@ -136,8 +136,10 @@ def test_every_filtered_field_is_mapped_in_the_index_templates():
         "alertId",
         "description",
         "recommendedAction",
+        "priority",
     ):
         assert field in alerts, field
+    assert alerts["priority"] == {"type": "integer"}, "sorted and ranged as a number"
     for field in ("riskScore", "finalRiskLevel", "triggeredPatterns", "eventTimestamp"):
         assert field in trades, field
     for field in ("userId", "tradeId"):
@@ -193,6 +195,25 @@ def test_top_users_by_alerts_count_alert_documents():
     users = body["aggs"]["users"]
     assert users["terms"]["field"] == "userId"
     assert users["terms"]["order"][0] == {"_count": "desc"}
+    assert set(users["aggs"]) == {"patterns", "severities", "priorityBands", "noPriority"}
+    row = r.top_users_result(
+        top,
+        {
+            "aggregations": {
+                "users": {
+                    "buckets": [
+                        {
+                            "key": "u-1",
+                            "doc_count": 3,
+                            "priorityBands": {"buckets": {"80-100": {"doc_count": 1}}},
+                            "noPriority": {"doc_count": 2},
+                        }
+                    ]
+                }
+            }
+        },
+    )["users"][0]
+    assert row["byPriority"] == {"80-100": 1, "50-79": 0, "0-49": 0, "none": 2}
     assert body["query"]["bool"]["filter"][0]["range"]["timestamp"] == {
         "format": "epoch_millis",
         "gte": NOW - 1000,
@@ -265,6 +286,9 @@ def test_results_are_shaped_from_elasticsearch_answers():
         "total": 7,
         "page": 2,
         "size": 5,
+        "sort": "time",
+        "minPriority": None,
+        "byPriority": {"80-100": 0, "50-79": 0, "0-49": 0, "none": 0},
     }
 
     def analyzed(trade_id: str, ts: int, score: float, level: str) -> dict[str, Any]:
@@ -372,3 +396,109 @@ def test_counts_without_an_index_are_zero_buckets_aligned_like_elasticsearchs():
     assert [b["time"] for b in shaped["buckets"]] == [NOW + 60_000, NOW + 120_000, NOW + 180_000]
     assert all(b == {"time": b["time"], "total": 0, "counts": {}} for b in shaped["buckets"])
     assert (shaped["total"], shaped["series"]) == (0, [])
+
+
+def test_alert_search_sorts_by_time_or_priority_and_filters_by_a_minimum_priority():
+    assert (r.AlertSearch().sort, r.AlertSearch().min_priority) == ("time", None)
+    assert r.parse_alert_search({"sort": "time", "minPriority": " "}) == r.AlertSearch()
+    search = r.parse_alert_search({"sort": "priority", "minPriority": "050"})
+    assert (search.sort, search.min_priority) == ("priority", 50)
+    for edge in (0, 100):
+        assert r.parse_alert_search({"minPriority": str(edge)}).min_priority == edge
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "-1",
+        "101",
+        "9" * 400,  # refused before int() (which raises on 4,300+ digits) and not echoed whole
+        "-" + "9" * 400,
+        "1e300",
+        "1e2",
+        "50.0",
+        "0x10",
+        "+50",
+        "NaN",
+        "Infinity",
+        "fifty",
+        "\uff15\uff10",  # full-width digits are not an integer here
+        "50,60",
+    ],
+)
+def test_a_bad_minimum_priority_is_refused_clearly(raw):
+    error = error_of(r.parse_alert_search, {"minPriority": raw})
+    assert error.parameter == "minPriority"
+    message = str(error)
+    assert message.startswith("minPriority must be") and "0 and 100" in message
+    assert len(message) < 120, message
+
+
+@pytest.mark.parametrize("raw", ["PRIORITY", "newest", "priority,time", "-priority", "x" * 500])
+def test_a_bad_sort_is_refused_clearly(raw):
+    error = error_of(r.parse_alert_search, {"sort": raw})
+    assert error.parameter == "sort"
+    assert "sort must be time or priority" in str(error) and len(str(error)) < 120
+
+
+def test_alert_search_body_sorts_by_priority_with_none_last_and_filters_the_minimum():
+    by_time = r.alert_search_body(r.AlertSearch())
+    assert by_time["sort"] == [{"timestamp": "desc"}, {"alertId": "asc"}], "the default order is unchanged"
+    assert by_time["query"] == {"bool": {"filter": []}}, "no priority filter unless asked"
+    body = r.alert_search_body(r.AlertSearch(user="u-1", sort="priority", min_priority=0))
+    assert body["sort"] == [
+        {"priority": {"order": "desc", "missing": "_last", "unmapped_type": "integer"}},
+        {"timestamp": "desc"},
+        {"alertId": "asc"},
+    ]
+    assert body["query"]["bool"]["filter"] == [
+        {"term": {"userId": "u-1"}},
+        {"range": {"priority": {"gte": 0}}},
+    ]
+    assert body["aggs"] == {
+        "priorityBands": {
+            "range": {
+                "field": "priority",
+                "keyed": True,
+                "ranges": [
+                    {"key": "80-100", "from": 80},
+                    {"key": "50-79", "from": 50, "to": 80},
+                    {"key": "0-49", "from": 0, "to": 50},
+                ],
+            }
+        },
+        "noPriority": {"missing": {"field": "priority"}},
+    }
+    # Each body is its own: changing one does not change the next.
+    body["sort"].clear()
+    body["aggs"].clear()
+    again = r.alert_search_body(r.AlertSearch(sort="priority"))
+    assert len(again["sort"]) == 3 and len(again["aggs"]) == 2
+
+
+def test_alert_search_result_counts_priority_bands():
+    search = r.AlertSearch(sort="priority", min_priority=50)
+    answer = {
+        "hits": {"total": {"value": 9}, "hits": []},
+        "aggregations": {
+            "priorityBands": {
+                "buckets": {
+                    "80-100": {"from": 80.0, "doc_count": 2},
+                    "50-79": {"from": 50.0, "to": 80.0, "doc_count": 3},
+                    "0-49": {"from": 0.0, "to": 50.0, "doc_count": 0},
+                }
+            },
+            "noPriority": {"doc_count": 4},
+        },
+    }
+    shaped = r.alert_search_result(search, answer)
+    assert shaped["byPriority"] == {"80-100": 2, "50-79": 3, "0-49": 0, "none": 4}
+    assert list(shaped["byPriority"]) == ["80-100", "50-79", "0-49", "none"], "highest first"
+    assert (shaped["sort"], shaped["minPriority"]) == ("priority", 50)
+    empty = r.alert_search_result(r.AlertSearch(), {"hits": {"total": {"value": 0}, "hits": []}})
+    assert empty["byPriority"] == {"80-100": 0, "50-79": 0, "0-49": 0, "none": 0}
+
+
+def test_the_priority_bands_cover_0_to_100_once():
+    lows = [low for _name, low in r.PRIORITY_BANDS]
+    assert lows == sorted(lows, reverse=True) and lows[-1] == 0 and lows[0] <= r.MAX_PRIORITY

@@ -7,6 +7,7 @@ real envelope format; only the broker, the store, the stream and the consumer po
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from riskengine.core import (
     Rules,
     Trade,
     UserState,
+    decode_state,
     encode_state,
     evaluate_trade,
 )
@@ -390,7 +392,7 @@ async def test_held_events_go_alone_after_the_longest_hold(monkeypatch):
     worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
     trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
     worker.inputs.behind[("crypto-orders", 0)] = None  # its end not known yet
-    clock = [1_000.0]
+    clock = [2_000_000_000.0]  # 2033: after every test event (none is ahead of the clock)
     monkeypatch.setattr("riskengine.worker.agents.user_agent.time.time", lambda: clock[0])
     stream = FakeStream(journal)
     assert await worker.analysis.analyze(Batch(events=[(event, stream) for event in trades])) == len(trades)
@@ -428,7 +430,7 @@ async def test_events_wait_as_long_as_the_other_input_is_known_to_be_behind(monk
     worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
     trades = trade_events(worker.context.catalog, [(0, t) for t in wash_trades("u-1")])
     worker.inputs.behind[("crypto-orders", 0)] = 3
-    clock = [1_000.0]
+    clock = [2_000_000_000.0]  # 2033: after every test event (none is ahead of the clock)
     monkeypatch.setattr("riskengine.worker.agents.user_agent.time.time", lambda: clock[0])
     await worker.analysis.analyze(Batch(events=[(event, FakeStream(journal)) for event in trades]))
     clock[0] += 10 * user_agent.MAX_HOLD_S
@@ -652,3 +654,23 @@ async def test_input_positions_trust_a_caught_up_highwater_fetched_with_or_after
     consumer.fetched_at[orders] = arrived + 3  # a later response
     assert positions.lag("crypto-orders", 1, since_ms=arrived) == 0
     assert broker.asked == []
+
+
+async def test_an_event_far_ahead_of_the_clock_is_dead_lettered_and_moves_no_state(monkeypatch):
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    wash = wash_trades("u-1")
+    future = dataclasses.replace(wash[0], trade_id="t-future", timestamp=99_999_999_999_999)
+    now_s = wash[-1].timestamp / 1000
+    monkeypatch.setattr("riskengine.worker.agents.user_agent.time.time", lambda: now_s)
+    events = trade_events(worker.context.catalog, [(0, future), *((0, t) for t in wash)])
+    stream = FakeStream(journal)
+    await worker.process(events, stream)
+
+    [dead] = worker.producer.records("crypto-trades-dlq")
+    assert dict(dead[4])["reason"] == b"ahead-of-clock"
+    assert len(stream.acked) == len(events)
+    # The account's event time did not jump to the year 5138: the wash trades after it still alert.
+    assert "WASH_TRADING" in alert_patterns(worker.producer, worker.context.catalog)
+    state = decode_envelope(worker.store.values[0][b"u-1"]).state
+    assert decode_state(state).watermark == wash[-1].timestamp
