@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install browser lint typecheck unit integration test stack-up stack-down stack-status setup demo bench-core bench clean
+.PHONY: help install tools browser lint deploy-check typecheck unit integration test stack-up stack-down stack-status setup demo bench-core bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -18,6 +18,20 @@ $(INSTALLED): setup.cfg pyproject.toml devtools/setup.cfg devtools/pyproject.tom
 	$(BIN)/pip install --quiet -e '.[test]' -e ./devtools
 	@touch $@
 
+# kustomize renders the Kubernetes manifests (deploy/k8s) for their checks; built from its Go module
+# into the git-ignored cache, once.
+KUSTOMIZE_VERSION := v5.7.1
+TOOLS := .cache/tools/bin
+KUSTOMIZE := $(TOOLS)/kustomize
+
+tools: $(KUSTOMIZE)  ## kustomize (from its Go module) for the manifest checks, into .cache/tools/bin
+
+$(KUSTOMIZE):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(abspath $(TOOLS)) GOFLAGS=-modcacherw GOMODCACHE=$(abspath .cache/downloads/go-mod) \
+		go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) \
+		|| { echo "make tools: go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION) failed" >&2; exit 1; }
+
 browser:  ## Debian's chromium, for the dashboard's browser test (apt-get when missing; needs root)
 	@scripts/ensure-chromium
 
@@ -26,10 +40,21 @@ lint: install  ## ruff: lint and formatting; import-linter: the dependency rules
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# No container engine or cluster is needed: hadolint and shellcheck come from their PyPI wheels,
+# kubernetes-validate ships the Kubernetes schemas. tests/unit/deploy/ checks more (settings, probes...).
+deploy-check: install tools  ## lint the Dockerfiles and the entrypoint; render the manifests and validate them against the Kubernetes schemas
+	$(BIN)/hadolint --failure-threshold info docker/Dockerfile docker/connect.Dockerfile
+	$(BIN)/shellcheck docker/entrypoint.sh
+	@for target in base overlays/local; do \
+		echo "kustomize build deploy/k8s/$$target | kubernetes-validate --strict"; \
+		$(KUSTOMIZE) build deploy/k8s/$$target > .cache/tools/$${target//\//-}.yaml || exit 1; \
+		$(BIN)/kubernetes-validate --strict --quiet .cache/tools/$${target//\//-}.yaml || exit 1; \
+	done
+
 typecheck: install  ## mypy --strict (config in setup.cfg)
 	$(BIN)/mypy
 
-unit: install  ## tests that need no services
+unit: install tools  ## tests that need no services
 	$(BIN)/pytest -m "not integration"
 
 integration: install  ## tests against the local stack (must be up)
@@ -37,7 +62,7 @@ integration: install  ## tests against the local stack (must be up)
 
 # The stack is started for the tests and stopped after them, whatever they return;
 # KEEP_STACK=1 leaves it running for the next run.
-test: lint typecheck browser  ## lint, type-check, start the stack, run every test, stop the stack
+test: lint deploy-check typecheck browser  ## lint, type-check, start the stack, run every test, stop the stack
 	@set +e; $(BIN)/riskengine stack up && $(BIN)/pytest; rc=$$?; \
 	if [ -z "$(KEEP_STACK)" ]; then $(BIN)/riskengine stack down; fi; exit $$rc
 

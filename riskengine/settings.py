@@ -23,6 +23,7 @@ PREFIX = "RISKENGINE_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 
 class Secret:
@@ -245,6 +246,12 @@ class Settings:
     producer_seed: int = _setting(0, "mock trading: random seed; 0 draws a new one per start", int)
     # Process
     log_level: str = _setting("info", "debug, info, warning or error", _choice(*LOG_LEVELS, upper=False))
+    log_format: str = _setting(
+        "text",
+        "text, or json: one JSON object per line with the worker id, and topic, partition and trade id "
+        "where known",
+        _choice(*LOG_FORMATS, upper=False),
+    )
     # Worker (faust -A riskengine worker): app id, topic isolation, web, snapshots, RocksDB sizes
     worker_app_id: str = _setting(
         "riskengine", "Faust app id: consumer group and prefix of the table changelog topics", _app_id
@@ -253,6 +260,11 @@ class Settings:
         "", "appended to every engine topic name (isolated test or staging runs on one cluster)", _name_part
     )
     worker_web_host: str = _setting("127.0.0.1", "address the worker's web server binds and advertises")
+    worker_web_bind: str = _setting(
+        "",
+        "address the worker's web server listens on when not RISKENGINE_WORKER_WEB_HOST "
+        "(containers: 0.0.0.0, advertising the pod IP); empty: RISKENGINE_WORKER_WEB_HOST",
+    )
     worker_admin_token: Secret = _setting(
         Secret(""),
         "bearer token the worker's admin endpoints and /users views require "

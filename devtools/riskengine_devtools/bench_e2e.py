@@ -52,8 +52,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from riskengine.cli.unreachable import ServiceUnreachable, reaching, report
 from riskengine.connections import client_options
-from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.contracts.topics import TOPICS, TopicSpec, ensure_topics, topic_names, topic_specs
 from riskengine.core import Trade
 from riskengine.producer.events import EventKind
@@ -148,7 +149,9 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     loops = LOOPS if args.event_loop == "both" else (args.event_loop,)
     try:
-        asyncio.run(_run(args, settings, loops))
+        reaching(_run(args, settings, loops), settings)
+    except ServiceUnreachable as exc:
+        return report("bench-e2e", exc)
     except StageFailed as exc:
         print(f"riskengine bench-e2e: {exc}", file=sys.stderr)
         return 1
@@ -184,7 +187,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     with tempfile.TemporaryDirectory(prefix="riskengine-bench-") as scratch:
         try:
             await ensure_topics(base, specs)
-            catalog = SchemaCatalog(registry_client(base))
+            catalog = SchemaCatalog.for_settings(base)
             await catalog.register()
             stream = build_stream(
                 args.users, args.trades + int(args.rate * args.seconds) * len(loops), args.seed

@@ -10,7 +10,6 @@ to a function ``(args, settings) -> exit code``. Installed distributions add com
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
@@ -18,6 +17,7 @@ from types import ModuleType
 from typing import Protocol
 
 from riskengine.errors import SettingsError
+from riskengine.logs import configure as configure_logging
 from riskengine.settings import Settings
 
 from . import (
@@ -29,6 +29,7 @@ from . import (
     replay_command,
     schemas_command,
     snapshot_command,
+    tail_command,
     topics_command,
 )
 
@@ -42,6 +43,7 @@ COMMANDS: tuple[ModuleType, ...] = (
     snapshot_command,
     connector_command,
     dashboard_command,
+    tail_command,
 )
 #: Entry-point group of the commands other distributions add.
 PLUGIN_GROUP = "riskengine.commands"
@@ -88,9 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"riskengine: bad setting: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     code: int = args.handler(args, settings)
     return code
 

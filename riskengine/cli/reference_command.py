@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from riskengine.connections import client_options
-from riskengine.contracts.avro_codec import RegistryError, SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import RegistryError, SchemaCatalog
 from riskengine.contracts.reference_record import (
     RECORD_NAME,
     REFERENCE_KEY,
@@ -49,12 +49,10 @@ from riskengine.contracts.reference_record import (
     reference_record,
 )
 from riskengine.contracts.topics import (
-    RECORD_TOPICS,
     TopicLayoutError,
     ensure_topics,
     topic_names,
     topic_specs,
-    value_subject,
 )
 from riskengine.core import ReferenceData
 from riskengine.errors import CommandError
@@ -152,10 +150,10 @@ async def _publish(
 ) -> list[str]:
     names = topic_names(settings)
     await ensure_topics(settings, topic_specs(settings, (names.user_profiles, names.risk_reference)))
-    catalog = SchemaCatalog(registry_client(settings))
+    catalog = SchemaCatalog.for_settings(settings)
     await catalog.register(["UserProfile", RECORD_NAME])
     # Every registered version of the record, so the versions already on the topic decode.
-    await catalog.warm([value_subject(RECORD_TOPICS[RECORD_NAME])])
+    await catalog.warm([catalog.subjects[RECORD_NAME]])
     values = await _read_topic(settings, names.risk_reference)
     active = active_version(catalog, values)
     chosen = active + 1 if version is None else version

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
+from riskengine.cli.unreachable import ServiceUnreachable, reaching, report
 from riskengine.settings import Settings
 from riskengine.worker.snapshots import (
     SnapshotError,
@@ -61,7 +61,9 @@ def list_snapshots(args: argparse.Namespace, settings: Settings) -> int:
     manifests with the reason (one bad manifest does not hide the others; the exit status stays 0)."""
     store = snapshot_store(settings)
     try:
-        scan = asyncio.run(store.scan(settings.worker_app_id, args.table))
+        scan = reaching(store.scan(settings.worker_app_id, args.table), settings)
+    except ServiceUnreachable as exc:
+        return report("snapshot", exc)
     except SnapshotError as exc:
         print(f"riskengine snapshot: {exc}")
         return 1
@@ -86,7 +88,9 @@ def list_snapshots(args: argparse.Namespace, settings: Settings) -> int:
 def restore_snapshots(args: argparse.Namespace, settings: Settings) -> int:
     """Restore the latest snapshot of every selected partition; exit 1 with the reason on failure."""
     try:
-        return asyncio.run(_restore(args, settings))
+        return reaching(_restore(args, settings), settings)
+    except ServiceUnreachable as exc:
+        return report("snapshot restore", exc)
     except SnapshotError as exc:
         print(f"riskengine snapshot restore: {exc}")
         return 1

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
+from riskengine.cli.unreachable import ServiceUnreachable, reaching, report
 from riskengine.contracts.topics import TopicLayoutError, ensure_topics, topic_specs
 from riskengine.settings import Settings
 
@@ -22,9 +22,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def create_topics(args: argparse.Namespace, settings: Settings) -> int:
-    """Create the topics; exit 1 naming the topic whose layout is wrong."""
+    """Create the topics; exit 1 naming the topic whose layout is wrong, or Kafka unreachable."""
     try:
-        result = asyncio.run(ensure_topics(settings, topic_specs(settings)))
+        result = reaching(ensure_topics(settings, topic_specs(settings)), settings)
+    except ServiceUnreachable as exc:
+        return report("topics", exc)
     except TopicLayoutError as exc:
         print(f"riskengine topics: {exc}")
         return 1

@@ -35,7 +35,7 @@ from schema_registry.client.schema import AvroSchema
 
 from riskengine.contracts.analyzed_writer import analyzed_body
 from riskengine.contracts.schema_files import expanded_schema, parsed_schema
-from riskengine.contracts.topics import RECORD_TOPICS, value_subject
+from riskengine.contracts.topics import RECORD_TOPICS, compatibility, record_subjects
 from riskengine.core import (
     InvalidOrderEvent,
     InvalidTrade,
@@ -248,6 +248,28 @@ class SchemaCache:
             raise UnreadableRecord(f"schema id {schema_id} does not describe a record")
         return record
 
+    def decode_as_written(self, payload: bytes) -> Any:
+        """Decode a wire-format value with its writer's own schema, whatever the contract.
+
+        For tools that show any record (``riskengine tail``): no reader schema, no validation.
+        :class:`MalformedFrame`, :class:`UnknownSchemaId` (async callers may ``fetch`` it and
+        retry) or :class:`UnreadableRecord` when it cannot.
+        """
+        if len(payload) < _HEADER.size:
+            raise MalformedFrame(f"value of {len(payload)} bytes is too short")
+        magic, schema_id = _HEADER.unpack_from(payload)
+        if magic != MAGIC_BYTE:
+            raise MalformedFrame(f"magic byte is {magic}, expected {MAGIC_BYTE}")
+        schema = self._raw_by_id.get(schema_id)
+        if schema is None:
+            raise UnknownSchemaId(schema_id)
+        body = io.BytesIO(payload)
+        body.seek(_HEADER.size)
+        try:
+            return fastavro.schemaless_reader(body, schema, None)
+        except _AVRO_READ_ERRORS as exc:
+            raise UnreadableRecord(f"body does not parse with schema id {schema_id}: {exc!r}") from exc
+
     def _writer(self, schema_id: int, name: str) -> _WriterSchema:
         cached = self._by_id.get((schema_id, name))
         if cached is not None:
@@ -297,19 +319,34 @@ class SchemaCache:
 
 
 class SchemaCatalog(SchemaCache):
-    """A :class:`SchemaCache` filled from the registry before consuming starts."""
+    """A :class:`SchemaCache` filled from the registry before consuming starts.
 
-    def __init__(self, client: AsyncSchemaRegistryClient) -> None:
+    ``suffix`` is RISKENGINE_WORKER_TOPIC_SUFFIX: subjects follow the actual topic names
+    (``crypto-trades<suffix>-value``), as Confluent's TopicNameStrategy looks them up.
+    """
+
+    def __init__(self, client: AsyncSchemaRegistryClient, suffix: str = "") -> None:
         super().__init__()
         self._client = client
+        self.subjects = record_subjects(suffix)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> SchemaCatalog:
+        """A catalog on the configured registry, with the subjects of the configured topics."""
+        return cls(registry_client(settings), settings.worker_topic_suffix)
 
     async def register(self, names: Iterable[str] = tuple(RECORD_TOPICS)) -> dict[str, int]:
-        """Register each contract under its topic's value subject (idempotent) and write with it."""
+        """Set each contract's subject compatibility, register the contract (both idempotent) and
+        write with it.
+
+        The compatibility (:func:`riskengine.contracts.topics.compatibility`) is set before the
+        first registration, so a subject never exists under the registry's global default only.
+        """
         for name in names:
+            subject = self.subjects[name]
+            await self.set_compatibility(subject, compatibility(name))
             schema = expanded_schema(name)
-            self.add(
-                await self.register_schema(value_subject(RECORD_TOPICS[name]), schema), schema, writes=name
-            )
+            self.add(await self.register_schema(subject, schema), schema, writes=name)
         return dict(self._writer_ids)
 
     async def register_schema(self, subject: str, schema: dict[str, Any]) -> int:
@@ -325,7 +362,7 @@ class SchemaCatalog(SchemaCache):
         return schema_id
 
     async def set_compatibility(self, subject: str, level: str = "BACKWARD") -> None:
-        """Set ``subject``'s compatibility level (the engine's contracts evolve BACKWARD)."""
+        """Set ``subject``'s compatibility level."""
         try:
             await self._client.update_compatibility(level, subject)
         except ClientError as exc:
@@ -338,7 +375,7 @@ class SchemaCatalog(SchemaCache):
 
         Returns how many schema ids are now cached.
         """
-        for subject in subjects or [value_subject(t) for t in RECORD_TOPICS.values()]:
+        for subject in subjects or self.subjects.values():
             try:
                 versions = await self._client.get_versions(subject)
                 for version in versions or []:

@@ -83,9 +83,35 @@ RECORD_TOPICS: dict[str, str] = {
 }
 
 
+#: Contracts the engine reads from producers it does not control. FULL_TRANSITIVE: a new schema
+#: must be readable by, and able to read, every earlier version, so a producer that drops a
+#: required field (customerId, say) is refused by the registry at registration, instead of every
+#: one of its records being dead-lettered by the workers.
+INPUT_CONTRACTS = frozenset({"CryptoTrade", "OrderEvent", "UserProfile", "RiskRules", "RiskReference"})
+
+
+def compatibility(name: str) -> str:
+    """The registry compatibility level of contract ``name``'s subject.
+
+    Inputs are FULL_TRANSITIVE (:data:`INPUT_CONTRACTS`). The engine's outputs stay BACKWARD: the
+    engine is their only writer, and their readers (the sink connector, the dashboard) resolve the
+    writer's schema by id.
+    """
+    return "FULL_TRANSITIVE" if name in INPUT_CONTRACTS else "BACKWARD"
+
+
 def value_subject(topic: str) -> str:
-    """The registry subject of a topic's values (Confluent's TopicNameStrategy)."""
+    """The registry subject of a topic's values (Confluent's TopicNameStrategy).
+
+    ``topic`` is the actual topic name, suffix included (:func:`topic_names`), so a standard client
+    using TopicNameStrategy finds the subject, and a suffixed deployment never evolves another's.
+    """
     return f"{topic}-value"
+
+
+def record_subjects(suffix: str = "") -> dict[str, str]:
+    """Contract name -> the value subject of its topic with ``suffix`` (RISKENGINE_WORKER_TOPIC_SUFFIX)."""
+    return {name: value_subject(topic + suffix) for name, topic in RECORD_TOPICS.items()}
 
 
 #: Dead letters and reference data are kept long enough for an operator to act on them.

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.connections import client_options
-from riskengine.contracts.avro_codec import DecodeError, SchemaCatalog, UnknownSchemaId, registry_client
+from riskengine.contracts.avro_codec import DecodeError, SchemaCatalog, UnknownSchemaId
 from riskengine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class AlertFeed:
             await admin.close()
 
     async def _consume(self) -> None:
-        catalog = SchemaCatalog(registry_client(self._settings))
+        catalog = SchemaCatalog.for_settings(self._settings)
         # Every registered version of the contracts, so decoding rarely needs the registry.
         await catalog.warm()
         consumer = AIOKafkaConsumer(**client_options(self._settings), enable_auto_commit=False)

@@ -50,12 +50,13 @@ from typing import Any
 
 from aiohttp import web
 
-from riskengine.contracts.avro_codec import SchemaCache, SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import SchemaCache, SchemaCatalog
 from riskengine.contracts.reference_record import RECORD_NAME, REFERENCE_KEY, reference_record
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.core import InvalidTrade, ReferenceData, parse_trade
 from riskengine.errors import SettingsError
+from riskengine.logs import configure as configure_logging
 from riskengine.settings import Settings
 from riskengine.web_guard import allowed_names, guard, is_loopback, token_matches
 
@@ -587,7 +588,7 @@ def kafka_connector(settings: Settings) -> Connector:
             for spec in topic_specs(settings, names)
         ]
         await ensure_topics(settings, specs)
-        catalog = SchemaCatalog(registry_client(settings))
+        catalog = SchemaCatalog.for_settings(settings)
         await catalog.register(["CryptoTrade", "OrderEvent", "UserProfile", RECORD_NAME])
         transport = KafkaTransport(settings)
         await transport.start()
@@ -624,9 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None
     }
     config = replace(config, **overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings)
     web.run_app(
         create_app(config, kafka_connector(settings), settings.web_allowed_hosts),
         host=config.host,

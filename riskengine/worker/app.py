@@ -34,6 +34,7 @@ import faust
 
 from riskengine.connections import ssl_context
 from riskengine.contracts.topics import ensure_topics, topic_specs
+from riskengine.logs import faust_logging_config, quiet_libraries
 from riskengine.settings import Settings
 from riskengine.web_guard import allowed_names, guard
 from riskengine.worker.agents.user_agent import UserAgent
@@ -46,8 +47,9 @@ from riskengine.worker.tables.user_state import MARKET_TABLE_NAME, PAIR_TABLE_NA
 from riskengine.worker.web_views import register_views
 
 log = logging.getLogger(__name__)
-# One line per registry request at info level drowns the worker's own log.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+# One line per registry request at info level drowns the worker's own log (Faust's logging setup,
+# below, keeps it quiet too).
+quiet_libraries()
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -77,7 +79,9 @@ def app_options(settings: Settings) -> dict[str, Any]:
         topic_replication_factor=settings.topic_replication_factor,
         table_standby_replicas=settings.worker_standby_replicas,
         autodiscover=False,
-        web_bind=settings.worker_web_host,
+        # In a container the worker listens on every interface (probes, port-forward) and advertises
+        # its pod IP, which the other workers forward /users/{userId} requests to.
+        web_bind=settings.worker_web_bind or settings.worker_web_host,
         web_host=settings.worker_web_host,
         # Raw table bytes and partition layout, unauthenticated: the worker's own views replace them.
         web_tables_enabled=False,
@@ -100,6 +104,7 @@ def app_options(settings: Settings) -> dict[str, Any]:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.worker_session_timeout,
         broker_heartbeat_interval=settings.worker_session_timeout / 10,
+        logging_config=faust_logging_config(settings),
     )
 
 
@@ -151,5 +156,15 @@ def create_app(settings: Settings) -> RiskApp:
     register_views(
         app, context, users, snapshots, {MARKET_TABLE_NAME: app.market_state, PAIR_TABLE_NAME: app.pair_state}
     )
+    app.on_partitions_assigned.connect(_count_rebalance(context))
     tune_garbage_collector(app)
     return app
+
+
+def _count_rebalance(context: WorkerContext) -> Any:
+    """A signal receiver counting each partition assignment (``riskengine_rebalances_total``)."""
+
+    def receiver(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        context.metrics.rebalances += 1
+
+    return receiver

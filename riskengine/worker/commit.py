@@ -84,6 +84,8 @@ class Batch:
     outputs: list[Record] = field(default_factory=list)
     #: trades analyzed (not dead-lettered, not re-deliveries)
     analyzed: int = 0
+    #: the analyzed trades' own timestamps (epoch ms), for the event-time lag at output
+    event_times: list[int] = field(default_factory=list)
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> highest offset of the batch's events from it."""

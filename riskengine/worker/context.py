@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.contracts.topics import Topics, topic_names
 from riskengine.settings import Settings
 from riskengine.worker.metrics import Metrics
@@ -29,6 +29,6 @@ class WorkerContext:
     def from_settings(cls, settings: Settings) -> WorkerContext:
         """The context of a worker configured by ``settings``."""
         names = topic_names(settings)
-        catalog = SchemaCatalog(registry_client(settings))
+        catalog = SchemaCatalog.for_settings(settings)
         metrics = Metrics()
         return cls(settings, names, catalog, metrics, ReferenceFeed(settings, names, catalog, metrics))

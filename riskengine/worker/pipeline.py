@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -63,11 +64,20 @@ class BatchPipeline:
         analyze: Callable[[Batch], Awaitable[int]],
         on_failure: Callable[[BaseException], Awaitable[Any]],
         metrics: Metrics,
+        name: str = "user",
     ) -> None:
         self.commit = commit
         self.analyze = analyze
         self.on_failure = on_failure
         self.metrics = metrics
+        histograms = metrics.histograms
+        # Children bound once: a labels() lookup per batch is wasted work on the hot path.
+        self._batch_seconds = histograms.batch_seconds.labels(name)
+        self._batch_size = histograms.batch_size.labels(name)
+        self._persist_seconds = histograms.delivery_seconds.labels(name, "persist")
+        self._publish_seconds = histograms.delivery_seconds.labels(name, "publish")
+        #: monotonic time each taken batch was taken at, in batch order (for the batch histogram)
+        self._taken_at: asyncio.Queue[float] = asyncio.Queue()
         self.filling = Batch()
         #: the pending call that takes a batch again for the events the agent holds back
         self._retry_handle: asyncio.TimerHandle | None = None
@@ -144,11 +154,17 @@ class BatchPipeline:
                 batch, self.filling = self.filling, Batch()
                 self._taken.set()
                 self._in_flight += 1
+                taken_at = time.monotonic()
+                size = len(batch.events)
                 held = await self.analyze(batch)
                 if held and self._retry_handle is None:
                     self._retry_handle = loop.call_later(MAX_LINGER_S, self._retry)
                 if batch.events or batch.outputs or batch.changelog:
+                    self._batch_size.observe(size)
+                    persist_at = time.monotonic()
                     await self.commit.persist(batch)
+                    self._persist_seconds.observe(time.monotonic() - persist_at)
+                    self._taken_at.put_nowait(taken_at)
                     await self._persisted.put(batch)
                 else:
                     self._in_flight -= 1
@@ -161,9 +177,14 @@ class BatchPipeline:
         try:
             while True:
                 batch = await self._persisted.get()
+                publish_at = time.monotonic()
                 await self.commit.publish(batch)
+                done = time.monotonic()
+                self._publish_seconds.observe(done - publish_at)
+                self._batch_seconds.observe(done - self._taken_at.get_nowait())
                 self._in_flight -= 1
                 self.metrics.count_analyzed(batch.analyzed)
+                self.metrics.observe_delivered(batch.event_times)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # The broker did not acknowledge: nothing of the batch was acked.

@@ -27,7 +27,8 @@ the ``/users`` views below are the table inspection, decoded.
   rejected rules messages, active reference version (with the sizes of its lists), rejected and
   ignored reference messages.
 - ``GET /health``: 200 once table recovery is complete and no rebalance is in progress, else 503.
-- ``GET /metrics``: the same figures in the Prometheus text format.
+- ``GET /metrics``: the same figures and the latency, batch-size and event-time-lag histograms in
+  the Prometheus text format (:mod:`riskengine.worker.metrics`).
 - ``POST /admin/alerts/clear``: empty this worker's recent-alerts buffer. Admin endpoints (those
   that change anything) require ``Authorization: Bearer <RISKENGINE_WORKER_ADMIN_TOKEN>`` when a
   token is configured (401 otherwise, a malformed header included). Without a token they answer
@@ -59,6 +60,7 @@ from riskengine.web_guard import is_loopback, token_matches
 from riskengine.worker.agents.user_agent import UserAgent
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.faust_compat import held_partitions, recovering
+from riskengine.worker.metrics import CONTENT_TYPE, Metrics, exposition
 from riskengine.worker.snapshots import SnapshotError, Snapshotter
 from riskengine.worker.tables.user_state import (
     MARKET_TABLE_NAME,
@@ -287,6 +289,7 @@ def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
         "orderIssues": dict(metrics.order_issues),
         "lateOrderEvents": metrics.late_order_events,
         "heldEvents": metrics.held_events,
+        "rebalances": metrics.rebalances,
         "lateForMarket": metrics.late_for_market,
         "marketContextStale": metrics.market_context_stale,
         "marketContextVersions": context.reference.markets.contexts.count(),
@@ -314,54 +317,10 @@ def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
     }
 
 
-def prometheus_text(stats: dict[str, Any]) -> str:
-    """The /stats figures (:func:`stats_document`) in the Prometheus text exposition format."""
-    lines = [
-        "# TYPE riskengine_trades_in_total counter",
-        f"riskengine_trades_in_total {stats['tradesIn']}",
-        "# TYPE riskengine_analyzed_total counter",
-        f"riskengine_analyzed_total {stats['analyzed']}",
-        "# TYPE riskengine_throughput_per_second gauge",
-        f"riskengine_throughput_per_second {stats['throughputPerSecond']}",
-        "# TYPE riskengine_consumer_lag gauge",
-        *(f'riskengine_consumer_lag{{partition="{p}"}} {v}' for p, v in stats["consumerLag"].items()),
-        "# TYPE riskengine_dead_letters_total counter",
-        *(f'riskengine_dead_letters_total{{reason="{r}"}} {v}' for r, v in stats["deadLetters"].items()),
-        "# TYPE riskengine_alerts_total counter",
-        *(f'riskengine_alerts_total{{pattern="{p}"}} {v}' for p, v in stats["alertsByPattern"].items()),
-        "# TYPE riskengine_rules_version gauge",
-        f"riskengine_rules_version {stats['rulesVersion']}",
-        "# TYPE riskengine_rules_rejected_total counter",
-        f"riskengine_rules_rejected_total {stats['rulesRejected']}",
-        "# TYPE riskengine_reference_version gauge",
-        f"riskengine_reference_version {stats['referenceVersion']}",
-        "# TYPE riskengine_reference_rejected_total counter",
-        f"riskengine_reference_rejected_total {stats['referenceRejected']}",
-        "# TYPE riskengine_reference_ignored_stale_total counter",
-        f"riskengine_reference_ignored_stale_total {stats['referenceIgnoredStale']}",
-        "# TYPE riskengine_redelivered_total counter",
-        f"riskengine_redelivered_total {stats['redelivered']}",
-        "# TYPE riskengine_order_events_in_total counter",
-        f"riskengine_order_events_in_total {stats['orderEventsIn']}",
-        "# TYPE riskengine_order_issues_total counter",
-        *(f'riskengine_order_issues_total{{kind="{k}"}} {v}' for k, v in stats["orderIssues"].items()),
-        "# TYPE riskengine_market_context_stale_total counter",
-        f"riskengine_market_context_stale_total {stats['marketContextStale']}",
-        "# TYPE riskengine_late_for_market_total counter",
-        f"riskengine_late_for_market_total {stats['lateForMarket']}",
-        *(
-            line
-            for agent in ("market", "pair")
-            for kind, value in sorted(stats[f"{agent}Agent"].items())
-            for line in (
-                f"# TYPE riskengine_{agent}_agent_{kind} {'gauge' if kind == 'held' else 'counter'}",
-                f"riskengine_{agent}_agent_{kind}{'' if kind == 'held' else '_total'} {value}",
-            )
-        ),
-        "# TYPE riskengine_order_events_lag gauge",
-        *(f'riskengine_order_events_lag{{partition="{p}"}} {v}' for p, v in stats["orderEventsLag"].items()),
-    ]
-    return "\n".join(lines) + "\n"
+def prometheus_text(stats: dict[str, Any], metrics: Metrics | None = None) -> str:
+    """The /stats figures (:func:`stats_document`), with ``metrics``' histograms, in the Prometheus
+    text format (written by prometheus_client, see :mod:`riskengine.worker.metrics`)."""
+    return exposition(lambda: stats, None if metrics is None else metrics.histograms)
 
 
 def authorized(context: WorkerContext, request: Any) -> bool:
@@ -517,9 +476,8 @@ def register_views(
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.text(
-            prometheus_text(stats_document(app, context)), content_type="text/plain; version=0.0.4"
-        )
+        text = prometheus_text(stats_document(app, context), context.metrics)
+        return web.text(text, content_type=CONTENT_TYPE)
 
     @app.page("/admin/alerts/clear")
     class ClearAlerts(View):

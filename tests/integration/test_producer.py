@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.contracts.topics import Topics
 from riskengine.producer.api import PRODUCER, create_app, kafka_connector
 from riskengine.producer.audit import AuditLog, Outgoing
@@ -48,7 +48,7 @@ async def service(settings, unique, tmp_path):
 
 
 async def _reader(settings) -> SchemaCatalog:
-    catalog = SchemaCatalog(registry_client(settings))
+    catalog = SchemaCatalog.for_settings(settings)
     await catalog.register(["CryptoTrade", "OrderEvent", "UserProfile", "RiskReference"])
     return catalog
 

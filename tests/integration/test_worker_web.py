@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .test_worker import collect
 from .worker_harness import WorkerProcess, isolated, prepare, running, sample_trades, send_trades
@@ -138,7 +139,30 @@ async def test_web_views_answer_from_any_worker(two_workers):
         status, health = await get(session, f"{workers[1].url}/health")
         assert status == 200 and health["status"] == "ready"
         status, text = await get(session, f"{workers[0].url}/metrics")
-        assert status == 200 and "riskengine_analyzed_total" in text and "riskengine_consumer_lag{" in text
+        assert status == 200
+        # Scraped as Prometheus does: the text parser must accept every line.
+        families = {family.name: family for family in text_string_to_metric_families(text)}
+        assert families["riskengine_analyzed"].type == "counter"
+        assert any(s.name == "riskengine_consumer_lag" for s in families["riskengine_consumer_lag"].samples)
+        scraped = [
+            families[name]
+            for name in (
+                "riskengine_batch_processing_seconds",
+                "riskengine_trade_processing_seconds",
+                "riskengine_batch_size",
+                "riskengine_delivery_seconds",
+                "riskengine_event_time_lag_seconds",
+            )
+        ]
+        assert all(family.type == "histogram" for family in scraped)
+        # Some worker analyzed the trades: the two workers' trade histograms together counted them.
+        counted = 0.0
+        for worker in workers:
+            status, text = await get(session, f"{worker.url}/metrics")
+            for family in text_string_to_metric_families(text):
+                if family.name == "riskengine_trade_processing_seconds":
+                    counted += sum(s.value for s in family.samples if s.name.endswith("_count"))
+        assert counted >= 1
 
         clear = f"{workers[0].url}/admin/alerts/clear"
         async with session.post(clear, json={}) as response:

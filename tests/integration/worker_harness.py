@@ -24,7 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from riskengine.connections import client_options
-from riskengine.contracts.avro_codec import SchemaCatalog, registry_client
+from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.contracts.topics import ensure_topics
 from riskengine.core import ReferenceData, Trade, parse_profile, parse_trade
 from riskengine.settings import Settings
@@ -141,7 +141,7 @@ async def prepare(settings: Settings) -> SchemaCatalog:
     from riskengine.contracts.topics import topic_specs
 
     await ensure_topics(settings, topic_specs(settings))
-    catalog = SchemaCatalog(registry_client(settings))
+    catalog = SchemaCatalog.for_settings(settings)
     await catalog.register()
     return catalog
 

@@ -107,11 +107,69 @@ def test_connector_deploy_puts_the_blocks_and_connect_loads_the_built_plugin():
     ):
         assert env[variable] == block["index-templates"][name]
         assert f'"$${variable}" http://elasticsearch:9200/_index_template/{name}' in command
-    # The plugin volume the build fills is the plugin.path of the Connect worker.
-    assert "connect-plugins:/plugins" in services["connector-build"]["volumes"]
-    assert "connect-plugins:/opt/connectors:ro" in services["kafka-connect"]["volumes"]
+    # Connect's image puts the plugin it builds where the worker's plugin.path looks.
+    connect = services["kafka-connect"]
+    dockerfile = (COMPOSE.parent / Path(connect["build"]["dockerfile"]).name).read_text()
+    assert "/plugin /opt/connectors/riskengine-elasticsearch-sink" in dockerfile
     properties = (COMPOSE.parent / "connect-distributed.properties").read_text()
     assert "plugin.path=/opt/connectors" in properties.splitlines()
-    assert services["kafka-connect"]["depends_on"]["connector-build"] == {
-        "condition": "service_completed_successfully"
-    }
+    assert "/opt/riskengine/connect-distributed.properties" in dockerfile
+    assert deploy["depends_on"]["kafka-connect"] == {"condition": "service_healthy"}
+
+
+ENGINE_SERVICES = ("setup", "worker-1", "worker-2", "producer", "dashboard")
+
+
+def _engine_settings(environment: dict[str, str]) -> Settings:
+    """The settings a container of the engine image reads (its other variables are the image's)."""
+    return Settings.from_env({k: v for k, v in environment.items() if k.startswith("RISKENGINE_")})
+
+
+def test_the_engine_runs_in_compose_from_the_engine_image_with_real_settings():
+    services = _compose()["services"]
+    for name in ENGINE_SERVICES:
+        service = services[name]
+        assert service["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}, name
+        # Every RISKENGINE_* the file sets is a setting with a valid value (an unknown one raises).
+        settings = _engine_settings(service["environment"])
+        assert settings.kafka_bootstrap_servers == "kafka:29092", name
+    assert [services[w]["command"][0] for w in ("worker-1", "worker-2")] == ["worker", "worker"]
+
+
+def test_each_worker_is_reachable_where_it_advertises_and_checks_its_own_health():
+    services = _compose()["services"]
+    dashboard = _engine_settings(services["dashboard"]["environment"])
+    urls = []
+    for name in ("worker-1", "worker-2"):
+        service = services[name]
+        port = int(service["command"][service["command"].index("--web-port") + 1])
+        settings = _engine_settings(service["environment"])
+        assert settings.worker_web_host == service["hostname"] == name
+        assert settings.worker_web_bind == "0.0.0.0"  # so the health check reaches it on 127.0.0.1
+        assert service["environment"]["HEALTHCHECK_URL"] == f"http://127.0.0.1:{port}/health"
+        assert _host_port(service) == port
+        assert service["volumes"] == [f"{name}-data:/var/lib/riskengine"]
+        urls.append(f"http://{name}:{port}")
+    assert dashboard.dashboard_worker_urls.split(",") == urls
+
+
+def test_the_producer_and_dashboard_listen_on_the_published_ports():
+    services = _compose()["services"]
+    producer = _engine_settings(services["producer"]["environment"])
+    assert _host_port(services["producer"]) == producer.producer_port
+    assert services["producer"]["environment"]["HEALTHCHECK_URL"].endswith(
+        f":{producer.producer_port}/health"
+    )
+    dashboard = _engine_settings(services["dashboard"]["environment"])
+    assert _host_port(services["dashboard"]) == dashboard.dashboard_port
+    assert "0.0.0.0" == producer.producer_host == dashboard.dashboard_host  # inside their containers
+    start = services["mock-trading"]["command"][-1]
+    assert start.startswith(f"http://producer:{producer.producer_port}/api/admin/mock-trading/start")
+
+
+def test_the_container_settings_block_is_what_the_engine_services_share():
+    compose = _compose()
+    shared = compose["x-riskengine-container-settings"]
+    for name in ENGINE_SERVICES:
+        environment = compose["services"][name]["environment"]
+        assert {k: environment[k] for k in shared} == shared, name

@@ -29,6 +29,17 @@ from riskengine_devtools.stack.tools import find_java, maven, rendered_config, r
 
 POM = "kafka-pom.xml"
 LOG4J = "kafka-log4j2.properties"
+TOOLS_LOG4J = "kafka-tools-log4j2.properties"
+#: Kafka's command-line tools, as Kafka's own bin/ names them -> their main class (kafka-tools, and
+#: the core jar for kafka-configs). `stack up` writes one wrapper each into <stack dir>/bin.
+TOOLS = {
+    "kafka-topics.sh": "org.apache.kafka.tools.TopicCommand",
+    "kafka-console-consumer.sh": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "kafka-console-producer.sh": "org.apache.kafka.tools.ConsoleProducer",
+    "kafka-consumer-groups.sh": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "kafka-get-offsets.sh": "org.apache.kafka.tools.GetOffsetShell",
+    "kafka-configs.sh": "kafka.admin.ConfigCommand",
+}
 _MAVEN_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 #: Kafka 4 needs Java 17 for the broker.
 JAVA_MINIMUM = 17
@@ -72,6 +83,18 @@ def server_properties(broker: Address, controller: Address, log_dir: Path) -> st
         "group.initial.rebalance.delay.ms": "0",
     }
     return rendered_config(settings)
+
+
+def tool_script(java: str, libs: Path, log4j: Path, main: str) -> str:
+    """A wrapper running one of Kafka's tools on the stack's classpath, like Kafka's own bin/ scripts."""
+    return "\n".join(
+        [
+            "#!/bin/sh",
+            "# Written by `riskengine stack up`: Kafka's own tool on the stack's classpath.",
+            f'exec "{java}" -Xmx256m -Dlog4j2.configurationFile="{log4j}" -cp "{libs}/*" {main} "$@"',
+            "",
+        ]
+    )
 
 
 def new_cluster_id() -> str:
@@ -152,6 +175,35 @@ class Kafka(Service):
             main,
             *args,
         ]
+
+    @property
+    def tools_dir(self) -> Path:
+        """Where the wrappers of Kafka's command-line tools go (:data:`TOOLS`)."""
+        return self.paths.stack_dir / "bin"
+
+    def write_tools(self) -> list[Path]:
+        """The wrappers of :data:`TOOLS` (console consumer, topics, consumer groups, offsets...)."""
+        self.tools_dir.mkdir(parents=True, exist_ok=True)
+        log4j = self.conf_dir / "tools-log4j2.properties"
+        log4j.write_text(packaged_text(TOOLS_LOG4J))
+        java = find_java(JAVA_MINIMUM)
+        written = []
+        for name, main in TOOLS.items():
+            path = self.tools_dir / name
+            path.write_text(tool_script(java, self.home / "libs", log4j, main))
+            path.chmod(0o755)
+            written.append(path)
+        return written
+
+    async def configure(self) -> str:
+        """After every ``up``: the tools' wrappers, when the classpath has the tools."""
+        if not any((self.home / "libs").glob("kafka-tools-[0-9]*.jar")):
+            # A broker started before kafka-tools joined the pom: its classpath is re-resolved at
+            # its next start.
+            return "Kafka's command-line tools need a restart (stack down --only kafka, then up)"
+        self.conf_dir.mkdir(parents=True, exist_ok=True)
+        self.write_tools()
+        return f"Kafka's tools in {self.tools_dir}"
 
     async def prepare(self) -> None:
         await super().prepare()

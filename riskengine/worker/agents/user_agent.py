@@ -239,6 +239,7 @@ class UserAnalysis:
     ) -> None:
         self.catalog = context.catalog
         self.metrics = context.metrics
+        self._trade_seconds = context.metrics.histograms.trade_seconds
         self.reference = context.reference
         self.names = context.names
         self.user_state = user_state
@@ -470,7 +471,20 @@ class UserAnalysis:
         try:
             self._evaluate(message, source, item, processed_at, batch)
         except Exception as exc:  # Any failure of one event must become a dead letter, never a loss.
-            log.exception("event at %s/%s/%s failed", message.topic, message.partition, message.offset)
+            trade_id = item.trade_id if isinstance(item, Trade) else None
+            log.exception(
+                "event at %s/%s/%s failed",
+                message.topic,
+                message.partition,
+                message.offset,
+                extra={
+                    "topic": message.topic,
+                    "partition": message.partition,
+                    "offset": message.offset,
+                    "tradeId": trade_id,
+                    "userId": item.user_id,
+                },
+            )
             failed = ProcessingFailed(f"{type(exc).__name__}: {exc}")
             failed.__cause__ = exc
             batch.outputs.append(self._dead_letter(message, source, failed))
@@ -500,6 +514,7 @@ class UserAnalysis:
         alerts: tuple[RiskAlert, ...]
         try:
             if isinstance(item, Trade):
+                started = time.perf_counter()
                 lateness = self.reference.rules.current.market_lateness_ms
                 market = self.reference.markets.for_trade(item.symbol, item.timestamp, lateness)
                 evaluation = self._run(user.state, item, market)
@@ -507,6 +522,8 @@ class UserAnalysis:
                 outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
                 alerts = evaluation.alerts
                 batch.analyzed += 1
+                batch.event_times.append(item.timestamp)
+                self._trade_seconds.observe(time.perf_counter() - started)
                 outputs.extend(self._repartitioned(partition, item))
                 self._last_trade_at[partition] = time.time()
             else:
@@ -713,7 +730,16 @@ class UserAnalysis:
     def _dead_letter(self, message: Any, source: int, rejected: EventRejected) -> Record:
         self.metrics.dead_letters_by_reason[rejected.reason] += 1
         headers = dead_letter_headers(rejected, message.topic, message.partition, message.offset)
-        log.warning("dead letter %s/%s/%s: %s", message.topic, message.partition, message.offset, rejected)
+        # The context fields become JSON fields with RISKENGINE_LOG_FORMAT=json (riskengine.logs).
+        where = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+        log.warning(
+            "dead letter %s/%s/%s: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejected,
+            extra={**where, "reason": rejected.reason},
+        )
         value = message.value if message.value is not None else b""
         return (self._dead_letter_topics[source], message.partition, message.key, value, headers)
 

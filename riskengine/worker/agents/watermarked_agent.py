@@ -368,6 +368,8 @@ class WatermarkedAgent(Generic[S]):
         self.app = app
         self.context = context
         self.table = table
+        #: "market" or "pair": the histograms' agent label
+        self.name = core.name
         settings: Settings = context.settings
         self.analysis = WatermarkedAnalysis(
             core, context, table, settings.topic_partitions, lambda messages: untrack(app.consumer, messages)
@@ -411,7 +413,9 @@ class WatermarkedAgent(Generic[S]):
         commit = CommitProtocol(
             self.table, producer, self.table.changelog_topic, DeliveryProgress(), outputs_first=True
         )
-        pipeline = BatchPipeline(commit, self.analysis.analyze, self.app.crash, self.context.metrics)
+        pipeline = BatchPipeline(
+            commit, self.analysis.analyze, self.app.crash, self.context.metrics, name=self.name
+        )
         pipeline.start()
         self._pipeline = pipeline
         self._loop = asyncio.get_running_loop()

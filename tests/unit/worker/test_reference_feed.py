@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from riskengine.contracts.avro_codec import SchemaCache
 from riskengine.contracts.reference_record import RECORD_NAME, REFERENCE_KEY, profile_record, reference_record
@@ -209,7 +210,11 @@ def test_stats_and_metrics_report_the_reference_version_and_the_ignored_messages
         "restrictedCountries": 1,
         "markets": 0,
     }
-    text = prometheus_text(stats)
-    assert "riskengine_reference_version 4\n" in text
-    assert "riskengine_reference_rejected_total 1\n" in text
-    assert "riskengine_reference_ignored_stale_total 1\n" in text
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(prometheus_text(stats))
+        for sample in family.samples
+    }
+    assert samples["riskengine_reference_version"] == 4
+    assert samples["riskengine_reference_rejected_total"] == 1
+    assert samples["riskengine_reference_ignored_stale_total"] == 1
