@@ -540,9 +540,15 @@ class S3Store:
                 try:
                     if sizes[key] > MAX_MANIFEST_BYTES:
                         raise SnapshotError(f"manifest of {sizes[key]} bytes (at most {MAX_MANIFEST_BYTES})")
-                    response = await s3.get_object(Bucket=self.bucket, Key=key)
+                    # A ranged read: an object that grew after the listing is still read bounded
+                    # (aiobotocore's body takes no size argument).
+                    response = await s3.get_object(
+                        Bucket=self.bucket, Key=key, Range=f"bytes=0-{MAX_MANIFEST_BYTES}"
+                    )
                     async with response["Body"] as body:
-                        data = await body.read(MAX_MANIFEST_BYTES + 1)
+                        data = await body.read()
+                    if len(data) > MAX_MANIFEST_BYTES:
+                        raise SnapshotError(f"manifest over {MAX_MANIFEST_BYTES} bytes")
                     found.append(Manifest.from_json(data, key))
                 except SnapshotError as exc:
                     invalid.append(InvalidManifest(key, str(exc)))

@@ -91,10 +91,12 @@ async def produce_and_wait(settings: Settings, catalog: Any, batch: list[Trade],
 
 
 async def user_documents(session: aiohttp.ClientSession, worker: WorkerProcess) -> dict[str, Any]:
-    """Every test user's /users document from ``worker``."""
+    """Every test user's /users document from ``worker`` (the workers here have an admin token,
+    which the table views require too)."""
     documents = {}
     for n in range(USERS):
-        async with session.get(f"{worker.url}/users/snap-u{n}") as response:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with session.get(f"{worker.url}/users/snap-u{n}", headers=headers) as response:
             assert response.status == 200, (n, await response.text())
             documents[f"snap-u{n}"] = await response.json()
     return documents

@@ -460,12 +460,15 @@ class FakeS3:
             ]
         }
 
-    async def get_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+    async def get_object(self, Bucket: str, Key: str, Range: str | None = None) -> dict[str, Any]:
         from botocore.exceptions import ClientError
 
         if Key not in self.objects:
             raise ClientError({"Error": {"Code": "NoSuchKey", "Message": "gone"}}, "GetObject")
         data = self.objects[Key]
+        if Range is not None:
+            first, _, last = Range.removeprefix("bytes=").partition("-")
+            data = data[int(first) : int(last) + 1]
 
         class Body:
             async def __aenter__(self) -> "Body":
@@ -474,8 +477,9 @@ class FakeS3:
             async def __aexit__(self, *exc: object) -> None:
                 return None
 
-            async def read(self, amt: int | None = None) -> bytes:
-                return data if amt is None else data[:amt]
+            async def read(self) -> bytes:
+                # As aiobotocore's body: no size argument.
+                return data
 
         return {"Body": Body()}
 
