@@ -137,6 +137,13 @@ class SchemaNotFound(UnknownSchemaId):
     """The registry answered the id with HTTP 404: a definite "not found" (until it is registered)."""
 
 
+class UnsafeSchema(UnknownSchemaId):
+    """The schema has an array whose items may take no bytes: a message claiming 2^60 of them would
+    keep the decoder busy for hours (fastavro reads them one by one), so it is never cached."""
+
+    reason = "unsafe-schema"
+
+
 class RegistryError(ContractError, FatalError):
     """The registry refused or failed a request (unreachable, unauthorized, incompatible schema)."""
 
@@ -163,6 +170,53 @@ def registry_client(settings: Settings) -> AsyncSchemaRegistryClient:
     return AsyncSchemaRegistryClient(url=settings.schema_registry_url, auth=auth, timeout=httpx.Timeout(10.0))
 
 
+def zero_width_arrays(schema: Any) -> list[str]:
+    """The paths of the arrays in the parsed ``schema`` whose items may be encoded in no bytes.
+
+    Such an item is ``null``, a ``fixed`` of size 0, or a record of such fields. Every other type
+    takes at least one byte, so a claimed item count beyond the message's length ends the read at
+    its end; a zero-width item does not, and a 2^60 count spins the decoder.
+    """
+    named: dict[str, Any] = {}
+    found: list[str] = []
+
+    def zero_width(node: Any, path: str, open_records: frozenset[str]) -> bool:
+        if isinstance(node, str):
+            if node == "null":
+                return True
+            if node in named and node not in open_records:
+                return zero_width(named[node], path, open_records)
+            return False  # a primitive of one byte or more, or a record that contains itself
+        if isinstance(node, list):  # a union: its branch index takes a byte
+            for branch in node:
+                zero_width(branch, path, open_records)
+            return False
+        if not isinstance(node, dict):
+            return False
+        kind = node.get("type")
+        if kind in ("record", "error"):
+            name = str(node.get("name"))
+            named[name] = node
+            widths = [
+                zero_width(f["type"], f"{path}.{f['name']}", open_records | {name}) for f in node["fields"]
+            ]
+            return all(widths)
+        if kind in ("enum", "fixed"):
+            named[str(node.get("name"))] = node
+            return kind == "fixed" and node.get("size") == 0
+        if kind == "array":
+            if zero_width(node["items"], f"{path}[]", open_records):
+                found.append(path or "(top level)")
+            return False
+        if kind == "map":
+            zero_width(node["values"], f"{path}{{}}", open_records)
+            return False
+        return zero_width(kind, path, open_records)  # a primitive with attributes (logical types)
+
+    zero_width(schema, "", frozenset())
+    return found
+
+
 class SchemaCache:
     """Schemas by registry id, and the version of each contract this process uses: no I/O.
 
@@ -177,8 +231,17 @@ class SchemaCache:
         self._by_id: dict[tuple[int, str], _WriterSchema] = {}
 
     def add(self, schema_id: int, schema: dict[str, Any], writes: str | None = None) -> None:
-        """Cache ``schema`` under ``schema_id``; ``writes`` names the contract this process writes with it."""
-        self._raw_by_id[schema_id] = fastavro.parse_schema(schema)
+        """Cache ``schema`` under ``schema_id``; ``writes`` names the contract this process writes with it.
+
+        :class:`UnsafeSchema` (nothing cached) when an array's items may take no bytes.
+        """
+        parsed = fastavro.parse_schema(schema)
+        unsafe = zero_width_arrays(parsed)
+        if unsafe:
+            raise UnsafeSchema(
+                schema_id, f"arrays whose items may take no bytes: {', '.join(unsafe)} (refused)"
+            )
+        self._raw_by_id[schema_id] = parsed
         if writes is not None:
             self._writer_ids[writes] = schema_id
         self._by_id = {key: value for key, value in self._by_id.items() if key[1] != writes}
@@ -381,7 +444,10 @@ class SchemaCatalog(SchemaCache):
                 for version in versions or []:
                     found = await self._client.get_schema(subject, version)
                     if found is not None and found.schema_id not in self:
-                        self.add(found.schema_id, found.schema.raw_schema)
+                        try:
+                            self.add(found.schema_id, found.schema.raw_schema)
+                        except UnsafeSchema as exc:  # its messages are dead-lettered; start anyway
+                            log.error("%s version %s: %s", subject, version, exc)
             except httpx.HTTPError as exc:
                 raise RegistryError(f"schema registry unreachable while warming {subject}: {exc}") from exc
         return len(self)
@@ -489,8 +555,8 @@ async def fetch_schema(
         try:
             await catalog.fetch(schema_id)
             return
-        except SchemaNotFound:
-            not_found.add(schema_id)
+        except (SchemaNotFound, UnsafeSchema):
+            not_found.add(schema_id)  # a definite answer: asking again gives the same
             raise
         except RegistryUnavailable as exc:
             if attempt == len(waits):

@@ -4,7 +4,9 @@
 committed: the dashboard only watches, like :class:`riskengine.worker.tables.reference_feed.ReferenceReader`),
 starts at the end, decodes each message with the project's :class:`SchemaCatalog`, and publishes
 it to a :class:`Broadcaster`. There is one consumer per dashboard process however many browsers
-are connected.
+are connected. A schema id the catalog has not seen is fetched as the worker fetches it
+(:func:`riskengine.contracts.avro_codec.fetch_schema`): a registry that gives no answer is asked
+again with backoff, and only its 404 is remembered, for a while (:class:`NotFoundIds`).
 
 Each browser gets a :class:`Subscription` with a bounded queue. Publishing never waits: when a
 subscriber's queue is full the alert is dropped *for that subscriber* and counted, and the SSE
@@ -24,7 +26,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.connections import client_options
-from riskengine.contracts.avro_codec import DecodeError, SchemaCatalog, UnknownSchemaId
+from riskengine.contracts.avro_codec import (
+    DecodeError,
+    NotFoundIds,
+    SchemaCatalog,
+    UnknownSchemaId,
+    fetch_schema,
+)
 from riskengine.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,6 +146,9 @@ class AlertFeed:
         self.live = asyncio.Event()
         # Where to resume after a reconnect, so a broker hiccup loses no alert.
         self._positions: dict[TopicPartition, int] = {}
+        #: schema ids the registry answered 404 for (bounded, expiring: see NotFoundIds); kept
+        #: across reconnects, so a storm of alerts with a bogus id costs one request per period.
+        self._not_found = NotFoundIds()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -213,13 +224,18 @@ class AlertFeed:
             await consumer.stop()
 
     async def _deliver(self, catalog: SchemaCatalog, value: bytes | None) -> None:
+        """Decode ``value`` and publish it; an undecodable one is counted and skipped.
+
+        A registry that stays unreachable through :func:`fetch_schema`'s attempts (a
+        RegistryError) ends :meth:`_consume`: the feed reconnects and reads this alert again.
+        """
         if value is None:
             return
         try:
             try:
                 alert = catalog.decode(value, "RiskAlert")
             except UnknownSchemaId as exc:
-                await catalog.fetch(exc.schema_id)
+                await fetch_schema(catalog, exc.schema_id, self._not_found)
                 alert = catalog.decode(value, "RiskAlert")
         except DecodeError as exc:
             self.undecodable += 1

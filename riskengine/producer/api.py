@@ -13,9 +13,11 @@ without a token; ``/api/trades/produce`` stays open, as on the seed, for local t
   ``userId``, ``symbol``, ``side``, ``quantity`` and ``price`` are required; ``tradeId`` (generated),
   ``timestamp`` (now), ``notional`` (quantity x price), ``customerId`` (the simulated account's, else
   the userId), ``exchange`` (the first configured), ``orderType`` (MARKET) and ``riskLevel``,
-  ``counterpartyUserId``, ``orderId`` (null) are filled in when missing. A bad body is answered
-  400 with ``{"error", "field", "reason"}``. 200 once the broker acknowledged the trade; 202 if it
-  has not within the ack timeout (it is being retried; see the audit endpoint).
+  ``counterpartyUserId``, ``orderId`` (null) are filled in when missing. A bad body (not UTF-8 or
+  the declared charset, not JSON, nested too deeply, a bad field) is answered 400 with
+  ``{"error", "field", "reason"}``, the field and the reason at most :data:`MAX_ECHO` characters
+  each (a long input is never echoed back whole). 200 once the broker acknowledged the trade; 202
+  if it has not within the ack timeout (it is being retried; see the audit endpoint).
 - ``POST /api/admin/mock-trading/start``: start (or restart) the simulation, mapped onto the wall
   clock. Query: ``rateMs`` (mean ms between normal trades), ``scenarios`` (all, none, or names),
   ``seed``, ``users``, ``symbols``, ``exchanges``, ``scenarioEvery``, ``quietMs`` (how long a
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import sys
@@ -84,6 +87,10 @@ _PARAMETERS = {
     "quiet_ms": "quietMs",
 }
 
+#: Characters of a field name or reason an error answer carries at most: a reason may quote the
+#: request (a 500,000-character side, a 4,000-digit timestamp), which must not come back whole.
+MAX_ECHO = 200
+
 Connector = Callable[[ProducerConfig], Awaitable[tuple[Transport, SchemaCache]]]
 
 
@@ -91,8 +98,14 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _clipped(text: str) -> str:
+    return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text)} characters)"
+
+
 def _bad_request(field: str, reason: str, error: str = "invalid request") -> web.Response:
-    return web.json_response({"error": error, "field": field, "reason": reason}, status=400)
+    return web.json_response(
+        {"error": error, "field": _clipped(field), "reason": _clipped(reason)}, status=400
+    )
 
 
 def event_message(event: Event, config: ProducerConfig) -> Outgoing:
@@ -379,10 +392,21 @@ class ProducerApp:
 
     async def produce(self, request: web.Request) -> web.Response:
         """Validate, complete and produce one trade."""
+        # Read and parsed here rather than with request.json(): its unknown charset (LookupError) and
+        # deep nesting (RecursionError) would be 500s.
+        charset = request.charset or "utf-8"
         try:
-            body = await request.json()
+            text = (await request.read()).decode(charset)
+        except LookupError:
+            return _bad_request("Content-Type", f"unknown charset {charset!r}")
+        except UnicodeDecodeError as exc:
+            return _bad_request("body", f"not {charset}: {exc.reason} at byte {exc.start}")
+        try:
+            body = json.loads(text)
         except ValueError as exc:
             return _bad_request("body", f"not JSON: {exc}")
+        except RecursionError:
+            return _bad_request("body", "nested too deeply (a trade is one flat JSON object)")
         if not isinstance(body, dict):
             return _bad_request("body", f"must be a JSON object, got {type(body).__name__}")
         unknown = [name for name in body if name not in TRADE_FIELDS]
@@ -445,11 +469,17 @@ class ProducerApp:
         quantity, price = record["quantity"], record["price"]
         numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (quantity, price))
         if record["notional"] is None and numbers:
-            record["notional"] = round(quantity * price, 8)
+            # An int beyond float's range (400 digits) times a float is an OverflowError; left
+            # without a notional, parse_trade names the quantity or price at fault.
+            with contextlib.suppress(OverflowError):
+                record["notional"] = round(quantity * price, 8)
         if record["customerId"] is None:
-            simulator = self.trading.simulator
-            account = None if simulator is None else simulator.population.by_id.get(record["userId"])
-            record["customerId"] = record["userId"] if account is None else account.customer_id
+            simulator, user_id = self.trading.simulator, record["userId"]
+            account = None
+            # Only a string can be an account's id (a list would not even hash); parse_trade names it.
+            if simulator is not None and isinstance(user_id, str):
+                account = simulator.population.by_id.get(user_id)
+            record["customerId"] = user_id if account is None else account.customer_id
         if record["exchange"] is None:
             record["exchange"] = self.config.defaults.exchanges[0]
         if record["orderType"] is None:

@@ -27,9 +27,12 @@ from riskengine.contracts.avro_codec import (
     SchemaNotFound,
     UnknownSchemaId,
     UnreadableRecord,
+    UnsafeSchema,
     fetch_schema,
+    zero_width_arrays,
 )
 from riskengine.contracts.schema_files import expanded_schema
+from riskengine.contracts.topics import RECORD_TOPICS
 
 TRADE = {
     "tradeId": "t-1",
@@ -317,3 +320,71 @@ def test_not_found_ids_are_bounded_oldest_forgotten_first():
     assert [i in not_found for i in range(1, 6)] == [False, False, True, True, True]
     assert "3" not in not_found
     assert NOT_FOUND_CAPACITY == 1024 and NOT_FOUND_TTL_S == 300.0
+
+
+# -- schemas a hostile writer could use to stall the decoder ----------------------------------
+
+
+def record_with(field_type: Any) -> dict[str, Any]:
+    return {"type": "record", "name": "Hostile", "fields": [{"name": "items", "type": field_type}]}
+
+
+NOTHING = {"type": "record", "name": "Nothing", "fields": [{"name": "gap", "type": "null"}]}
+
+
+@pytest.mark.parametrize(
+    "field_type, path",
+    [
+        ({"type": "array", "items": "null"}, ".items"),
+        ({"type": "array", "items": NOTHING}, ".items"),
+        ({"type": "array", "items": {"type": "fixed", "name": "Empty", "size": 0}}, ".items"),
+        (["null", {"type": "array", "items": "null"}], ".items"),
+        ({"type": "map", "values": {"type": "array", "items": "null"}}, ".items{}"),
+        ({"type": "array", "items": {"type": "array", "items": "null"}}, ".items[]"),
+    ],
+)
+def test_a_schema_with_an_array_of_zero_width_items_is_refused(field_type, path):
+    cache = SchemaCache()
+    with pytest.raises(UnsafeSchema, match="no bytes") as refused:
+        cache.add(66, record_with(field_type))
+    assert path in str(refused.value) and refused.value.reason == "unsafe-schema"
+    assert 66 not in cache
+
+
+@pytest.mark.parametrize(
+    "field_type",
+    [
+        {"type": "array", "items": "int"},
+        {"type": "array", "items": ["null", "string"]},  # the branch index takes a byte
+        {"type": "array", "items": {"type": "fixed", "name": "One", "size": 1}},
+        {"type": "map", "values": "null"},  # every entry has a key
+        {"type": "array", "items": {"type": "enum", "name": "E", "symbols": ["A"]}},
+    ],
+)
+def test_arrays_whose_items_take_a_byte_are_accepted(field_type):
+    assert zero_width_arrays(record_with(field_type)) == []
+
+
+def test_every_contract_and_a_recursive_record_are_accepted():
+    for name in RECORD_TOPICS:
+        assert zero_width_arrays(expanded_schema(name)) == [], name
+    linked = {
+        "type": "record",
+        "name": "Node",
+        "fields": [
+            {"name": "next", "type": ["null", "Node"]},
+            {"name": "seen", "type": {"type": "array", "items": "Node"}},
+        ],
+    }
+    assert zero_width_arrays(linked) == []
+
+
+async def test_an_unsafe_schema_from_the_registry_is_remembered_and_never_cached():
+    hostile = SimpleNamespace(raw_schema=record_with({"type": "array", "items": "null"}))
+    catalog, client = a_catalog(hostile)
+    not_found = NotFoundIds()
+    with pytest.raises(UnsafeSchema):
+        await fetch_schema(catalog, 42, not_found)
+    with pytest.raises(UnknownSchemaId):
+        await fetch_schema(catalog, 42, not_found)
+    assert client.calls == [42] and 42 not in catalog
