@@ -43,11 +43,18 @@ Why this order, and what a crash at each point leaves:
   nothing of the batch is acked, and the worker stops (the pipeline crashes the app), so whoever
   owns the partitions next processes the batch again.
 
-Revocation: Faust drops a revoked partition's database from its store before it waits for the
-events in flight to be acked. Steps 1 and 3 skip the partitions the store no longer holds (their
-next owner rebuilds them from the changelog, which still gets the batch's records); steps 2, 4 and
-5 complete for every event, so Faust's wait ends and the acked offsets are committed while the
-group still assigns them here.
+Rebalance fencing: every rebalance starts a new *generation* (:class:`Fence`), before Faust revokes
+anything. A batch belongs to the generation it was started in; the protocol checks that generation
+before every step, so a batch from before the rebalance stops at its next step boundary with
+:class:`Fenced`: the step in flight completes (a send cannot be recalled) and nothing after it is
+written, sent or acked. The pipeline then lets go of the batch's events, unacked: Faust's revocation
+waits for every event handed out until it is acked or let go, so the revocation completes only after
+each batch in flight has reached a step boundary, and nothing of a revoked partition is written
+after it. After the rebalance Faust seeks every partition to its committed offset, so the events
+come again, to whoever owns them now; what the stopped batch did make durable is handled as after a
+crash at the same point (above). While the rebalance lasts, arriving events are let go at once. A
+store that does not hold a partition of a batch of the current generation is a fault
+(:class:`DeliveryFailed`), never a reason to skip the write.
 """
 
 from __future__ import annotations
@@ -72,6 +79,40 @@ class DeliveryFailed(WorkerError, FatalError):
     """A write or a send of the commit protocol failed; the message names the step."""
 
 
+class Fenced(WorkerError):
+    """The batch is from before the current rebalance: it stops here and its events come again."""
+
+
+class Fence:
+    """The rebalance generation, and whether a rebalance is under way.
+
+    :meth:`begin_rebalance` is called from Faust's consumer thread as a rebalance starts, before
+    anything is revoked; only that thread changes the generation, so an int is enough.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.rebalancing = False
+
+    def begin_rebalance(self) -> None:
+        """A rebalance starts: batches started before now are fenced, arriving events let go."""
+        self.rebalancing = True
+        self.generation += 1
+
+    def end_rebalance(self) -> None:
+        """The new assignment is in place: events are taken again."""
+        self.rebalancing = False
+
+    def stale(self, batch: Batch) -> bool:
+        """True when ``batch`` was started before the current rebalance."""
+        return batch.generation != self.generation
+
+    def check(self, batch: Batch, step: str) -> None:
+        """Raise :class:`Fenced` before ``step`` of a stale batch."""
+        if batch.generation != self.generation:
+            raise Fenced(f"a rebalance started: the batch stops before {step}")
+
+
 @dataclass
 class Batch:
     """A run of source events and what analyzing them produced, made durable together."""
@@ -86,6 +127,8 @@ class Batch:
     analyzed: int = 0
     #: the analyzed trades' own timestamps (epoch ms), for the event-time lag at output
     event_times: list[int] = field(default_factory=list)
+    #: the rebalance generation the batch was started in (see :class:`Fence`)
+    generation: int = 0
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> highest offset of the batch's events from it."""
@@ -101,12 +144,9 @@ class Batch:
 class StateWriter(Protocol):
     """The local side of a state table: which partitions it holds, batched writes, stored offsets."""
 
-    def holds(self, partition: int) -> bool:
-        """True while this worker's store serves ``partition`` (active or standby)."""
-        ...
-
     def write(self, values: Mapping[tuple[int, bytes], bytes]) -> None:
-        """Write ``(partition, key) -> value``, atomically per partition."""
+        """Write ``(partition, key) -> value``, atomically per partition; raises when a partition is
+        not held here (a revoked one is never opened again)."""
         ...
 
     def set_changelog_offset(self, partition: int, offset: int) -> None:
@@ -163,6 +203,7 @@ class CommitProtocol:
         producer: BatchProducer,
         changelog_topic: str,
         progress: DeliveryProgress,
+        fence: Fence,
         *,
         outputs_first: bool = False,
     ) -> None:
@@ -170,42 +211,50 @@ class CommitProtocol:
         self.producer = producer
         self.changelog_topic = changelog_topic
         self.progress = progress
+        self.fence = fence
         self.outputs_first = outputs_first
 
     async def persist(self, batch: Batch) -> None:
         """Steps 1-3 (outputs first: 4, then 1-3): state written, changelog acknowledged, stored
-        changelog offset advanced."""
+        changelog offset advanced. :class:`Fenced` before any step of a stale batch."""
+        fence = self.fence
         if self.outputs_first:
+            fence.check(batch, "step 4")
             await self._send(batch.outputs, "step 4, the outputs")
             self.progress.advance(batch.offsets())
         store = self.store
-        held = {partition for partition, _key in batch.changelog if store.holds(partition)}
-        # 1. State written (partitions revoked meanwhile are left to their next owner).
+        # 1. State written.
+        fence.check(batch, "step 1")
         try:
-            store.write({key: value for key, value in batch.changelog.items() if key[0] in held})
+            store.write(batch.changelog)
         except Exception as exc:
             raise DeliveryFailed(f"step 1, writing the state store: {exc!r}") from exc
         # 2. Changelog acknowledged.
+        fence.check(batch, "step 2")
         records: list[Record] = [
             (self.changelog_topic, partition, key, value, None)
             for (partition, key), value in batch.changelog.items()
         ]
         highest = await self._send(records, "step 2, the changelog")
         # 3. Stored changelog offset advanced.
+        fence.check(batch, "step 3")
         try:
             for (_topic, partition), offset in highest.items():
-                if partition in held and store.holds(partition):
-                    store.set_changelog_offset(partition, offset)
+                store.set_changelog_offset(partition, offset)
         except Exception as exc:
             raise DeliveryFailed(f"step 3, storing the changelog offset: {exc!r}") from exc
 
     async def publish(self, batch: Batch) -> None:
-        """Steps 4-5 (outputs first: 5): outputs and dead letters acknowledged, then the events acked."""
+        """Steps 4-5 (outputs first: 5): outputs and dead letters acknowledged, then the events acked.
+        :class:`Fenced` before any step of a stale batch."""
+        fence = self.fence
         # 4. Outputs and dead letters acknowledged.
         if not self.outputs_first:
+            fence.check(batch, "step 4")
             await self._send(batch.outputs, "step 4, the outputs")
             self.progress.advance(batch.offsets())
         # 5. Events acked.
+        fence.check(batch, "step 5")
         for event, stream in batch.events:
             await stream.ack(event)
 

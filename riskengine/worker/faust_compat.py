@@ -62,6 +62,8 @@ from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TransportT
 
+from riskengine.worker.commit import Fence
+
 log = logging.getLogger(__name__)
 
 #: The versions this surface was checked against (``setup.cfg`` pins them).
@@ -286,19 +288,27 @@ class Transport(driver.Transport):
 
 
 class TransportApp(faust.App):
-    """A Faust app whose Kafka transport is :class:`Transport`, with :attr:`rebalance_started`."""
+    """A Faust app whose Kafka transport is :class:`Transport`, with :attr:`rebalance_started` and
+    the rebalance :attr:`fence` of the commit protocol."""
 
     def __init__(self, id: str, **options: Any) -> None:
         super().__init__(id, **options)
         #: called as every rebalance starts, before the revocation waits for acks; from Faust's
         #: consumer thread, so a hook must hand its work to its own event loop thread-safely
         self.rebalance_started: list[Callable[[], None]] = []
+        #: the rebalance generation every batch is checked against (riskengine.worker.commit)
+        self.fence = Fence()
+        self.on_partitions_assigned.connect(self._end_rebalance)
 
     def on_rebalance_start(self) -> None:
-        """Faust's bookkeeping, then the :attr:`rebalance_started` hooks."""
+        """Faust's bookkeeping, a new fence generation, then the :attr:`rebalance_started` hooks."""
         super().on_rebalance_start()
+        self.fence.begin_rebalance()
         for hook in self.rebalance_started:
             hook()
+
+    def _end_rebalance(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        self.fence.end_rebalance()
 
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)

@@ -146,6 +146,8 @@ class Metrics:
         self.market_context_stale = 0
         #: partition assignments this worker went through (each completed rebalance counts once)
         self.rebalances = 0
+        #: batches stopped by a rebalance before they were acked (their events came again)
+        self.fenced_batches = 0
         #: per watermarked agent ("market", "pair"): records released, late, re-delivered, rejected,
         #: and held at the last batch
         self.keyed: dict[str, Counter[str]] = {"market": Counter(), "pair": Counter()}
@@ -276,6 +278,11 @@ class StatsCollector(Collector):
         )
         yield _counter(
             "riskengine_rebalances", "Partition assignments (completed rebalances)", s["rebalances"]
+        )
+        yield _counter(
+            "riskengine_fenced_batches",
+            "Batches stopped by a rebalance before they were acked (their events come again)",
+            s["fencedBatches"],
         )
         yield _gauge(
             "riskengine_held_events", "Events held at the last batch for the other input", s["heldEvents"]

@@ -22,6 +22,12 @@ batches wait for *publish*.
 Any exception in either task (analysis, the store, the broker) stops the pipeline and is handed to
 ``on_failure`` (the app crashes): nothing of the failed batch was acked, so it is re-delivered to
 whoever owns its partitions next.
+
+Rebalances (see "Rebalance fencing" in :mod:`riskengine.worker.commit`): a batch started before the
+current rebalance is *fenced* at its next step, or before its analysis: its events are let go
+unacked (``release``) and the agent drops what it derived from that generation (``on_fenced``).
+That is no failure; the pipeline goes on. While a rebalance is under way, :meth:`BatchPipeline.add`
+lets arriving events go at once.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from riskengine.worker.commit import Batch, CommitProtocol
+from riskengine.worker.commit import Batch, CommitProtocol, Fenced
 from riskengine.worker.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -65,10 +71,18 @@ class BatchPipeline:
         on_failure: Callable[[BaseException], Awaitable[Any]],
         metrics: Metrics,
         name: str = "user",
+        *,
+        release: Callable[[list[Any]], None] = lambda messages: None,
+        on_fenced: Callable[[], None] = lambda: None,
     ) -> None:
         self.commit = commit
+        self.fence = commit.fence
         self.analyze = analyze
         self.on_failure = on_failure
+        #: lets go of messages handed out and never to be acked (Faust stops waiting for them)
+        self.release = release
+        #: drops what the agent derived from a fenced generation (held events, decoded states)
+        self.on_fenced = on_fenced
         self.metrics = metrics
         histograms = metrics.histograms
         # Children bound once: a labels() lookup per batch is wasted work on the hot path.
@@ -78,7 +92,7 @@ class BatchPipeline:
         self._publish_seconds = histograms.delivery_seconds.labels(name, "publish")
         #: monotonic time each taken batch was taken at, in batch order (for the batch histogram)
         self._taken_at: asyncio.Queue[float] = asyncio.Queue()
-        self.filling = Batch()
+        self.filling = self._new_batch()
         #: the pending call that takes a batch again for the events the agent holds back
         self._retry_handle: asyncio.TimerHandle | None = None
         self._work = asyncio.Event()
@@ -102,8 +116,18 @@ class BatchPipeline:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _new_batch(self) -> Batch:
+        return Batch(generation=self.fence.generation)
+
     def add(self, event: Any, stream: Any, more_waiting: bool) -> None:
-        """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow."""
+        """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow.
+
+        During a rebalance the event is let go instead: Faust seeks back to the committed offsets
+        after it, so the event comes again, to whoever owns its partition then.
+        """
+        if self.fence.rebalancing:
+            self.release([event.message])
+            return
         self.filling.events.append((event, stream))
         self._work.set()
         if not more_waiting or len(self.filling.events) >= MIN_BATCH:
@@ -112,7 +136,7 @@ class BatchPipeline:
     def discard_waiting(self) -> int:
         """Drop the filling batch's events (a rebalance: they come again); how many."""
         dropped = len(self.filling.events)
-        self.filling = Batch()
+        self.filling = self._new_batch()
         self._work.clear()
         self._ready.clear()
         self._taken.set()
@@ -151,23 +175,34 @@ class BatchPipeline:
                 self._last_take = loop.time()
                 self._work.clear()
                 self._ready.clear()
-                batch, self.filling = self.filling, Batch()
+                batch, self.filling = self.filling, self._new_batch()
                 self._taken.set()
                 self._in_flight += 1
+                if self.fence.stale(batch):
+                    self._fenced(batch, "before its analysis")
+                    continue
                 taken_at = time.monotonic()
                 size = len(batch.events)
-                held = await self.analyze(batch)
-                if held and self._retry_handle is None:
-                    self._retry_handle = loop.call_later(MAX_LINGER_S, self._retry)
-                if batch.events or batch.outputs or batch.changelog:
-                    self._batch_size.observe(size)
-                    persist_at = time.monotonic()
-                    await self.commit.persist(batch)
-                    self._persist_seconds.observe(time.monotonic() - persist_at)
-                    self._taken_at.put_nowait(taken_at)
-                    await self._persisted.put(batch)
-                else:
-                    self._in_flight -= 1
+                try:
+                    held = await self.analyze(batch)
+                    if held and self._retry_handle is None:
+                        self._retry_handle = loop.call_later(MAX_LINGER_S, self._retry)
+                    if batch.events or batch.outputs or batch.changelog:
+                        self._batch_size.observe(size)
+                        persist_at = time.monotonic()
+                        await self.commit.persist(batch)
+                        self._persist_seconds.observe(time.monotonic() - persist_at)
+                    else:
+                        self._in_flight -= 1
+                        continue
+                except Exception as exc:
+                    # A stale batch's failure (its partition's database gone, say) is no failure.
+                    if not isinstance(exc, Fenced) and not self.fence.stale(batch):
+                        raise
+                    self._fenced(batch, str(exc))
+                    continue
+                self._taken_at.put_nowait(taken_at)
+                await self._persisted.put(batch)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # Nothing of the batch was acked: stop, leave it to re-delivery.
@@ -177,11 +212,16 @@ class BatchPipeline:
         try:
             while True:
                 batch = await self._persisted.get()
+                taken_at = self._taken_at.get_nowait()
                 publish_at = time.monotonic()
-                await self.commit.publish(batch)
+                try:
+                    await self.commit.publish(batch)
+                except Fenced as fenced:
+                    self._fenced(batch, str(fenced))
+                    continue
                 done = time.monotonic()
                 self._publish_seconds.observe(done - publish_at)
-                self._batch_seconds.observe(done - self._taken_at.get_nowait())
+                self._batch_seconds.observe(done - taken_at)
                 self._in_flight -= 1
                 self.metrics.count_analyzed(batch.analyzed)
                 self.metrics.observe_delivered(batch.event_times)
@@ -189,6 +229,17 @@ class BatchPipeline:
             raise
         except Exception as exc:  # The broker did not acknowledge: nothing of the batch was acked.
             await self._fail(exc)
+
+    def _fenced(self, batch: Batch, why: str) -> None:
+        """Let go of a stale batch's events, unacked, and of what the agent derived meanwhile."""
+        self._in_flight -= 1
+        self.on_fenced()
+        if not batch.events:
+            return
+        self.metrics.fenced_batches += 1
+        self.release([event.message for event, _stream in batch.events])
+        batch.events = []
+        log.info("rebalance: a batch was fenced (%s); its events will come again", why)
 
     async def _fail(self, exc: BaseException) -> None:
         log.critical("the worker cannot make its batches durable: %r", exc)

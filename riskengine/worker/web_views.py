@@ -290,6 +290,7 @@ def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
         "lateOrderEvents": metrics.late_order_events,
         "heldEvents": metrics.held_events,
         "rebalances": metrics.rebalances,
+        "fencedBatches": metrics.fenced_batches,
         "lateForMarket": metrics.late_for_market,
         "marketContextStale": metrics.market_context_stale,
         "marketContextVersions": context.reference.markets.contexts.count(),

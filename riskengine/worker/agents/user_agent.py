@@ -121,6 +121,7 @@ from riskengine.worker.tables.user_state import (
     TRADES,
     AppliedEvents,
     Envelope,
+    PartitionNotHeld,
     Pending,
     UserStateTable,
     decode_envelope,
@@ -265,6 +266,11 @@ class UserAnalysis:
         self._clocks = PartitionClocks()
         self._clocks_loaded: set[int] = set()
         self._clocks_changed: set[int] = set()
+        #: per trades partition, the clock its promises may use: that of the trades applied or
+        #: re-delivered since the last rebalance. The stored clock may be ahead of it after a crash or
+        #: a fenced batch (its trades' executions wait in pending outputs for their re-delivery), and a
+        #: promise from it would make those executions late for the market.
+        self._promise_clocks: dict[int, int] = {}
         self._target_partitions = context.settings.topic_partitions
         #: per trades partition: wall-clock time of its last trade, of its last progress marker and
         #: of its last idle marker
@@ -287,6 +293,7 @@ class UserAnalysis:
         self._clocks = PartitionClocks()
         self._clocks_loaded.clear()
         self._clocks_changed.clear()
+        self._promise_clocks.clear()
         self._last_marker_at.clear()
         self._last_promise.clear()
         self._applied_through.clear()
@@ -470,6 +477,8 @@ class UserAnalysis:
         self._count_in(message, source)
         try:
             self._evaluate(message, source, item, processed_at, batch)
+        except PartitionNotHeld:
+            raise  # not the event's fault: the batch is fenced (or the worker stops)
         except Exception as exc:  # Any failure of one event must become a dead letter, never a loss.
             trade_id = item.trade_id if isinstance(item, Trade) else None
             log.exception(
@@ -505,6 +514,10 @@ class UserAnalysis:
             if source == TRADES:  # the partition's market clock may be in the same position
                 self._clock_of(partition)
                 self._clocks_changed.add(partition)
+                # Its clock was at least its time: later executions are no earlier than that, less
+                # the lateness (the clock after it may be ahead: its value is not stored per trade).
+                promised = self._promise_clocks.get(partition, -(2**62))
+                self._promise_clocks[partition] = max(promised, cast(Trade, item).timestamp)
             entry = user.pending_for(source, offset)
             if entry is not None:
                 self.metrics.resent += 1
@@ -648,6 +661,7 @@ class UserAnalysis:
             self.metrics.late_for_market += 1
             return []
         self._clocks_changed.add(partition)
+        self._promise_clocks[partition] = clocks.clocks[partition]
         promise = clocks.clocks[partition] - lateness
         outputs = [(MARKET, frame(trade.symbol.encode(), execution_value(trade, partition, promise)))]
         reference = self.reference.data
@@ -670,8 +684,10 @@ class UserAnalysis:
             batch.changelog[(partition, CLOCK_KEY)] = encode_clock(self._clocks.clocks[partition])
         holding = {partition for partition, (trades, _orders) in self._queues.items() if trades}
         for partition in sorted(self._clocks_changed | holding):
-            clock = self._clock_of(partition).clocks[partition]
+            clock = self._promise_clocks.get(partition, -1)
             head = self._first_held_trade(partition)
+            if clock < 0 and head is None:
+                continue  # nothing processed since the rebalance: nothing known to promise
             promise = max(clock, -1 if head is None else head.timestamp) - lateness
             last = self._last_promise.get(partition, -(2**62))
             if promise <= last:
@@ -934,7 +950,7 @@ class UserAgent:
         :mod:`riskengine.worker.repartition`); only while no batch is in flight, so a marker never
         overtakes an execution."""
         pipeline, commit = self._pipeline, self._commit
-        if pipeline is None or commit is None or not pipeline.idle():
+        if pipeline is None or commit is None or not pipeline.idle() or self.app.fence.rebalancing:
             return
         trades = self.context.names.trades
         assigned = sorted(tp.partition for tp in self.app.consumer.assignment() if tp.topic == trades)
@@ -963,7 +979,9 @@ class UserAgent:
             self._loop.call_soon_threadsafe(self._let_go)
 
     def _let_go(self) -> None:
-        """Drop the events not in a batch being made durable (held, or waiting for the next batch).
+        """Drop the events not in a batch being made durable (held, or waiting for the next batch),
+        and the decoded states; again whenever a batch of the generation before is fenced (its
+        analysis may have held events and decoded states since).
 
         Faust lets the partitions go only once every event handed to the agent is acked or gone;
         these never acked ones come again after the rebalance (Faust seeks to the committed offsets).
@@ -1012,8 +1030,17 @@ class UserAgent:
         producer = batch_producer(self.context.settings)
         await producer.start()
         await self.offsets.start()
-        commit = CommitProtocol(self.user_state, producer, self.user_state.changelog_topic, self.progress)
-        pipeline = BatchPipeline(commit, self.analyze, self.app.crash, self.context.metrics)
+        commit = CommitProtocol(
+            self.user_state, producer, self.user_state.changelog_topic, self.progress, self.app.fence
+        )
+        pipeline = BatchPipeline(
+            commit,
+            self.analyze,
+            self.app.crash,
+            self.context.metrics,
+            release=lambda messages: untrack(self.app.consumer, messages),
+            on_fenced=self._let_go,
+        )
         pipeline.start()
         self._pipeline = pipeline
         self._commit = commit

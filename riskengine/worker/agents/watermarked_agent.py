@@ -168,10 +168,6 @@ class WatermarkedAnalysis(Generic[S]):
         self._feeds: dict[int, _Feed] = {}
         self._states: dict[bytes, S] = {}
         self._dirty: dict[tuple[int, bytes], S] = {}
-        #: from the start of a rebalance until the new assignment, records are dropped unacked: Faust
-        #: waits for every record handed out before it lets partitions go, and a buffered one would
-        #: wait for a watermark that cannot move meanwhile (they come again after the rebalance)
-        self.paused = False
 
     def forget(self) -> None:
         """Drop the buffers and decoded states (a rebalance: the unacked records come again)."""
@@ -195,11 +191,6 @@ class WatermarkedAnalysis(Generic[S]):
         feeds = self._feeds
         self._dirty = {}
         counters = self.counters
-        if self.paused:
-            self.forget()
-            self.untrack([event.message for event, _stream in batch.events])
-            batch.events = []
-            return 0
         for event, stream in batch.events:
             message = event.message
             feed = feeds.get(message.partition)
@@ -379,7 +370,7 @@ class WatermarkedAgent(Generic[S]):
         self._loop: asyncio.AbstractEventLoop | None = None
         app.rebalance_started.append(self._on_rebalance_start)
         app.on_partitions_revoked.connect(self._forget)
-        app.on_partitions_assigned.connect(self._resume)
+        app.on_partitions_assigned.connect(self._forget)
 
         @app.agent(self.topic, name=f"{core.name}-events")
         async def keyed_events(stream: Any) -> None:
@@ -388,17 +379,18 @@ class WatermarkedAgent(Generic[S]):
     def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.analysis.forget()
 
-    def _resume(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        self.analysis.forget()
-        self.analysis.paused = False
-
     def _on_rebalance_start(self) -> None:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._let_go)
 
     def _let_go(self) -> None:
-        """Drop what is buffered or waiting (never acked: it comes again after the rebalance)."""
-        self.analysis.paused = True
+        """Drop what is buffered or waiting (never acked: it comes again after the rebalance); again
+        whenever a batch of the generation before is fenced.
+
+        From the start of a rebalance until the new assignment, records are let go unacked (the
+        pipeline's fence): Faust waits for every record handed out before it lets partitions go, and
+        a buffered one would wait for a watermark that cannot move meanwhile.
+        """
         self.analysis.forget()
         if self._pipeline is not None:
             waiting = self._pipeline.filling.events
@@ -411,10 +403,21 @@ class WatermarkedAgent(Generic[S]):
         producer = batch_producer(self.context.settings)
         await producer.start()
         commit = CommitProtocol(
-            self.table, producer, self.table.changelog_topic, DeliveryProgress(), outputs_first=True
+            self.table,
+            producer,
+            self.table.changelog_topic,
+            DeliveryProgress(),
+            self.app.fence,
+            outputs_first=True,
         )
         pipeline = BatchPipeline(
-            commit, self.analysis.analyze, self.app.crash, self.context.metrics, name=self.name
+            commit,
+            self.analysis.analyze,
+            self.app.crash,
+            self.context.metrics,
+            name=self.name,
+            release=self.analysis.untrack,
+            on_fenced=self._let_go,
         )
         pipeline.start()
         self._pipeline = pipeline

@@ -66,6 +66,10 @@ _ENTRY_V1 = struct.Struct("<qH")  # offset, outputs
 assert min(ENVELOPE_MAGIC_V1, ENVELOPE_MAGIC) > FORMAT_VERSION, "the magic must not collide with a state"
 
 
+class PartitionNotHeld(WorkerError):
+    """A state table partition this worker does not hold (any more) was read or written."""
+
+
 class EnvelopeError(WorkerError, ValueError):
     """A table value is neither an envelope nor a bare core state."""
 
@@ -221,29 +225,34 @@ class StateTable:
         return name
 
     def get(self, partition: int, key: bytes) -> bytes | None:
-        """The stored value of ``key`` in ``partition``."""
-        value: bytes | None = partition_db(self.table, partition).get(key)
+        """The stored value of ``key`` in ``partition``; :class:`PartitionNotHeld` if not held here."""
+        value: bytes | None = self._held_db(partition).get(key)
         return value
 
-    def holds(self, partition: int) -> bool:
-        """True while this worker's store serves ``partition`` (Faust drops it at revocation)."""
-        return partition in held_partitions(self.table)
-
     def write(self, values: Mapping[tuple[int, bytes], bytes]) -> None:
-        """Write ``(partition, key) -> value``, one atomic write per partition."""
+        """Write ``(partition, key) -> value``, one atomic write per partition; :class:`PartitionNotHeld`
+        (before anything is written) when a partition is not held here."""
         batches: dict[int, rocksdict.WriteBatch] = {}
         for (partition, key), value in values.items():
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
             batch.put(key, value)
+        dbs = {partition: self._held_db(partition) for partition in batches}
         for partition, batch in batches.items():
-            partition_db(self.table, partition).write(batch)
+            dbs[partition].write(batch)
+
+    def _held_db(self, partition: int) -> Any:
+        # Faust's own accessor would open a revoked partition's database again (and write into a
+        # copy nobody recovers from): only a held one is used.
+        if partition not in held_partitions(self.table):
+            raise PartitionNotHeld(f"{self.table.name} partition {partition} is not held by this worker")
+        return partition_db(self.table, partition)
 
     def set_changelog_offset(self, partition: int, offset: int) -> None:
         """Record ``offset`` as the last changelog record applied to ``partition`` (Faust's own key)."""
-        topic = self.changelog_topic
-        self.table.data.set_persisted_offset(TP(topic, partition), offset)
+        self._held_db(partition)  # Faust's setter opens a revoked partition's database again
+        self.table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
 
 
 class UserStateTable(StateTable):

@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, DeliveryProgress, Record
+from riskengine.worker.commit import (
+    Batch,
+    CommitProtocol,
+    DeliveryFailed,
+    DeliveryProgress,
+    Fence,
+    Fenced,
+    Record,
+)
 from tests.unit.worker.worker_fakes import FakeProducer, FakeStore, FakeStream, Journal, events
 
 CHANGELOG = "user-state-changelog"
@@ -17,7 +25,7 @@ def protocol(journal: Journal) -> tuple[CommitProtocol, FakeStore, FakeProducer]
     """The protocol over a store holding partitions 0 and 1, and a producer acknowledging at once."""
     store = FakeStore(journal, {0, 1}, CHANGELOG)
     producer = FakeProducer(journal)
-    return CommitProtocol(store, producer, CHANGELOG, DeliveryProgress()), store, producer
+    return CommitProtocol(store, producer, CHANGELOG, DeliveryProgress(), Fence()), store, producer
 
 
 def batch_of(journal: Journal, per_partition: int = 4) -> tuple[Batch, FakeStream]:
@@ -129,35 +137,97 @@ async def test_delayed_acknowledgements_arriving_out_of_order_complete_each_step
     assert len(stream.acked) == 14
 
 
-async def test_a_partition_revoked_before_the_state_write_is_left_to_its_next_owner():
+async def test_a_batch_started_before_a_rebalance_writes_nothing():
     journal = Journal()
     commit, store, producer = protocol(journal)
     batch, stream = batch_of(journal)
-    store.held.discard(1)  # revoked after the batch was analyzed
+    commit.fence.begin_rebalance()  # after the batch was started, before its first step
 
-    await commit.persist(batch)
-    await commit.publish(batch)
+    with pytest.raises(Fenced, match="step 1"):
+        await commit.persist(batch)
 
-    # Nothing local for partition 1: Faust dropped its database, the next owner restores it from the
-    # changelog, which still gets the batch's states (so the events' outputs can be acked).
-    assert 1 not in store.values and 1 not in store.offsets
-    assert store.values[0] and store.offsets == {0: 3}
-    assert {p for (p, _k) in producer.latest_values(CHANGELOG)} == {0, 1}
-    assert {r[1] for r in producer.records(OUTPUTS)} == {0, 1}
-    assert len(stream.acked) == 8  # Faust's revocation waits for these acks
+    assert store.values == {} and store.offsets == {}
+    assert producer.records(CHANGELOG) == [] and producer.records(OUTPUTS) == []
+    assert stream.acked == []
 
 
-async def test_a_partition_revoked_while_its_changelog_is_in_flight_keeps_its_stored_offset():
+async def test_a_rebalance_while_the_changelog_is_in_flight_stops_the_batch_after_that_step():
     journal = Journal()
     commit, store, producer = protocol(journal)
     producer.hold = True
-    batch, _stream = batch_of(journal)
+    batch, stream = batch_of(journal)
 
     persisting = asyncio.ensure_future(commit.persist(batch))
     await asyncio.sleep(0.01)
-    assert set(store.values) == {0, 1}  # step 1 ran while both were held
-    store.held.discard(0)  # revoked mid-batch
-    producer.release()
-    await persisting
+    assert set(store.values) == {0, 1}  # step 1 ran before the rebalance
+    commit.fence.begin_rebalance()
+    producer.release()  # the sends in flight cannot be recalled: they complete
+    with pytest.raises(Fenced, match="step 3"):
+        await persisting
+    with pytest.raises(Fenced, match="step 4"):
+        await commit.publish(batch)
 
-    assert store.offsets == {1: 3}  # no write into a database Faust no longer serves
+    # Nothing after the step in flight: no stored offset, no outputs, no acks.
+    assert store.offsets == {}
+    assert producer.records(OUTPUTS) == [] and stream.acked == []
+    assert journal.kinds().count("ack") == 0
+
+
+async def test_a_rebalance_between_the_outputs_and_the_acks_acks_nothing():
+    journal = Journal()
+    commit, _store, producer = protocol(journal)
+    batch, stream = batch_of(journal)
+    await commit.persist(batch)
+    producer.hold = True
+
+    publishing = asyncio.ensure_future(commit.publish(batch))
+    await asyncio.sleep(0.01)
+    commit.fence.begin_rebalance()
+    producer.release()
+    with pytest.raises(Fenced, match="step 5"):
+        await publishing
+    assert len(producer.records(OUTPUTS)) == 8 and stream.acked == []
+
+
+async def test_outputs_first_a_fenced_batch_writes_no_state_after_its_outputs():
+    journal = Journal()
+    store = FakeStore(journal, {0, 1}, CHANGELOG)
+    producer = FakeProducer(journal)
+    fence = Fence()
+    commit = CommitProtocol(store, producer, CHANGELOG, DeliveryProgress(), fence, outputs_first=True)
+    producer.hold = True
+    batch, stream = batch_of(journal)
+
+    persisting = asyncio.ensure_future(commit.persist(batch))
+    await asyncio.sleep(0.01)
+    fence.begin_rebalance()
+    producer.release()
+    with pytest.raises(Fenced, match="step 1"):
+        await persisting
+    assert store.values == {} and producer.records(CHANGELOG) == [] and stream.acked == []
+
+
+async def test_a_partition_not_held_by_a_current_batch_fails_the_batch_instead_of_skipping_it():
+    journal = Journal()
+    commit, store, producer = protocol(journal)
+    batch, stream = batch_of(journal)
+    store.held.discard(1)  # no rebalance started: the store and the assignment disagree
+
+    with pytest.raises(DeliveryFailed, match="step 1"):
+        await commit.persist(batch)
+    # Nothing is written for either partition, nothing is sent or acked: the worker stops and the
+    # batch is processed again by whoever owns the partitions next.
+    assert store.values == {} and producer.records(CHANGELOG) == [] and stream.acked == []
+
+
+async def test_a_new_generation_batch_goes_through_after_the_rebalance():
+    journal = Journal()
+    commit, store, _producer = protocol(journal)
+    commit.fence.begin_rebalance()
+    commit.fence.end_rebalance()
+    batch, stream = batch_of(journal)
+    batch.generation = commit.fence.generation
+
+    await commit.persist(batch)
+    await commit.publish(batch)
+    assert store.offsets == {0: 3, 1: 3} and len(stream.acked) == 8

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from riskengine.settings import Settings
 from riskengine.worker import faust_compat
 from riskengine.worker.faust_compat import SURFACE, Reach
-from riskengine.worker.tables.user_state import UserStateTable
+from riskengine.worker.tables.user_state import PartitionNotHeld, UserStateTable
 
 REPO = Path(__file__).resolve().parents[3]
 #: Underscore names that are public by convention (namedtuple API, argparse's annotation type).
@@ -70,17 +70,28 @@ def test_the_rocksdb_store_keeps_its_partition_databases_where_the_worker_reads_
     dbs_reach = next(r for r in SURFACE if r.attribute == "_dbs")
     assert isinstance(getattr(store, "_dbs", None), dict), _upgrade_hint(dbs_reach)
 
+    # Faust opens an assigned partition's database (what its assign_partitions does).
+    for partition in (0, 1):
+        faust_compat.partition_db(user_state.table, partition)
     # Batched writes and reads through the reached databases, on a real RocksDB.
     user_state.write({(0, b"u-1"): b"one", (1, b"u-2"): b"two", (1, b"u-3"): b"three"})
     assert user_state.get(0, b"u-1") == b"one" and user_state.get(1, b"u-3") == b"three"
-    assert user_state.holds(0) and user_state.holds(1)
     assert set(faust_compat.held_partitions(user_state.table)) == {0, 1}
     # The stored changelog offset goes where Faust's recovery reads it.
     user_state.set_changelog_offset(1, 41)
     assert store.persisted_offset(faust.types.TP(user_state.changelog_topic, 1)) == 41
     # Faust's revocation drops the partition from the databases the store holds.
     store.revoke_partitions(user_state.table, {faust.types.TP(user_state.changelog_topic, 0)})
-    assert not user_state.holds(0), _upgrade_hint(dbs_reach)
+    assert 0 not in faust_compat.held_partitions(user_state.table), _upgrade_hint(dbs_reach)
+    # A revoked partition is never opened again by a late read or write (Faust's accessor would).
+    with pytest.raises(PartitionNotHeld):
+        user_state.get(0, b"u-1")
+    with pytest.raises(PartitionNotHeld):
+        user_state.write({(0, b"u-1"): b"late", (1, b"u-2"): b"late"})
+    with pytest.raises(PartitionNotHeld):
+        user_state.set_changelog_offset(0, 7)
+    assert set(faust_compat.held_partitions(user_state.table)) == {1}
+    assert user_state.get(1, b"u-2") == b"two"
 
 
 def test_the_app_gets_the_corrected_transport_and_its_consumer_keeps_committed_offsets(app):

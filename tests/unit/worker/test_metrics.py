@@ -137,6 +137,7 @@ def stats_of(metrics: Metrics) -> dict[str, Any]:
         "marketContextStale": 0,
         "lateForMarket": 0,
         "rebalances": 3,
+        "fencedBatches": 2,
         "heldEvents": 0,
         "marketAgent": {"released": 5, "held": 2},
         "pairAgent": {},
@@ -153,6 +154,7 @@ def test_labelled_figures_become_labelled_samples_of_the_right_type():
     assert dead.type == "counter"
     assert sample(dead, "riskengine_dead_letters_total", reason="decode-error") == 2
     assert sample(families["riskengine_rebalances"], "riskengine_rebalances_total") == 3
+    assert sample(families["riskengine_fenced_batches"], "riskengine_fenced_batches_total") == 2
     assert families["riskengine_market_agent_released"].type == "counter"
     assert families["riskengine_market_agent_held"].type == "gauge"
     assert sample(families["riskengine_market_agent_held"], "riskengine_market_agent_held") == 2

@@ -37,11 +37,12 @@ from riskengine.core.market import MarketContext
 from riskengine.settings import Settings
 from riskengine.worker.agents import user_agent
 from riskengine.worker.agents.user_agent import InputPositions, UserAnalysis
-from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, DeliveryProgress
+from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, DeliveryProgress, Fence
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.metrics import Metrics
 from riskengine.worker.pipeline import BatchPipeline
-from riskengine.worker.repartition import CLOCK_KEY, unframe
+from riskengine.worker.repartition import CLOCK_KEY, Marker, unframe
+from riskengine.worker.repartition import decode as decode_repartitioned
 from riskengine.worker.tables.user_state import ALERT, ANALYZED, decode_envelope
 from tests.unit.core.builders import MINUTE, SECOND, order, run_flow, trade
 from tests.unit.worker.worker_fakes import (
@@ -144,7 +145,7 @@ class Worker:
         self.progress = DeliveryProgress()
         self.inputs = Inputs()
         self.analysis = UserAnalysis(self.context, store, self.progress, self.inputs)
-        self.commit = CommitProtocol(store, producer, CHANGELOG, self.progress)
+        self.commit = CommitProtocol(store, producer, CHANGELOG, self.progress, Fence())
 
     async def process(self, taken: list[FakeEvent], stream: FakeStream) -> Batch:
         batch = Batch(events=[(event, stream) for event in taken])
@@ -571,6 +572,118 @@ async def test_a_rebalance_drops_held_and_waiting_events_and_their_redelivery_is
     assert stream.acked == [(0, offset) for offset in range(len(trades))]
     expected, _alerts, _issues = run_flow(list(made), DEFAULT_RULES, EMPTY_REFERENCE)
     assert decode_envelope(worker.store.values[0][b"u-1"]).state == encode_state(expected)
+
+
+async def test_a_rebalance_with_a_batch_in_flight_fences_it_and_its_redelivery_matches_one_process():
+    journal = Journal()
+    store = FakeStore(journal, {0, 1}, CHANGELOG)
+    producer = FakeProducer(journal)
+    worker = Worker(store, producer)
+    fence = worker.commit.fence
+    flows = {0: wash_trades("u-0"), 1: wash_trades("u-1", start=MINUTE)}
+    stream = FakeStream(journal)
+    first = trade_events(worker.context.catalog, [(p, t) for p in (0, 1) for t in flows[p][:3]])
+    released: list[FakeMessage] = []
+    failures: list[BaseException] = []
+
+    def let_go() -> None:  # what the agent does as a rebalance starts and for a fenced batch
+        worker.analysis.forget_states()
+        pipeline.discard_waiting()
+
+    async def on_failure(exc: BaseException) -> None:
+        failures.append(exc)
+
+    metrics = Metrics()
+    pipeline = BatchPipeline(
+        worker.commit, worker.analysis.analyze, on_failure, metrics, release=released.extend, on_fenced=let_go
+    )
+    pipeline.start()
+    producer.hold = True
+    for event in first:
+        pipeline.add(event, stream, more_waiting=event is not first[-1])
+    for _ in range(100):  # the batch's changelog is in flight
+        if producer.held:
+            break
+        await asyncio.sleep(0.01)
+    assert producer.held and set(store.values) == {0, 1}
+    sent_before = len(producer.attempted)
+
+    # The rebalance starts (Faust's consumer thread bumps the generation, the agent lets go), and
+    # partition 1 will move to another worker. The sends in flight complete; nothing follows them.
+    fence.begin_rebalance()
+    let_go()
+    producer.release()
+    for _ in range(100):
+        if released:
+            break
+        await asyncio.sleep(0.01)
+    assert [m.offset for m in released] == [e.message.offset for e in first]
+    assert stream.acked == [] and failures == [] and metrics.fenced_batches == 1
+    assert len(producer.attempted) == sent_before and store.offsets == {}
+    late = trade_events(worker.context.catalog, [(1, flows[1][3])])[0]
+    pipeline.add(late, stream, more_waiting=False)  # arriving during the rebalance: let go at once
+    assert released[-1] is late.message
+
+    store.held.discard(1)
+    fence.end_rebalance()
+    producer.hold = False
+    # After the seek to the committed offsets (none yet), partition 0's events come again, all five.
+    again = trade_events(worker.context.catalog, [(0, t) for t in flows[0]])
+    for event in again:
+        pipeline.add(event, stream, more_waiting=event is not again[-1])
+    await acked(stream, len(again))
+    await pipeline.stop()
+
+    assert failures == [] and stream.acked == [(0, offset) for offset in range(len(again))]
+    expected, _alerts, _issues = run_flow(list(flows[0]), DEFAULT_RULES, EMPTY_REFERENCE)
+    assert decode_envelope(store.values[0][b"u-0"]).state == encode_state(expected)
+    # Partition 1: nothing written or sent after the rebalance began but what was in flight.
+    partition_1 = [r for r in producer.attempted if r[1] == 1 and r[0] in (CHANGELOG, *OUTPUT_TOPICS)]
+    assert partition_1 and all(producer.attempted.index(r) < sent_before for r in partition_1)
+    assert journal.kinds().count("offset") == 1  # partition 0's, in the new generation
+
+
+def late_for_the_market(producer: FakeProducer, topic: str) -> list[tuple[str, int]]:
+    """Executions sent to ``topic`` earlier than a promise their source sent there before them
+    (the market agent drops those as late): (tradeId, the promise they fell behind)."""
+    promised: dict[tuple[int, int], int] = {}
+    late = []
+    for record_topic, target, _key, value, _headers in producer.attempted:
+        if record_topic != topic:
+            continue
+        record = decode_repartitioned(value)
+        where = (target, record.source)
+        if isinstance(record, Marker):
+            if record.promise is not None:
+                promised[where] = max(promised.get(where, -(2**62)), record.promise)
+            continue
+        if record.trade.timestamp < promised.get(where, -(2**62)):
+            late.append((record.trade.trade_id, promised[where]))
+        promised[where] = max(promised.get(where, -(2**62)), record.promise)
+    return late
+
+
+async def test_a_redelivery_split_across_batches_never_promises_past_executions_still_pending():
+    journal = Journal()
+    store, producer = FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal)
+    first = Worker(store, producer)
+    # Three trades a minute apart: the partition's clock ends two minutes past the first.
+    made = [trade(n * MINUTE, user=f"u-{n}", trade_id=f"t-{n}") for n in range(3)]
+    taken = trade_events(first.context.catalog, [(0, t) for t in made])
+    stream = FakeStream(journal)
+    batch = Batch(events=[(event, stream) for event in taken])
+    assert await first.analysis.analyze(batch) == 0
+    await first.commit.persist(batch)  # state, changelog and clock stored; then fenced (or a crash)
+    assert producer.records(first.context.names.market_events) == []  # no execution sent yet
+
+    # Redelivered in two batches: the first holds only the first trade.
+    again = Worker(store, producer)
+    for part in (taken[:1], taken[1:]):
+        await again.process(part, stream)
+    market = again.context.names.market_events
+    records = [decode_repartitioned(r[3]) for r in producer.records(market)]
+    assert {r.trade.trade_id for r in records if not isinstance(r, Marker)} == {"t-0", "t-1", "t-2"}
+    assert late_for_the_market(producer, market) == []
 
 
 class PositionsConsumer:

@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka.errors import KafkaTimeoutError
 
 from riskengine.worker.commit import Headers
+from riskengine.worker.tables.user_state import PartitionNotHeld
 
 #: (topic, partition, key, value, headers)
 Landed = tuple[str, int, bytes | None, bytes, Headers]
@@ -135,21 +136,27 @@ class FakeStore:
         self.offsets: dict[int, int] = {}
         self.fail_writes = False
 
-    def holds(self, partition: int) -> bool:
-        return partition in self.held
+    def _require(self, partitions: set[int]) -> None:
+        # As the real table: a partition not held is never opened again.
+        missing = partitions - self.held
+        if missing:
+            raise PartitionNotHeld(f"partitions {sorted(missing)} are not held")
 
     def get(self, partition: int, key: bytes) -> bytes | None:
+        self._require({partition})
         return self.values.get(partition, {}).get(key)
 
     def write(self, values: Mapping[tuple[int, bytes], bytes]) -> None:
         if self.fail_writes:
             raise OSError("disk full")
+        self._require({partition for partition, _key in values})
         for (partition, key), value in values.items():
             self.values.setdefault(partition, {})[key] = value
         for partition in sorted({partition for partition, _key in values}):
             self.journal.add("state", partition)
 
     def set_changelog_offset(self, partition: int, offset: int) -> None:
+        self._require({partition})
         self.offsets[partition] = offset
         self.journal.add("offset", partition)
 
