@@ -99,6 +99,7 @@ class KafkaConnect(Service):
     """Moves the analysed trades and alerts from Kafka into Elasticsearch."""
 
     name = "connect"
+    system_user = "riskengine-connect"
 
     @property
     def address(self) -> Address:
