@@ -10,6 +10,12 @@ trade id or alert id, so a re-delivered or re-processed record replaces its docu
 :func:`connector_config` is pure (unit-tested, and the source of the copy in
 ``docker/compose.yml``); :func:`deploy` installs the index templates and PUTs the config through
 Connect's REST API, then waits until the connector and its task run.
+
+Passwords never travel in the connector config: Connect keeps that config in plain text in its
+config topic and serves it on ``GET /connectors/{name}/config``. The config names them instead
+(``${env:RISKENGINE_ELASTICSEARCH_PASSWORD}``), and the Connect worker resolves the reference from
+its own environment through Kafka's ``EnvVarConfigProvider`` (:func:`worker_config_providers`,
+which the worker's properties must carry) each time it starts the connector or a task.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from riskengine.contracts.topics import TOPICS, TopicLayoutError, TopicSpec, ens
 from riskengine.errors import SearchError
 from riskengine.search.index_templates import add_missing_fields, install_index_templates
 from riskengine.search.reporting import elasticsearch_client
-from riskengine.settings import Settings
+from riskengine.settings import PREFIX, Settings
 
 CONNECTOR_CLASS = "io.riskengine.connect.ElasticsearchSinkConnector"
 CONVERTER_CLASS = "io.riskengine.connect.RegistryAvroConverter"
@@ -47,6 +53,12 @@ DEPLOY_TIMEOUT = 60.0
 _RUNNING = "RUNNING"
 _FAILED = "FAILED"
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
+#: The Connect worker's config provider for secrets: ``${env:NAME}`` in a connector config.
+SECRETS_PROVIDER = "env"
+SECRETS_PROVIDER_CLASS = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+#: The settings whose values the connector needs: the worker reads them from its environment
+#: under the same variable names, and no other variable (its allowlist).
+SECRET_SETTINGS = ("elasticsearch_password", "schema_registry_password")
 
 Say = Callable[[str], None]
 
@@ -61,13 +73,41 @@ def searchable_topics(settings: Settings) -> list[str]:
     return [names.analyzed_trades, names.alerts]
 
 
+def secret_variable(field: str) -> str:
+    """The environment variable of the secret setting ``field`` (``RISKENGINE_...``)."""
+    if field not in SECRET_SETTINGS:
+        raise ValueError(f"{field} is not one of the connector's secrets {SECRET_SETTINGS}")
+    return PREFIX + field.upper()
+
+
+def secret_reference(field: str) -> str:
+    """What the connector config holds for the secret setting ``field``: a reference, not the value."""
+    return f"${{{SECRETS_PROVIDER}:{secret_variable(field)}}}"
+
+
+def worker_config_providers() -> dict[str, str]:
+    """The Connect worker properties that resolve :func:`secret_reference` (the stack and the image).
+
+    The allowlist limits the provider to the connector's secrets: a connector config cannot read
+    any other variable of the worker's environment.
+    """
+    allowed = "|".join(secret_variable(field) for field in SECRET_SETTINGS)
+    return {
+        "config.providers": SECRETS_PROVIDER,
+        f"config.providers.{SECRETS_PROVIDER}.class": SECRETS_PROVIDER_CLASS,
+        f"config.providers.{SECRETS_PROVIDER}.param.allowlist.pattern": f"^({allowed})$",
+    }
+
+
 def connector_config(
     settings: Settings, name: str = DEFAULT_NAME, topics: Sequence[str] | None = None
 ) -> dict[str, str]:
     """The connector's config as Connect's REST API takes it (every value a string).
 
-    ``topics`` defaults to :func:`searchable_topics`. URLs and credentials are the settings' own:
+    ``topics`` defaults to :func:`searchable_topics`. URLs and user names are the settings' own:
     they must be what the Connect worker sees (``docker/compose.yml`` uses container host names).
+    Passwords are :func:`secret_reference` placeholders the worker resolves from its environment,
+    never their values.
     """
     config = {
         "name": name,
@@ -97,10 +137,10 @@ def connector_config(
     }
     if settings.elasticsearch_username:
         config["connection.username"] = settings.elasticsearch_username
-        config["connection.password"] = settings.elasticsearch_password.get()
+        config["connection.password"] = secret_reference("elasticsearch_password")
     if settings.schema_registry_username:
         config["value.converter.schema.registry.username"] = settings.schema_registry_username
-        config["value.converter.schema.registry.password"] = settings.schema_registry_password.get()
+        config["value.converter.schema.registry.password"] = secret_reference("schema_registry_password")
     return config
 
 
