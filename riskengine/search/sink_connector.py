@@ -35,7 +35,7 @@ from elasticsearch import ApiError
 
 from riskengine.contracts.topics import TOPICS, TopicLayoutError, TopicSpec, ensure_topics, topic_names
 from riskengine.errors import SearchError
-from riskengine.search.index_templates import add_missing_fields, install_index_templates
+from riskengine.search.index_templates import add_missing_fields, install_index_templates, update_replicas
 from riskengine.search.reporting import elasticsearch_client
 from riskengine.settings import PREFIX, Settings
 
@@ -281,13 +281,29 @@ async def connect_client(settings: Settings) -> AsyncIterator[ConnectClient]:
         yield ConnectClient(session, settings.connect_url)
 
 
-async def install_templates(settings: Settings) -> tuple[list[str], dict[str, list[str]]]:
+@dataclass(frozen=True)
+class TemplatesInstalled:
+    """What :func:`install_templates` did."""
+
+    #: The templates' names.
+    names: list[str]
+    #: Index -> the fields its mapping gained.
+    fields_added: dict[str, list[str]]
+    #: Index -> its replica count (before, after).
+    replicas_changed: dict[str, tuple[int, int]]
+
+
+async def install_templates(settings: Settings) -> TemplatesInstalled:
     """The index templates (:mod:`riskengine.search.index_templates`), before the connector makes an
-    index, and the fields they gained since an existing index was created; returns (the templates'
-    names, index -> the fields added to it)."""
+    index; then, for the indices that already exist, the fields the templates gained since and the
+    configured replica count."""
     try:
         async with elasticsearch_client(settings) as es:
-            return await install_index_templates(es), await add_missing_fields(es)
+            return TemplatesInstalled(
+                await install_index_templates(es, settings),
+                await add_missing_fields(es),
+                await update_replicas(es, settings),
+            )
     except elastic_transport.TransportError as exc:
         raise ConnectorError(
             f"Elasticsearch at {settings.elasticsearch_url} is unreachable ({exc}); "
@@ -331,15 +347,18 @@ async def deploy(
     """Install the index templates, create or update the connector, wait until it and its task run.
 
     Also adds fields the templates gained to existing indices' mappings (``priority`` of the
-    alerts) and creates the dead-letter topic. Idempotent: deploying the same config again changes
-    nothing. Raises :class:`ConnectorError` with Connect's stack trace when the connector or a task
-    fails, or when it is not running after ``wait_s`` seconds.
+    alerts), gives them the configured replica count, and creates the dead-letter topic.
+    Idempotent: deploying the same config again changes nothing. Raises :class:`ConnectorError`
+    with Connect's stack trace when the connector or a task fails, or when it is not running after
+    ``wait_s`` seconds.
     """
     report = say or (lambda _line: None)
-    templates, added = await install_templates(settings)
-    report(f"index templates installed: {', '.join(templates)}")
-    for index, fields in added.items():
+    installed = await install_templates(settings)
+    report(f"index templates installed: {', '.join(installed.names)}")
+    for index, fields in installed.fields_added.items():
         report(f"index {index}: mapping gained {', '.join(fields)}")
+    for index, (before, after) in installed.replicas_changed.items():
+        report(f"index {index}: replicas {before} -> {after}")
     report(
         f"dead-letter topic {dead_letter_topic(settings).name}: {await create_dead_letter_topic(settings)}"
     )
