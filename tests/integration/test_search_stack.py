@@ -64,7 +64,7 @@ async def test_a_private_node_indexes_upserts_by_id_and_stops_completely(setting
         assert await up([service], 180.0, lines.append) == 0, "\n".join(lines)
         record = read_pid_file(service.pid_file)
         assert record is not None
-        # The launcher (runuser as root), the CLI JVM and the server JVM share the group.
+        # `timeout 0`, the CLI JVM and the server JVM share the group.
         assert len(_group_members(record.pid)) >= 2
 
         async with AsyncElasticsearch(private.elasticsearch_url) as es:
