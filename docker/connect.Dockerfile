@@ -11,9 +11,9 @@ FROM maven:3.9.11-eclipse-temurin-17 AS build
 WORKDIR /src
 COPY connectors/elasticsearch-sink/pom.xml /src/pom.xml
 # Dependencies first: their layer is reused while only the plugin's sources change.
-RUN mvn -B -q dependency:go-offline
+RUN mvn -B -q --strict-checksums dependency:go-offline
 COPY connectors/elasticsearch-sink/src /src/src
-RUN mvn -B -q package dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=/plugin \
+RUN mvn -B -q --strict-checksums package dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=/plugin \
     && cp target/*.jar /plugin/
 
 FROM apache/kafka:4.1.1

@@ -191,6 +191,15 @@ class Settings:
     elasticsearch_url: str = _setting("http://127.0.0.1:9200", "Elasticsearch URL", _url)
     elasticsearch_username: str = _setting("", "Elasticsearch user name")
     elasticsearch_password: Secret = _setting(Secret(""), "Elasticsearch password (secret)")
+    elasticsearch_index_shards: int = _setting(
+        1, "primary shards of each index the search indices' templates create", _positive_int
+    )
+    elasticsearch_index_replicas: int = _setting(
+        0,
+        "replica copies of each shard of the search indices (templates, and existing indices at "
+        "`connector deploy`); 0: a single node is green, N nodes take up to N-1",
+        _non_negative_int,
+    )
     # Kafka Connect (the Elasticsearch sink connector)
     connect_url: str = _setting("http://127.0.0.1:8083", "Kafka Connect REST URL", _url)
     # Dashboard and reporting views (riskengine dashboard)

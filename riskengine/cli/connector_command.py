@@ -43,7 +43,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ),
         ("status", run_status, "show the connector's and its tasks' state (with the trace of a failure)"),
         ("delete", run_delete, "remove the connector (the indices and their documents stay)"),
-        ("config", run_config, "print the connector config deploy would send, as JSON (passwords masked)"),
+        (
+            "config",
+            run_config,
+            "print the connector config deploy would send, as JSON (passwords are ${env:...} references)",
+        ),
     ):
         action = actions.add_parser(
             name,
@@ -103,8 +107,6 @@ def run_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_config(args: argparse.Namespace, settings: Settings) -> int:
-    """``connector config``, with passwords shown as ``***`` (secrets are never printed)."""
-    config = connector.connector_config(settings, name=args.name)
-    shown = {key: "***" if key.endswith("password") else value for key, value in config.items()}
-    say(json.dumps(shown, indent=2))
+    """``connector config``: printed as sent, since it holds references to the passwords, not them."""
+    say(json.dumps(connector.connector_config(settings, name=args.name), indent=2))
     return 0

@@ -11,6 +11,11 @@ A template applies to indices created after it, so :func:`add_missing_fields` al
 fields to the indices that already exist (Elasticsearch accepts new fields in a live mapping).
 A document indexed before its index had the field keeps the value in ``_source`` only: it is not
 searchable, sortable or aggregated on that field until it is indexed again.
+
+Shards and replicas come from the settings (``RISKENGINE_ELASTICSEARCH_INDEX_SHARDS``, ``_REPLICAS``):
+by default one shard and no replica, so the indices of a single node are green (a replica is never
+allocated on the node holding its primary: with one, a single node stays yellow). The replica
+count of an existing index can change (:func:`update_replicas`); its shard count cannot.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 from elasticsearch import AsyncElasticsearch, NotFoundError
+
+from riskengine.settings import Settings
 
 _KEYWORD = {"type": "keyword"}
 _DOUBLE = {"type": "double"}
@@ -96,19 +103,55 @@ TEMPLATES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-async def install_index_templates(es: AsyncElasticsearch) -> list[str]:
+def index_settings(settings: Settings) -> dict[str, int]:
+    """The index settings every template gives its indices: shards and replicas from ``settings``."""
+    return {
+        "number_of_shards": settings.elasticsearch_index_shards,
+        "number_of_replicas": settings.elasticsearch_index_replicas,
+    }
+
+
+def index_template(pattern: str, mappings: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The body of ``PUT _index_template/<name>`` for one entry of :data:`TEMPLATES`."""
+    return {
+        "index_patterns": [pattern],
+        "template": {"settings": index_settings(settings), "mappings": mappings},
+    }
+
+
+async def install_index_templates(es: AsyncElasticsearch, settings: Settings) -> list[str]:
     """Create or replace every template in :data:`TEMPLATES` (idempotent); returns their names.
 
     A template applies to indices created after it: install before the sink writes the first
-    document, or the index gets dynamic mappings (timestamps as plain ``long``).
+    document, or the index gets dynamic mappings (timestamps as plain ``long``) and one replica.
     """
     for name, (pattern, mappings) in TEMPLATES.items():
-        await es.indices.put_index_template(
-            name=name,
-            index_patterns=[pattern],
-            template={"mappings": mappings},
-        )
+        await es.indices.put_index_template(name=name, **index_template(pattern, mappings, settings))
     return list(TEMPLATES)
+
+
+async def update_replicas(es: AsyncElasticsearch, settings: Settings) -> dict[str, tuple[int, int]]:
+    """Give the existing indices of the templates' patterns the configured replica count.
+
+    Returns index -> (replicas before, after), only for indices that changed: an index created
+    before the templates had replicas (or with another setting) turns green on a single node.
+    """
+    wanted = settings.elasticsearch_index_replicas
+    changed: dict[str, tuple[int, int]] = {}
+    for pattern, _mappings in TEMPLATES.values():
+        response = await es.indices.get_settings(
+            index=pattern, name="index.number_of_replicas", allow_no_indices=True, expand_wildcards="open"
+        )
+        for index, body in sorted(response.body.items()):
+            current = int(body["settings"]["index"]["number_of_replicas"])
+            if current == wanted:
+                continue
+            try:
+                await es.indices.put_settings(index=index, settings={"index": {"number_of_replicas": wanted}})
+            except NotFoundError:
+                continue  # deleted meanwhile: nothing to update
+            changed[index] = (current, wanted)
+    return changed
 
 
 def missing_properties(wanted: dict[str, Any], present: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,12 @@ trade id or alert id, so a re-delivered or re-processed record replaces its docu
 :func:`connector_config` is pure (unit-tested, and the source of the copy in
 ``docker/compose.yml``); :func:`deploy` installs the index templates and PUTs the config through
 Connect's REST API, then waits until the connector and its task run.
+
+Passwords never travel in the connector config: Connect keeps that config in plain text in its
+config topic and serves it on ``GET /connectors/{name}/config``. The config names them instead
+(``${env:RISKENGINE_ELASTICSEARCH_PASSWORD}``), and the Connect worker resolves the reference from
+its own environment through Kafka's ``EnvVarConfigProvider`` (:func:`worker_config_providers`,
+which the worker's properties must carry) each time it starts the connector or a task.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ from elasticsearch import ApiError
 
 from riskengine.contracts.topics import TOPICS, TopicLayoutError, TopicSpec, ensure_topics, topic_names
 from riskengine.errors import SearchError
-from riskengine.search.index_templates import add_missing_fields, install_index_templates
+from riskengine.search.index_templates import add_missing_fields, install_index_templates, update_replicas
 from riskengine.search.reporting import elasticsearch_client
-from riskengine.settings import Settings
+from riskengine.settings import PREFIX, Settings
 
 CONNECTOR_CLASS = "io.riskengine.connect.ElasticsearchSinkConnector"
 CONVERTER_CLASS = "io.riskengine.connect.RegistryAvroConverter"
@@ -47,6 +53,12 @@ DEPLOY_TIMEOUT = 60.0
 _RUNNING = "RUNNING"
 _FAILED = "FAILED"
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
+#: The Connect worker's config provider for secrets: ``${env:NAME}`` in a connector config.
+SECRETS_PROVIDER = "env"
+SECRETS_PROVIDER_CLASS = "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+#: The settings whose values the connector needs: the worker reads them from its environment
+#: under the same variable names, and no other variable (its allowlist).
+SECRET_SETTINGS = ("elasticsearch_password", "schema_registry_password")
 
 Say = Callable[[str], None]
 
@@ -61,13 +73,41 @@ def searchable_topics(settings: Settings) -> list[str]:
     return [names.analyzed_trades, names.alerts]
 
 
+def secret_variable(field: str) -> str:
+    """The environment variable of the secret setting ``field`` (``RISKENGINE_...``)."""
+    if field not in SECRET_SETTINGS:
+        raise ValueError(f"{field} is not one of the connector's secrets {SECRET_SETTINGS}")
+    return PREFIX + field.upper()
+
+
+def secret_reference(field: str) -> str:
+    """What the connector config holds for the secret setting ``field``: a reference, not the value."""
+    return f"${{{SECRETS_PROVIDER}:{secret_variable(field)}}}"
+
+
+def worker_config_providers() -> dict[str, str]:
+    """The Connect worker properties that resolve :func:`secret_reference` (the stack and the image).
+
+    The allowlist limits the provider to the connector's secrets: a connector config cannot read
+    any other variable of the worker's environment.
+    """
+    allowed = "|".join(secret_variable(field) for field in SECRET_SETTINGS)
+    return {
+        "config.providers": SECRETS_PROVIDER,
+        f"config.providers.{SECRETS_PROVIDER}.class": SECRETS_PROVIDER_CLASS,
+        f"config.providers.{SECRETS_PROVIDER}.param.allowlist.pattern": f"^({allowed})$",
+    }
+
+
 def connector_config(
     settings: Settings, name: str = DEFAULT_NAME, topics: Sequence[str] | None = None
 ) -> dict[str, str]:
     """The connector's config as Connect's REST API takes it (every value a string).
 
-    ``topics`` defaults to :func:`searchable_topics`. URLs and credentials are the settings' own:
+    ``topics`` defaults to :func:`searchable_topics`. URLs and user names are the settings' own:
     they must be what the Connect worker sees (``docker/compose.yml`` uses container host names).
+    Passwords are :func:`secret_reference` placeholders the worker resolves from its environment,
+    never their values.
     """
     config = {
         "name": name,
@@ -97,10 +137,10 @@ def connector_config(
     }
     if settings.elasticsearch_username:
         config["connection.username"] = settings.elasticsearch_username
-        config["connection.password"] = settings.elasticsearch_password.get()
+        config["connection.password"] = secret_reference("elasticsearch_password")
     if settings.schema_registry_username:
         config["value.converter.schema.registry.username"] = settings.schema_registry_username
-        config["value.converter.schema.registry.password"] = settings.schema_registry_password.get()
+        config["value.converter.schema.registry.password"] = secret_reference("schema_registry_password")
     return config
 
 
@@ -241,13 +281,29 @@ async def connect_client(settings: Settings) -> AsyncIterator[ConnectClient]:
         yield ConnectClient(session, settings.connect_url)
 
 
-async def install_templates(settings: Settings) -> tuple[list[str], dict[str, list[str]]]:
+@dataclass(frozen=True)
+class TemplatesInstalled:
+    """What :func:`install_templates` did."""
+
+    #: The templates' names.
+    names: list[str]
+    #: Index -> the fields its mapping gained.
+    fields_added: dict[str, list[str]]
+    #: Index -> its replica count (before, after).
+    replicas_changed: dict[str, tuple[int, int]]
+
+
+async def install_templates(settings: Settings) -> TemplatesInstalled:
     """The index templates (:mod:`riskengine.search.index_templates`), before the connector makes an
-    index, and the fields they gained since an existing index was created; returns (the templates'
-    names, index -> the fields added to it)."""
+    index; then, for the indices that already exist, the fields the templates gained since and the
+    configured replica count."""
     try:
         async with elasticsearch_client(settings) as es:
-            return await install_index_templates(es), await add_missing_fields(es)
+            return TemplatesInstalled(
+                await install_index_templates(es, settings),
+                await add_missing_fields(es),
+                await update_replicas(es, settings),
+            )
     except elastic_transport.TransportError as exc:
         raise ConnectorError(
             f"Elasticsearch at {settings.elasticsearch_url} is unreachable ({exc}); "
@@ -291,15 +347,18 @@ async def deploy(
     """Install the index templates, create or update the connector, wait until it and its task run.
 
     Also adds fields the templates gained to existing indices' mappings (``priority`` of the
-    alerts) and creates the dead-letter topic. Idempotent: deploying the same config again changes
-    nothing. Raises :class:`ConnectorError` with Connect's stack trace when the connector or a task
-    fails, or when it is not running after ``wait_s`` seconds.
+    alerts), gives them the configured replica count, and creates the dead-letter topic.
+    Idempotent: deploying the same config again changes nothing. Raises :class:`ConnectorError`
+    with Connect's stack trace when the connector or a task fails, or when it is not running after
+    ``wait_s`` seconds.
     """
     report = say or (lambda _line: None)
-    templates, added = await install_templates(settings)
-    report(f"index templates installed: {', '.join(templates)}")
-    for index, fields in added.items():
+    installed = await install_templates(settings)
+    report(f"index templates installed: {', '.join(installed.names)}")
+    for index, fields in installed.fields_added.items():
         report(f"index {index}: mapping gained {', '.join(fields)}")
+    for index, (before, after) in installed.replicas_changed.items():
+        report(f"index {index}: replicas {before} -> {after}")
     report(
         f"dead-letter topic {dead_letter_topic(settings).name}: {await create_dead_letter_topic(settings)}"
     )

@@ -84,7 +84,7 @@ async def stack(settings, unique, tmp_path):
     worker = WorkerProcess(own, tmp_path / "data")
     indices = Indices.from_settings(own)
     async with running([worker]), elasticsearch_client(own) as es:
-        await install_index_templates(es)
+        await install_index_templates(es, own)
         dead = f"http://127.0.0.1:{free_port()}"
         dashboard_settings = dataclasses.replace(
             own, dashboard_host="127.0.0.1", dashboard_port=0, dashboard_worker_urls=f"{dead},{worker.url}"

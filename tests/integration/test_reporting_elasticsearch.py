@@ -68,7 +68,7 @@ async def indexed(settings, unique):
     indices = Indices.from_settings(own)
     analyzed, alerts = sample_documents()
     async with elasticsearch_client(own) as es:
-        await install_index_templates(es)
+        await install_index_templates(es, own)
         try:
             await index_documents(es, indices, analyzed, alerts)
             yield own, analyzed, alerts

@@ -2,10 +2,13 @@
 
 import json
 import os
+import pwd
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import aioboto3
 import aiohttp
@@ -14,7 +17,7 @@ import pytest
 from riskengine.connections import s3_client_options
 from riskengine.settings import Settings
 from riskengine_devtools.stack import build_services, service_names
-from riskengine_devtools.stack.procs import PidRecord, is_alive, read_pid_file
+from riskengine_devtools.stack.procs import PidRecord, is_alive, owns, read_pid_file
 
 pytestmark = pytest.mark.integration
 
@@ -89,18 +92,66 @@ async def test_up_created_the_snapshot_bucket(settings):
         await s3.head_bucket(Bucket=settings.s3_bucket)
 
 
-def test_down_stops_what_up_started_and_leaves_other_stacks_alone(settings, tmp_path):
-    # A second, private stack (the S3 server only: it starts in a second) in its own folder and port.
+def _ids(pid: int) -> dict[str, list[int]]:
+    """The real, effective, saved and file-system user and group ids of ``pid``."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {field: [int(value) for value in status[field].split()] for field in ("Uid", "Gid")}
+
+
+def _group(leader: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == leader and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_every_server_runs_unprivileged(settings):
+    for service in build_services(settings):
+        record = read_pid_file(service.pid_file)
+        assert record is not None and owns(record), f"{service.name} not started by `stack up`"
+        # The recorded process is the server (or Elasticsearch's launcher parent), not a root wrapper;
+        # so is everything in the process group it leads (Elasticsearch's JVMs).
+        processes = _group(record.pid)
+        assert record.pid in processes, service.name
+        for pid in processes:
+            ids = _ids(pid)
+            assert 0 not in ids["Uid"] and 0 not in ids["Gid"], f"{service.name}: pid {pid} {ids}"
+        # As root, each server is its own account and owns what it writes.
+        if os.geteuid() == 0:
+            assert service.system_user is not None, service.name
+            uid = pwd.getpwnam(service.system_user).pw_uid
+            assert _ids(record.pid)["Uid"][0] == uid, service.name
+            for folder in service.writable_dirs:
+                assert folder.stat().st_uid == uid, f"{service.name}: {folder}"
+
+
+def test_down_stops_what_up_started_and_leaves_other_stacks_alone(settings, unique):
+    # A second, private stack (the S3 server only: it starts in a second) in its own folder and port;
+    # under the stack dir, not pytest's folder: that one is private to root, and the server is not.
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    stack_dir = settings.stack_dir.absolute() / f"it-s3-{unique}"
     env = {
         **os.environ,
-        "RISKENGINE_STACK_DIR": str(tmp_path / "stack"),
+        "RISKENGINE_STACK_DIR": str(stack_dir),
         "RISKENGINE_CACHE_DIR": str(settings.cache_dir.absolute()),
         "RISKENGINE_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
     }
     private = Settings.from_env(env)
+    try:
+        _up_and_down_a_private_s3(settings, private, env)
+    finally:
+        _cli("down", "--only", "s3", env=env)
+        shutil.rmtree(stack_dir, ignore_errors=True)
+
+
+def _up_and_down_a_private_s3(settings: Settings, private: Settings, env: dict[str, str]) -> None:
     assert _cli("up", "--only", "s3", env=env).returncode == 0
     (service,) = build_services(private, ["s3"])
     record = read_pid_file(service.pid_file)

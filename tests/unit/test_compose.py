@@ -7,8 +7,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from riskengine.search.index_templates import TEMPLATES
-from riskengine.search.sink_connector import DEFAULT_NAME, connector_config
+from riskengine.search.index_templates import TEMPLATES, index_template
+from riskengine.search.sink_connector import (
+    DEFAULT_NAME,
+    SECRET_SETTINGS,
+    connector_config,
+    secret_variable,
+    worker_config_providers,
+)
 from riskengine.settings import Settings
 
 COMPOSE = Path(__file__).parents[2] / "docker" / "compose.yml"
@@ -87,10 +93,8 @@ def test_the_index_templates_block_is_what_install_index_templates_puts():
     templates = _compose()["x-riskengine-connector"]["index-templates"]
     assert set(templates) == set(TEMPLATES)
     for name, (pattern, mappings) in TEMPLATES.items():
-        assert json.loads(templates[name]) == {
-            "index_patterns": [pattern],
-            "template": {"mappings": mappings},
-        }
+        # With the default shards and replicas (a single Elasticsearch node here too: green).
+        assert json.loads(templates[name]) == index_template(pattern, mappings, Settings.from_env({}))
 
 
 def test_connector_deploy_puts_the_blocks_and_connect_loads_the_built_plugin():
@@ -115,6 +119,17 @@ def test_connector_deploy_puts_the_blocks_and_connect_loads_the_built_plugin():
     assert "plugin.path=/opt/connectors" in properties.splitlines()
     assert "/opt/riskengine/connect-distributed.properties" in dockerfile
     assert deploy["depends_on"]["kafka-connect"] == {"condition": "service_healthy"}
+
+
+def test_the_connect_container_resolves_password_references_from_its_environment():
+    properties = (COMPOSE.parent / "connect-distributed.properties").read_text().splitlines()
+    for key, value in worker_config_providers().items():
+        assert f"{key}={value}" in properties
+    environment = _compose()["services"]["kafka-connect"]["environment"]
+    for field in SECRET_SETTINGS:
+        variable = secret_variable(field)
+        # Passed on from the shell that runs compose, never written here.
+        assert environment[variable] == f"${{{variable}:-}}"
 
 
 ENGINE_SERVICES = ("setup", "worker-1", "worker-2", "producer", "dashboard")

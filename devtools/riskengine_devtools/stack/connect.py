@@ -6,6 +6,8 @@ The plugin is built from ``connectors/elasticsearch-sink/`` with Maven into the 
 named after a hash of its sources: a change to them builds a new plugin at the next start, an
 unchanged tree is never rebuilt. Connectors are deployed separately (``riskengine connector
 deploy``, :mod:`riskengine.search.sink_connector`); the worker's own state lives in three internal topics.
+Connector configs name their passwords (``${env:RISKENGINE_ELASTICSEARCH_PASSWORD}``) instead of
+holding them: the worker resolves them from its environment, which the stack fills from the settings.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from pathlib import Path
 
 import aiohttp
 
-from riskengine.search.sink_connector import CONNECTOR_CLASS
+from riskengine.search.sink_connector import (
+    CONNECTOR_CLASS,
+    SECRET_SETTINGS,
+    secret_variable,
+    worker_config_providers,
+)
 from riskengine_devtools.stack.kafka import JAVA_MINIMUM, LOG4J, Kafka, packaged_text
 from riskengine_devtools.stack.service import Address, Say, Service, StackError, address_from_url
 from riskengine_devtools.stack.tools import find_java, maven, rendered_config, staged_dir
@@ -91,6 +98,8 @@ def connect_properties(kafka: Address, rest: Address, plugin_path: Path) -> str:
         "offset.flush.interval.ms": "5000",
         # With one worker, a restarted worker must get its tasks back at once, not after 5 minutes.
         "scheduled.rebalance.max.delay.ms": "0",
+        # Secrets are resolved here, from the worker's environment, never stored in the config topic.
+        **worker_config_providers(),
     }
     return rendered_config(settings)
 
@@ -99,6 +108,7 @@ class KafkaConnect(Service):
     """Moves the analysed trades and alerts from Kafka into Elasticsearch."""
 
     name = "connect"
+    system_user = "riskengine-connect"
 
     @property
     def address(self) -> Address:
@@ -208,6 +218,10 @@ class KafkaConnect(Service):
             "org.apache.kafka.connect.cli.ConnectDistributed",
             str(self.conf_dir / "connect-distributed.properties"),
         ]
+
+    def environment(self) -> dict[str, str]:
+        """The passwords the connector config refers to, under the names it uses (empty when unset)."""
+        return {secret_variable(field): getattr(self.settings, field).get() for field in SECRET_SETTINGS}
 
     async def _get(self, session: aiohttp.ClientSession, path: str) -> object:
         async with session.get(f"http://{self.address}{path}") as response:

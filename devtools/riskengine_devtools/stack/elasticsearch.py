@@ -3,18 +3,15 @@
 The ``integ-test-zip`` distribution has no bundled JDK (it runs on the newest JDK found, Java 21 at
 least) and few modules: indexing, ``_bulk``, search, mappings, index templates and most
 aggregations work; ``GET /`` (so ``es.info()``/``es.ping()``), painless and ingest pipelines do not,
-hence the readiness probe on ``/_cluster/health``. Elasticsearch refuses to run as root: when the
-stack runs as root, the server runs as the system user :data:`SYSTEM_USER` (created once), which
-owns the service's config, data and log folders.
+hence the readiness probe on ``/_cluster/health``. Elasticsearch refuses to run as root; like every
+stack server, it runs as its own system user when the stack runs as root
+(:mod:`riskengine_devtools.stack.accounts`), and owns its config, data and log folders.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
 import stat
-import subprocess
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -28,8 +25,6 @@ ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{VERSIO
 #: Elasticsearch 9 needs Java 21; the default Java 17 is too old.
 JAVA_MINIMUM = 21
 HEAP = "-Xms768m -Xmx768m"
-#: The unprivileged account the server runs as when the stack runs as root.
-SYSTEM_USER = "riskengine-es"
 #: The node-to-node transport port is the HTTP port + this (9200 -> 9300, as Elasticsearch's defaults).
 TRANSPORT_OFFSET = 100
 #: Files of the distribution's config folder the server reads besides ``elasticsearch.yml``.
@@ -82,41 +77,12 @@ def unpack_zip(archive: Path, target: Path) -> None:
                 destination.chmod(mode)
 
 
-def _runs_as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def ensure_system_user(name: str) -> pwd.struct_passwd:
-    """The account ``name``, created as a system user without home or login shell if missing."""
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    result = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    # Exit 9: another stack command created it meanwhile.
-    if result.returncode not in (0, 9):
-        raise StackError(
-            f"useradd --system {name} failed (exit {result.returncode}): {result.stderr.strip()}"
-        )
-    return pwd.getpwnam(name)
-
-
-def _chown_tree(path: Path, account: pwd.struct_passwd) -> None:
-    for root, folders, files in os.walk(path):
-        os.chown(root, account.pw_uid, account.pw_gid)
-        for name in folders + files:
-            os.chown(os.path.join(root, name), account.pw_uid, account.pw_gid, follow_symlinks=False)
-
-
 class Elasticsearch(Service):
     """The search index of analysed trades and alerts."""
 
     name = "elastic"
+    # The account earlier versions of the stack created for it, kept.
+    system_user = "riskengine-es"
 
     @property
     def address(self) -> Address:
@@ -145,6 +111,11 @@ class Elasticsearch(Service):
         """Elasticsearch's own log files (the launcher's output goes to :attr:`log_file`)."""
         return self.paths.logs / self.name
 
+    @property
+    def writable_dirs(self) -> tuple[Path, ...]:
+        # The server writes its keystore into the config folder, besides data and logs.
+        return (self.conf_dir, self.data_dir, self.es_logs)
+
     async def install(self, say: Say) -> bool:
         if (self.home / "bin" / "elasticsearch").is_file():
             return False
@@ -172,19 +143,13 @@ class Elasticsearch(Service):
                 self.address, self.transport, self.data_dir, self.es_logs, has_security=has_security
             )
         )
-        if _runs_as_root():
-            account = ensure_system_user(SYSTEM_USER)
-            # The server writes its keystore into the config folder, besides data and logs.
-            for folder in (self.conf_dir, self.data_dir, self.es_logs):
-                _chown_tree(folder, account)
 
     def command(self) -> list[str]:
-        launcher = str(self.home / "bin" / "elasticsearch")
-        if _runs_as_root():
-            # runuser stays the parent (the pid recorded) and leads the process group the runner
-            # signals, so `down` reaches the launcher and the server JVM beneath it.
-            return ["runuser", "-u", SYSTEM_USER, "--", launcher]
-        return [launcher]
+        # The launcher script execs the CLI JVM, so its pid would soon run another command line
+        # than the pid file records (the runner would call it stale). GNU timeout without a limit
+        # (0) stays the parent instead: the pid recorded keeps its command line, leads the process
+        # group the runner signals, passes SIGTERM on and exits only once the launcher has.
+        return ["timeout", "0", str(self.home / "bin" / "elasticsearch")]
 
     def environment(self) -> dict[str, str]:
         java_home = Path(find_java(JAVA_MINIMUM)).resolve().parent.parent

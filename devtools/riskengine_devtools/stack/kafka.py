@@ -110,6 +110,7 @@ class Kafka(Service):
     """The broker the engine, its tests and Kafka Connect talk to."""
 
     name = "kafka"
+    system_user = "riskengine-kafka"
     stop_timeout = 60.0  # a controlled shutdown flushes every partition
 
     @property

@@ -41,6 +41,7 @@ class ObjectStore(Service):
     """Table snapshots and their manifests."""
 
     name = "s3"
+    system_user = "riskengine-s3"
 
     @property
     def address(self) -> Address:

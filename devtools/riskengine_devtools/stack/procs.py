@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import pwd
 import shlex
 import signal
 import socket
@@ -85,11 +86,20 @@ def owns(record: PidRecord) -> bool:
     return process_command(record.pid) == record.command
 
 
-def start_detached(argv: list[str], *, env: Mapping[str, str], cwd: Path, log: Path) -> int:
+def start_detached(
+    argv: list[str],
+    *,
+    env: Mapping[str, str],
+    cwd: Path,
+    log: Path,
+    account: pwd.struct_passwd | None = None,
+) -> int:
     """Start ``argv`` in a new session with output appended to ``log``; returns its pid.
 
     The new session keeps the server alive after the CLI exits and away from the terminal's
-    signals (Ctrl-C in the shell that ran ``up`` must not stop Kafka).
+    signals (Ctrl-C in the shell that ran ``up`` must not stop Kafka). With ``account`` (the
+    caller is root), the process drops to that account and its group alone before it executes
+    ``argv``: the pid returned is the unprivileged server itself, not a privileged wrapper.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
@@ -103,6 +113,10 @@ def start_detached(argv: list[str], *, env: Mapping[str, str], cwd: Path, log: P
             cwd=cwd,
             env=dict(env),
             start_new_session=True,
+            user=account.pw_uid if account else None,
+            group=account.pw_gid if account else None,
+            # Root's supplementary groups (disk, adm...) must not follow the server.
+            extra_groups=[] if account else None,
         )
     return process.pid
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from riskengine_devtools.stack.accounts import account_environment, server_account
 from riskengine_devtools.stack.procs import (
     is_alive,
     owns,
@@ -127,10 +128,11 @@ async def _start(service: Service, ready_within: float, say: Say) -> tuple[int, 
     if taken:
         raise StackError(f"{service.name}: cannot start, {'; '.join(taken)}")
     await service.prepare()
+    # After prepare: what it wrote (Kafka's formatted storage, say) goes to the account too.
+    account = server_account(service.system_user, service.writable_dirs)
     argv = service.command()
-    pid = start_detached(
-        argv, env={**os.environ, **service.environment()}, cwd=service.data_dir, log=service.log_file
-    )
+    env = {**os.environ, **service.environment(), **account_environment(account, service.data_dir)}
+    pid = start_detached(argv, env=env, cwd=service.data_dir, log=service.log_file, account=account)
     write_pid_file(service.pid_file, pid, argv)
     try:
         return pid, await _wait_ready(service, pid, ready_within, say)

@@ -57,6 +57,7 @@ class SchemaRegistry(Service):
     """Avro contracts for every topic, through the Confluent-compatible API."""
 
     name = "registry"
+    system_user = "riskengine-registry"
 
     @property
     def url(self) -> str:

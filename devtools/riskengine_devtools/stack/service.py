@@ -128,6 +128,9 @@ class Service(ABC):
     name: ClassVar[str]
     #: Seconds between SIGTERM and SIGKILL when stopping.
     stop_timeout: ClassVar[float] = 30.0
+    #: The system account the server runs as when the stack runs as root (created once, see
+    #: :mod:`riskengine_devtools.stack.accounts`); None: it runs as whoever runs the stack.
+    system_user: ClassVar[str | None] = None
 
     def __init__(self, settings: Settings, paths: StackPaths) -> None:
         self.settings = settings
@@ -174,6 +177,11 @@ class Service(ABC):
     async def configure(self) -> str:
         """Idempotent set-up once ready (after every ``up``); returns what it did, or ``""``."""
         return ""
+
+    @property
+    def writable_dirs(self) -> tuple[Path, ...]:
+        """The folders the server writes itself: handed to :attr:`system_user` before each start."""
+        return (self.data_dir,)
 
     @property
     def log_file(self) -> Path:

@@ -129,15 +129,25 @@ def _maven_lock() -> asyncio.Lock:
     return _MAVEN_LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
+def maven_argv(mvn: str, args: Sequence[str], repository: Path) -> list[str]:
+    """The command line of every Maven run: batch mode, strict checksums, the cache's repository.
+
+    ``--strict-checksums``: a downloaded artifact whose checksum does not match the one the
+    repository publishes fails the run, instead of a warning and a corrupt or tampered jar on the
+    servers' classpath.
+    """
+    return [mvn, "-B", "--strict-checksums", "-Dstyle.color=never", f"-Dmaven.repo.local={repository}", *args]
+
+
 async def maven(args: Sequence[str], *, what: str, cache_dir: Path, log: Path, say: Say) -> None:
-    """Run Maven in batch mode against the cache's local repository (see :func:`run_logged`).
+    """Run Maven (:func:`maven_argv`) against the cache's local repository (see :func:`run_logged`).
 
     One Maven at a time: Maven 3.8 does not lock its local repository, and two runs fetching the
     same plugin at once can leave a corrupt file behind.
     """
     repository = maven_repository(cache_dir)
     repository.mkdir(parents=True, exist_ok=True)
-    argv = [_require("mvn", what), "-B", "-Dstyle.color=never", f"-Dmaven.repo.local={repository}", *args]
+    argv = maven_argv(_require("mvn", what), args, repository)
     async with _maven_lock():
         await run_logged(argv, what=what, log=log, say=say, cwd=cache_dir, watch=repository)
 

@@ -86,6 +86,13 @@ def test_images_are_multi_stage_pinned_non_root_and_health_checked(dockerfile: P
         assert tool not in final_text, f"{tool} in the final stage"
 
 
+def test_maven_in_the_connect_image_checks_checksums_strictly():
+    runs = re.findall(r"\bmvn [^\n]*", (DOCKER / "connect.Dockerfile").read_text())
+    assert runs, "the plugin is built with Maven"
+    for run in runs:
+        assert "--strict-checksums" in run.split(), run
+
+
 def test_the_engine_image_installs_the_pins_of_setup_cfg():
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")

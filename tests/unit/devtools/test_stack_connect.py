@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from riskengine.search.sink_connector import CONNECTOR_CLASS, CONVERTER_CLASS
-from riskengine.settings import Settings
+from riskengine.search.sink_connector import CONNECTOR_CLASS, CONVERTER_CLASS, worker_config_providers
+from riskengine.settings import Secret, Settings
 from riskengine_devtools.stack.connect import (
     PLUGIN_NAME,
     SOURCES,
@@ -55,6 +55,26 @@ def test_the_worker_is_one_local_distributed_node_loading_only_our_plugin(tmp_pa
     for store in ("config", "offset", "status"):
         assert props[f"{store}.storage.replication.factor"] == "1"
         assert props[f"{store}.storage.topic"].startswith("riskengine-connect-")
+
+
+def test_the_worker_resolves_the_connectors_password_references(tmp_path: Path) -> None:
+    props = _properties(
+        connect_properties(Address("127.0.0.1", 9092), Address("127.0.0.1", 8083), tmp_path / "plugins")
+    )
+    assert worker_config_providers().items() <= props.items()
+    assert props["config.providers.env.class"].endswith("EnvVarConfigProvider")
+
+
+def test_the_worker_gets_the_passwords_from_the_settings(settings: Settings, paths: StackPaths) -> None:
+    secret = replace(
+        settings,
+        elasticsearch_password=Secret("es-secret"),
+        schema_registry_password=Secret("sr-secret"),
+    )
+    assert KafkaConnect(secret, paths).environment() == {
+        "RISKENGINE_ELASTICSEARCH_PASSWORD": "es-secret",
+        "RISKENGINE_SCHEMA_REGISTRY_PASSWORD": "sr-secret",
+    }
 
 
 def test_the_command_runs_connect_distributed_on_the_kafka_classpath_with_512_mb(

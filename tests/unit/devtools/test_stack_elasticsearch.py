@@ -11,7 +11,7 @@ import pytest
 
 from riskengine.settings import Settings
 from riskengine_devtools.stack import elasticsearch
-from riskengine_devtools.stack.elasticsearch import SYSTEM_USER, Elasticsearch, elasticsearch_yml, unpack_zip
+from riskengine_devtools.stack.elasticsearch import Elasticsearch, elasticsearch_yml, unpack_zip
 from riskengine_devtools.stack.service import Address, StackConfigError, StackPaths
 
 
@@ -57,15 +57,18 @@ def test_security_is_only_configured_when_its_module_exists(tmp_path: Path) -> N
     assert "xpack.security" not in text
 
 
-def test_as_root_the_launcher_runs_as_the_system_user(
-    settings: Settings, paths: StackPaths, monkeypatch: pytest.MonkeyPatch
+def test_the_launcher_runs_under_a_parent_that_keeps_the_recorded_command_line(
+    settings: Settings, paths: StackPaths
 ) -> None:
     service = Elasticsearch(settings, paths)
     launcher = str(paths.cache_dir / f"elasticsearch-{elasticsearch.VERSION}" / "bin" / "elasticsearch")
-    monkeypatch.setattr(elasticsearch, "_runs_as_root", lambda: True)
-    assert service.command() == ["runuser", "-u", SYSTEM_USER, "--", launcher]
-    monkeypatch.setattr(elasticsearch, "_runs_as_root", lambda: False)
-    assert service.command() == [launcher]
+    assert service.command() == ["timeout", "0", launcher]
+
+
+def test_the_server_owns_its_config_data_and_log_folders(settings: Settings, paths: StackPaths) -> None:
+    service = Elasticsearch(settings, paths)
+    assert service.system_user == "riskengine-es"
+    assert service.writable_dirs == (paths.conf / "elastic", paths.data / "elastic", paths.logs / "elastic")
 
 
 def test_the_environment_sets_the_jdk_the_config_folder_and_the_heap(
@@ -99,14 +102,13 @@ def test_unpacking_drops_the_top_folder_and_keeps_the_executable_bit(tmp_path: P
 
 
 async def test_prepare_renders_the_config_beside_the_distributions_files(
-    settings: Settings, paths: StackPaths, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, paths: StackPaths
 ) -> None:
     service = Elasticsearch(settings, paths)
     for name in ("jvm.options", "log4j2.properties"):
         (service.home / "config").mkdir(parents=True, exist_ok=True)
         (service.home / "config" / name).write_text(name)
     (service.home / "modules" / "x-pack-security").mkdir(parents=True)
-    monkeypatch.setattr(elasticsearch, "_runs_as_root", lambda: False)
     await service.prepare()
     assert (service.conf_dir / "jvm.options").read_text() == "jvm.options"
     config = _yml((service.conf_dir / "elasticsearch.yml").read_text())

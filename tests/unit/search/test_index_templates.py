@@ -1,7 +1,11 @@
 """The index templates: patterns for both topics, keyword ids and enums, dates and numeric scores."""
 
+import pytest
+
 from riskengine.contracts.topics import Topics
-from riskengine.search.index_templates import TEMPLATES, missing_properties
+from riskengine.errors import SettingsError
+from riskengine.search.index_templates import TEMPLATES, index_template, missing_properties
+from riskengine.settings import Settings
 
 
 def test_each_searchable_topic_has_one_template() -> None:
@@ -41,3 +45,36 @@ def test_missing_properties_are_what_an_older_index_lacks_nested_ones_too() -> N
     assert list(missing) == ["originalTrade"]
     assert "tradeId" not in missing["originalTrade"]["properties"]
     assert "userId" in missing["originalTrade"]["properties"]
+
+
+def test_by_default_an_index_has_one_shard_and_no_replica_so_a_single_node_is_green() -> None:
+    for pattern, mappings in TEMPLATES.values():
+        body = index_template(pattern, mappings, Settings.from_env({}))
+        assert body["index_patterns"] == [pattern]
+        assert body["template"]["settings"] == {"number_of_shards": 1, "number_of_replicas": 0}
+        assert body["template"]["mappings"] == mappings
+
+
+def test_shards_and_replicas_come_from_the_settings() -> None:
+    settings = Settings.from_env(
+        {"RISKENGINE_ELASTICSEARCH_INDEX_SHARDS": "3", "RISKENGINE_ELASTICSEARCH_INDEX_REPLICAS": "2"}
+    )
+    for pattern, mappings in TEMPLATES.values():
+        assert index_template(pattern, mappings, settings)["template"]["settings"] == {
+            "number_of_shards": 3,
+            "number_of_replicas": 2,
+        }
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RISKENGINE_ELASTICSEARCH_INDEX_REPLICAS", "-1"),
+        ("RISKENGINE_ELASTICSEARCH_INDEX_REPLICAS", "one"),
+        ("RISKENGINE_ELASTICSEARCH_INDEX_SHARDS", "0"),
+        ("RISKENGINE_ELASTICSEARCH_INDEX_SHARDS", "1.5"),
+    ],
+)
+def test_a_bad_shard_or_replica_count_fails_naming_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})

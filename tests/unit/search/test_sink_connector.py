@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import fnmatch
 import json
+import re
 import socket
 from dataclasses import replace
 
@@ -25,7 +26,9 @@ from riskengine.search.sink_connector import (
     connector_config,
     dead_letter_topic,
     searchable_topics,
+    secret_reference,
     status,
+    worker_config_providers,
 )
 from riskengine.settings import Secret, Settings
 
@@ -72,29 +75,61 @@ def test_the_index_templates_cover_the_suffixed_indices_each_once() -> None:
         assert len(matching) == 1, (index, matching)
 
 
-def test_explicit_topics_and_credentials_are_passed_on() -> None:
-    settings = replace(
+def _with_credentials() -> Settings:
+    return replace(
         Settings.from_env({}),
         elasticsearch_username="indexer",
         elasticsearch_password=Secret("es-secret"),
         schema_registry_username="reader",
         schema_registry_password=Secret("sr-secret"),
     )
-    config = connector_config(settings, topics=["risk-alerts-x"])
+
+
+def test_explicit_topics_and_user_names_are_passed_on_and_passwords_by_reference() -> None:
+    config = connector_config(_with_credentials(), topics=["risk-alerts-x"])
     assert config["topics"] == "risk-alerts-x"
-    assert (config["connection.username"], config["connection.password"]) == ("indexer", "es-secret")
+    assert config["connection.username"] == "indexer"
+    assert config["connection.password"] == "${env:RISKENGINE_ELASTICSEARCH_PASSWORD}"
     assert config["value.converter.schema.registry.username"] == "reader"
-    assert config["value.converter.schema.registry.password"] == "sr-secret"
+    assert config["value.converter.schema.registry.password"] == "${env:RISKENGINE_SCHEMA_REGISTRY_PASSWORD}"
 
 
-def test_the_config_command_masks_passwords(capsys: pytest.CaptureFixture[str]) -> None:
-    settings = replace(
-        Settings.from_env({}), elasticsearch_username="indexer", elasticsearch_password=Secret("es-secret")
+def test_no_secret_value_is_anywhere_in_the_config() -> None:
+    # Connect stores the config in plain text in its config topic and serves it on its REST API.
+    text = json.dumps(connector_config(_with_credentials()))
+    assert "es-secret" not in text and "sr-secret" not in text
+
+
+def test_the_worker_resolves_exactly_the_referenced_variables_from_its_environment() -> None:
+    providers = worker_config_providers()
+    assert providers["config.providers"] == "env"
+    assert providers["config.providers.env.class"] == (
+        "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
     )
-    assert run_config(argparse.Namespace(name=DEFAULT_NAME), settings) == 0
-    shown = json.loads(capsys.readouterr().out)
-    assert shown["connection.password"] == "***"
+    allowlist = re.compile(providers["config.providers.env.param.allowlist.pattern"])
+    references = [value for value in connector_config(_with_credentials()).values() if "${" in value]
+    variables = [value.removeprefix("${env:").removesuffix("}") for value in references]
+    assert len(variables) == 2
+    settings = {name for name, _default, _doc in Settings.documentation()}
+    for variable in variables:
+        assert allowlist.fullmatch(variable) and variable in settings, variable
+    for other in ("PATH", "HOME", "RISKENGINE_S3_SECRET_ACCESS_KEY", "XRISKENGINE_ELASTICSEARCH_PASSWORD"):
+        assert not allowlist.fullmatch(other), other
+
+
+def test_only_secret_settings_have_a_reference() -> None:
+    assert secret_reference("elasticsearch_password") == "${env:RISKENGINE_ELASTICSEARCH_PASSWORD}"
+    with pytest.raises(ValueError, match="not one of the connector's secrets"):
+        secret_reference("elasticsearch_url")
+
+
+def test_the_config_command_prints_references_not_passwords(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_config(argparse.Namespace(name=DEFAULT_NAME), _with_credentials()) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert shown["connection.password"] == "${env:RISKENGINE_ELASTICSEARCH_PASSWORD}"
     assert shown["connection.username"] == "indexer"
+    assert "es-secret" not in out and "sr-secret" not in out
 
 
 def _status(connector: str, *tasks: str, trace: str = "") -> ConnectorStatus:
