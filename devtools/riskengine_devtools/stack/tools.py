@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import re
 import shutil
@@ -129,17 +130,21 @@ def _maven_lock() -> asyncio.Lock:
     return _MAVEN_LOCKS.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
-def maven_argv(mvn: str, args: Sequence[str], repository: Path) -> list[str]:
+def maven_argv(mvn: str, args: Sequence[str], repository: Path, *, strict: bool = True) -> list[str]:
     """The command line of every Maven run: batch mode, strict checksums, the cache's repository.
 
     ``--strict-checksums``: a downloaded artifact whose checksum does not match the one the
-    repository publishes fails the run, instead of a warning and a corrupt or tampered jar on the
-    servers' classpath.
+    repository publishes, or that has none, fails the run, instead of a warning and a corrupt or
+    tampered jar on the servers' classpath. ``strict=False`` only for an artifact checked against a
+    digest pinned here instead (:func:`maven_fetch`).
     """
-    return [mvn, "-B", "--strict-checksums", "-Dstyle.color=never", f"-Dmaven.repo.local={repository}", *args]
+    checksums = "--strict-checksums" if strict else "--lax-checksums"
+    return [mvn, "-B", checksums, "-Dstyle.color=never", f"-Dmaven.repo.local={repository}", *args]
 
 
-async def maven(args: Sequence[str], *, what: str, cache_dir: Path, log: Path, say: Say) -> None:
+async def maven(
+    args: Sequence[str], *, what: str, cache_dir: Path, log: Path, say: Say, strict: bool = True
+) -> None:
     """Run Maven (:func:`maven_argv`) against the cache's local repository (see :func:`run_logged`).
 
     One Maven at a time: Maven 3.8 does not lock its local repository, and two runs fetching the
@@ -147,7 +152,7 @@ async def maven(args: Sequence[str], *, what: str, cache_dir: Path, log: Path, s
     """
     repository = maven_repository(cache_dir)
     repository.mkdir(parents=True, exist_ok=True)
-    argv = maven_argv(_require("mvn", what), args, repository)
+    argv = maven_argv(_require("mvn", what), args, repository, strict=strict)
     async with _maven_lock():
         await run_logged(argv, what=what, log=log, say=say, cwd=cache_dir, watch=repository)
 
@@ -160,18 +165,41 @@ def maven_artifact_path(cache_dir: Path, coordinates: str) -> Path:
     return folder / f"{artifact}-{version}{suffix}.{kind}"
 
 
-async def maven_fetch(coordinates: str, *, cache_dir: Path, log: Path, say: Say) -> Path:
-    """Download one artifact (no dependencies) into the local repository; returns its path."""
+async def maven_fetch(
+    coordinates: str, *, cache_dir: Path, log: Path, say: Say, sha256: str | None = None
+) -> Path:
+    """Download one artifact (no dependencies) into the local repository; returns its path.
+
+    ``sha256``: for an artifact the repository serves without a checksum (Maven's strict check
+    then refuses it), the digest it must have, pinned in the code; the download is checked against
+    it instead, and deleted on a mismatch.
+    """
     path = maven_artifact_path(cache_dir, coordinates)
     if not path.is_file():
+        what = f"Maven download of {coordinates}"
         await maven(
             [f"{DEPENDENCY_PLUGIN}:get", f"-Dartifact={coordinates}", "-Dtransitive=false"],
-            what=f"Maven download of {coordinates}",
+            what=what,
             cache_dir=cache_dir,
             log=log,
             say=say,
+            strict=sha256 is None,
         )
+        if sha256 is not None:
+            found = file_sha256(path)
+            if found != sha256:
+                path.unlink(missing_ok=True)
+                raise StackError(f"{what}: SHA-256 {found}, pinned {sha256}; the download was deleted")
     return path
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of ``path``'s content, in hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 async def go_install(package: str, *, bin_dir: Path, cache_dir: Path, log: Path, say: Say) -> None:
