@@ -16,7 +16,7 @@ from pathlib import Path
 
 from riskengine.cli.unreachable import ServiceUnreachable, reaching, report
 from riskengine.settings import Settings
-from riskengine_devtools.chaos.scenarios import SCENARIOS, ChaosError, Result, format_recovery, run_scenario
+from riskengine_devtools.chaos.scenarios import SCENARIOS, ChaosError, Result, run_scenario
 
 
 def _say(text: str) -> None:
@@ -100,7 +100,7 @@ def results_table(results: Sequence[Result], failures: Sequence[str] = ()) -> st
     for r in results:
         rows.append(
             f"| {r.scenario} | {r.inputs} | {r.outputs} | {r.lost} | {r.duplicated} | {r.verdict} | "
-            f"{format_recovery(r.recovery)} | {r.restarts} ({r.unplanned} unplanned) |"
+            f"{r.recovery_text} | {r.restarts} ({r.unplanned} unplanned) |"
         )
     for name in failures:
         rows.append(f"| {name} | - | - | - | - | DID-NOT-RUN | - | - |")

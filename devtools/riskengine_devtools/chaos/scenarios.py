@@ -18,6 +18,7 @@ restore its tables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import secrets
@@ -29,15 +30,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import elastic_transport
 from aiokafka.admin import AIOKafkaAdminClient
+from elasticsearch import ApiError, AsyncElasticsearch
 
 from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import OrderEvent, Trade, decode_state
 from riskengine.core.account_pairs import encode_pair_state
 from riskengine.core.market import encode_market_state
+from riskengine.search.reporting import Indices, elasticsearch_client
+from riskengine.search.sink_connector import delete, deploy
 from riskengine.settings import Settings
 from riskengine.worker.repartition import CLOCK_KEY
+from riskengine.worker.snapshots import snapshot_store
 from riskengine.worker.tables.user_state import (
     MARKET_TABLE_NAME,
     PAIR_TABLE_NAME,
@@ -254,6 +260,14 @@ class Result:
     unplanned: int
     seconds: float
     lines: tuple[str, ...]
+    #: what else the recovery column says (the index catching up after an Elasticsearch outage)
+    note: str = ""
+
+    @property
+    def recovery_text(self) -> str:
+        """The recovery column: the worst recovery time (per fault when several), and the note."""
+        text = format_recovery(self.recovery)
+        return f"{text}; {self.note}" if self.note else text
 
 
 async def _analyzed(
@@ -565,6 +579,7 @@ async def run_scenario(
         supervisor.unplanned,
         time.monotonic() - started,
         tuple(verification.lines()),
+        str(ctx.notes.get("recovery", "")),
     )
 
 
@@ -628,6 +643,131 @@ async def registry_restart(ctx: Context) -> None:
     await ctx.start_service("registry")
 
 
+async def _indexed_ids(es: AsyncElasticsearch, index: str, field: str) -> set[str] | None:
+    """The distinct values of ``field`` (dotted) in ``index``; None while it cannot answer."""
+    try:
+        await es.indices.refresh(index=index, ignore_unavailable=True)
+        response = await es.search(
+            index=index, size=10_000, source_includes=[field], ignore_unavailable=True, allow_no_indices=True
+        )
+    except (ApiError, elastic_transport.TransportError):
+        return None  # down, or its shards not yet recovered after the restart
+    ids = set()
+    for hit in response["hits"]["hits"]:
+        node = hit["_source"]
+        for step in field.split("."):
+            node = node.get(step, {})
+        if isinstance(node, str):
+            ids.add(node)
+    return ids
+
+
+async def connector_setup(ctx: Context) -> None:
+    """Deploy an Elasticsearch sink connector of the scenario's own on its topics."""
+    status = await deploy(ctx.settings, name=ctx.settings.worker_app_id)
+    if not status.running:
+        raise ChaosError(f"connector not running: {status.describe()}")
+    ctx.say(f"connector {ctx.settings.worker_app_id} running on the scenario's topics")
+
+
+async def connector_teardown(ctx: Context) -> None:
+    """Remove the scenario's connector and its indices (the connector first: it would recreate them)."""
+    with contextlib.suppress(Exception):
+        await delete(ctx.settings, ctx.settings.worker_app_id)
+    indices = Indices.from_settings(ctx.settings)
+    async with elasticsearch_client(ctx.settings) as es:
+        with contextlib.suppress(Exception):
+            await es.indices.delete(index=[indices.alerts, indices.trades], ignore_unavailable=True)
+
+
+async def elasticsearch_down(ctx: Context) -> None:
+    """SIGKILL Elasticsearch mid-load, leave it down 60 s, start it again."""
+    await ctx.at(0.3)
+    ctx.fault("SIGKILL elasticsearch (down for 60 s)")
+    await ctx.hard_kill("elastic")
+    await asyncio.sleep(60)
+    await ctx.start_service("elastic")
+    ctx.notes["back_at"] = time.monotonic()
+
+
+async def elasticsearch_complete(ctx: Context, outputs: Outputs) -> list[Check]:
+    """After the outage the indices hold every analyzed trade and alert id (distinct ids counted)."""
+    indices = Indices.from_settings(ctx.settings)
+    trade_ids = {ident for ident, _, _ in outputs.analyzed}
+    alert_ids = {ident for ident, _ in outputs.alerts}
+    deadline = time.monotonic() + 180
+    trades: set[str] | None = None
+    alerts: set[str] | None = None
+    async with elasticsearch_client(ctx.settings) as es:
+        while time.monotonic() < deadline:
+            trades = await _indexed_ids(es, indices.trades, "originalTrade.tradeId")
+            alerts = await _indexed_ids(es, indices.alerts, "alertId")
+            if trades == trade_ids and alerts == alert_ids:
+                break
+            await asyncio.sleep(2)
+    caught_up = time.monotonic() - ctx.notes.get("back_at", time.monotonic())
+    checks = []
+    for name, index, wanted, found in (
+        ("analyzed trades", indices.trades, trade_ids, trades),
+        ("alerts", indices.alerts, alert_ids, alerts),
+    ):
+        found = found or set()
+        checks.append(
+            Check(
+                f"Elasticsearch index {index}: every {name} id",
+                found == wanted,
+                f"{len(found & wanted)}/{len(wanted)} distinct ids, {len(wanted - found)} missing, "
+                f"{len(found - wanted)} unknown",
+            )
+        )
+    ctx.notes["recovery"] = f"index complete {caught_up:.0f} s after ES was back"
+    return checks
+
+
+async def object_store_down(ctx: Context) -> None:
+    """SIGKILL the S3 server while the workers snapshot every few seconds; start it after 25 s."""
+    await ctx.at(0.3)
+    ctx.fault("SIGKILL S3 (down for 25 s, snapshots every 5 s)")
+    await ctx.hard_kill("s3")
+    ctx.notes["down_at_ms"] = int(time.time() * 1000)
+    await asyncio.sleep(25)
+    await ctx.start_service("s3")
+    ctx.notes["back_at_ms"] = int(time.time() * 1000)
+
+
+async def snapshots_resume(ctx: Context, outputs: Outputs) -> list[Check]:
+    """Snapshots failed while S3 was down (logged, the worker went on) and succeeded after it."""
+    failed = sum(w.log_path.read_text(errors="replace").count("snapshot failed") for w in ctx.workers)
+    store = snapshot_store(ctx.settings)
+    back = ctx.notes.get("back_at_ms", 0)
+    later: list[Any] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        manifests = await store.manifests(ctx.settings.worker_app_id)
+        later = [m for m in manifests if m.created_at_ms > back]
+        if later:
+            break
+        await asyncio.sleep(2)
+    before = [m for m in manifests if m.created_at_ms < ctx.notes.get("down_at_ms", 0)]
+    return [
+        Check(
+            "snapshots attempted while S3 was down failed and were logged", failed > 0, f"{failed} failures"
+        ),
+        Check(
+            "no worker exited because of S3",
+            ctx.supervisor.unplanned == 0,
+            f"{ctx.supervisor.unplanned} unplanned exits",
+            loss=False,
+        ),
+        Check(
+            "a snapshot succeeded after S3 was back (snapshot listing)",
+            bool(later),
+            f"{len(before)} manifests before the outage, {len(later)} after it",
+            loss=False,
+        ),
+    ]
+
+
 #: Every scenario, in the order ``riskengine chaos`` runs them.
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
@@ -645,5 +785,20 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("broker", "broker hard kill (SIGKILL) and restart, three times", broker_kill_three),
         Scenario("registry", "schema registry hard kill and restart", registry_restart),
+        Scenario(
+            "elastic",
+            "Elasticsearch down for 60 s (SIGKILL, restart); the sink connector catches up",
+            elasticsearch_down,
+            extra_checks=elasticsearch_complete,
+            setup=connector_setup,
+            teardown=connector_teardown,
+        ),
+        Scenario(
+            "s3",
+            "S3 down during snapshots (SIGKILL for 25 s, snapshots every 5 s)",
+            object_store_down,
+            worker_env={"worker_snapshot_interval": "5"},
+            extra_checks=snapshots_resume,
+        ),
     )
 }
