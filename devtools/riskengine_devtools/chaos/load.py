@@ -84,6 +84,8 @@ class SteadyLoad:
         self.sent: list[Sent] = []
         #: sends that failed and were retried (each may have written its messages twice)
         self.retries = 0
+        #: events of ``items`` acknowledged so far
+        self.position = 0
         #: monotonic time the load started at; ``started`` is set then
         self.started_at = 0.0
         self.started = asyncio.Event()
@@ -131,14 +133,13 @@ class SteadyLoad:
         await producer.start()
         self.started_at = time.monotonic()
         self.started.set()
-        position = 0
         try:
-            while position < len(self.items):
+            while self.position < len(self.items):
                 due = min(len(self.items), int(self.rate * (time.monotonic() - self.started_at)) + 1)
-                if due <= position:
+                if due <= self.position:
                     await asyncio.sleep(TICK)
                     continue
-                chunk = self.items[position : min(due, position + STEP)]
+                chunk = self.items[self.position : min(due, self.position + STEP)]
                 labelled = self._messages(chunk)
                 while True:
                     try:
@@ -154,7 +155,7 @@ class SteadyLoad:
                     self.sent.append(
                         Sent(kind, ident, meta.topic, meta.partition, meta.offset, meta.timestamp)
                     )
-                position += len(chunk)
+                self.position += len(chunk)
         finally:
             await producer.stop()
         return self.sent

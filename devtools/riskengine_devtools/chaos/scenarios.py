@@ -82,6 +82,13 @@ class ChaosError(DevtoolsError):
     """A scenario could not run (a service would not come back, a worker never got ready)."""
 
 
+def why_exited(log: str) -> str:
+    """The last error line of a worker's log (Faust logs the exception that ended it), else its last line."""
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if "[ERROR]" in line or "[CRITICAL]" in line]
+    return (errors or lines or ["empty log"])[-1][:300]
+
+
 class Supervisor:
     """Keeps the scenario's workers running as Kubernetes would: one that exits is started again.
 
@@ -130,10 +137,8 @@ class Supervisor:
                     self.say(f"supervisor: w{index + 1} killed (exit {code}); restarting it")
                 else:
                     self.unplanned += 1
-                    tail = "\n    ".join(worker.log().splitlines()[-8:])
-                    self.say(
-                        f"supervisor: w{index + 1} EXITED with {code}; restarting it; log tail:\n    {tail}"
-                    )
+                    reason = why_exited(worker.log())
+                    self.say(f"supervisor: w{index + 1} EXITED with {code} ({reason}); restarting it")
                 worker.start()
             await asyncio.sleep(0.5)
 
@@ -173,11 +178,16 @@ class Context:
         self.say(f"FAULT {len(self.faults_ms)}: {what}")
 
     async def at(self, share: float) -> None:
-        """Sleep until ``share`` (0..1) of the load's nominal duration has passed since it started."""
+        """Sleep until ``share`` (0..1) of the load's nominal duration has passed since it started
+        and that share of its events has been sent (a fault is not injected into a load that an
+        earlier fault still holds up, e.g. while the broker restarts)."""
         await self.load.started.wait()
         delay = self.load.started_at + share * self.load.duration - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+        # A counter the load advances; polled, as each fault waits for a threshold of its own.
+        while self.load.position < share * len(self.load.items):  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
 
     def service(self, name: str) -> Service:
         """The stack service ``name`` (kafka, registry, s3, elastic, connect)."""
@@ -635,11 +645,17 @@ async def broker_kill_three(ctx: Context) -> None:
 
 
 async def registry_restart(ctx: Context) -> None:
-    """SIGKILL the schema registry mid-load and start it again (it keeps its schemas in Kafka)."""
+    """SIGKILL the schema registry mid-load and start it again (it keeps its schemas in Kafka).
+
+    Running workers have the schemas they need cached; to make the outage matter, a worker is also
+    SIGKILLed while the registry is down, so its replacement starts without any schema.
+    """
     await ctx.at(0.3)
     ctx.fault("SIGKILL schema registry")
     await ctx.hard_kill("registry")
-    await asyncio.sleep(2)
+    await asyncio.sleep(5)
+    ctx.fault("SIGKILL w1 while the registry is down")
+    ctx.supervisor.kill(0)
     await ctx.start_service("registry")
 
 
@@ -784,7 +800,11 @@ SCENARIOS: dict[str, Scenario] = {
             "poison", "poison-message storm: 10% of the input messages garbage", no_fault, garbage_ratio=0.1
         ),
         Scenario("broker", "broker hard kill (SIGKILL) and restart, three times", broker_kill_three),
-        Scenario("registry", "schema registry hard kill and restart", registry_restart),
+        Scenario(
+            "registry",
+            "schema registry hard kill and restart; a worker SIGKILLed while it is down",
+            registry_restart,
+        ),
         Scenario(
             "elastic",
             "Elasticsearch down for 60 s (SIGKILL, restart); the sink connector catches up",
