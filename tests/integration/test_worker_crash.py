@@ -49,7 +49,7 @@ from riskengine_devtools.chaos.flow import (
 
 # The flow, the one-process run and the producer are the chaos suite's (riskengine chaos); other
 # tests import them from here.
-from riskengine_devtools.chaos.scenarios import final_states, state_checks
+from riskengine_devtools.chaos.scenarios import settled_state_checks
 
 from .test_worker import collect
 from .test_worker_web import owned_partitions
@@ -135,7 +135,7 @@ async def assert_same_as_one_process(
     assert all(len(values) == 1 for values in alert_copies.values())
 
     # The final states: the chaos verifier's check (last changelog value per key against one process).
-    for check in state_checks(await final_states(settings), trades, orders, settings.topic_partitions):
+    for check in await settled_state_checks(settings, trades, orders):
         assert check.ok, check.line()
 
 

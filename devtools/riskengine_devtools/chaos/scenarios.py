@@ -383,6 +383,22 @@ def state_checks(
     ]
 
 
+async def settled_state_checks(
+    settings: Settings, trades: list[Trade], orders: list[OrderEvent], wait_s: float = 60.0
+) -> list[StateCheck]:
+    """:func:`state_checks`, repeated until every check passes or ``wait_s`` passed (the last result).
+
+    The last order events (cancels after the last trade) have no output of their own to wait for,
+    and the market agent releases the last executions only once the trades partitions are idle.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        states = state_checks(await final_states(settings), trades, orders, settings.topic_partitions)
+        if all(s.ok for s in states) or time.monotonic() > deadline:
+            return states
+        await asyncio.sleep(3)
+
+
 async def verify(
     ctx: Context, trades: list[Trade], orders: list[OrderEvent], sent: list[Sent], scenario: Scenario
 ) -> tuple[Verification, Outputs, Recovery]:
@@ -426,14 +442,7 @@ async def verify(
     )
     say(result.checks[-1].line())
 
-    # The last order events (cancels after the last trade) have no output of their own: the final
-    # states are polled until they match or the wait ends.
-    deadline = time.monotonic() + 60
-    while True:
-        states = state_checks(await final_states(settings), trades, orders, settings.topic_partitions)
-        if all(s.ok for s in states) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(5)
+    states = await settled_state_checks(settings, trades, orders)
     result.states.extend(states)
     for state in states:
         say(state.line())
