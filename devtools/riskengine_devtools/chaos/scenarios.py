@@ -74,6 +74,8 @@ from riskengine_devtools.stack.service import Say, Service, StackPaths
 
 #: Seconds the verifier waits for the outputs after the load ended (then reports what is missing).
 OUTPUT_WAIT_S = 240.0
+#: Attempts at starting a stack service again after its fault.
+START_ATTEMPTS = 3
 #: Seconds between progress lines.
 PROGRESS_EVERY_S = 10.0
 
@@ -212,9 +214,16 @@ class Context:
         """Start the stack service again through the stack's own code; returns its start-up seconds."""
         started = time.monotonic()
         lines: list[str] = []
-        with stack_lock(StackPaths.from_settings(self.base), lines.append):
-            code = await up([self.service(name)], self.base.stack_start_timeout, lines.append)
-        if code != 0:
+        # A server just started on a busy machine may answer its probe and still time out in the
+        # stack's set-up step (the registry replaying its Kafka journal): `up` again re-uses the
+        # running process and repeats only the set-up.
+        for _ in range(START_ATTEMPTS):
+            with stack_lock(StackPaths.from_settings(self.base), lines.append):
+                code = await up([self.service(name)], self.base.stack_start_timeout, lines.append)
+            if code == 0:
+                break
+            await asyncio.sleep(5)
+        else:
             raise ChaosError(f"{name} did not start again:\n" + "\n".join(lines))
         seconds = time.monotonic() - started
         self.say(f"{name} is back ({seconds:.1f} s to start)")
