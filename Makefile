@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install tools browser lint deploy-check typecheck unit integration test stack-up stack-down stack-status setup demo bench-core bench clean
+.PHONY: help install tools browser lint deploy-check typecheck unit integration test stack-up stack-down stack-status setup demo bench-core bench chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -85,6 +85,11 @@ bench-core: install  ## the detection core over 1,000,000 generated trades
 
 bench: install  ## end to end on the local stack (must be up): raw aiokafka vs passthrough Faust agent vs engine, latency at 1,000 trades/s
 	$(BIN)/riskengine bench-e2e
+
+# Outside CI (it takes about 20 minutes): every scenario under steady load, each verified record by
+# record; CHAOS_ARGS passes options or scenario names (see `riskengine chaos --help`).
+chaos: install  ## the chaos suite on the local stack (must be up): faults under load, nothing lost (see README)
+	$(BIN)/riskengine chaos $(CHAOS_ARGS)
 
 # The demo counts its time to the first alert from here, installation included.
 demo:  ## the whole system: stack, topics, schemas, connector, two workers, dashboard, producer; Ctrl-C stops it

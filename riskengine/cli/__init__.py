@@ -48,7 +48,7 @@ COMMANDS: tuple[ModuleType, ...] = (
 #: Entry-point group of the commands other distributions add.
 PLUGIN_GROUP = "riskengine.commands"
 #: Commands of the development tools, named when they are not installed.
-DEVTOOLS_COMMANDS = ("stack", "demo", "bench", "bench-e2e")
+DEVTOOLS_COMMANDS = ("stack", "demo", "bench", "bench-e2e", "chaos")
 
 
 class CommandModule(Protocol):

@@ -4,10 +4,10 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.connections import client_options
 from riskengine.settings import Settings
+from riskengine_devtools.chaos.kafka_io import partitions
 
 
 async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
@@ -19,17 +19,6 @@ async def produce(settings: Settings, topic: str, messages: list[tuple[bytes | N
             await producer.send_and_wait(topic, value, key=key)
     finally:
         await producer.stop()
-
-
-async def partitions(settings: Settings, topic: str) -> list[TopicPartition]:
-    """Every partition of ``topic``, from the broker's metadata."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-        return sorted(TopicPartition(topic, int(p["partition"])) for p in described["partitions"])
-    finally:
-        await admin.close()
 
 
 async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:

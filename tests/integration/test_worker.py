@@ -10,19 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, replay
-from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import DEFAULT_RULES
-from riskengine.settings import Settings
+from riskengine_devtools.chaos.kafka_io import collect as collect
 
-from .kafka_io import partitions
 from .worker_harness import (
     WorkerProcess,
     isolated,
@@ -33,27 +29,6 @@ from .worker_harness import (
     send,
     send_trades,
 )
-
-
-async def collect(
-    settings: Settings, topic: str, done: Callable[[list[Any]], bool], wait_s: float = 60.0
-) -> list[Any]:
-    """Read ``topic`` from the beginning until ``done(records)`` or ``wait_s`` seconds."""
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        tps = await partitions(settings, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        while not done(records) and loop.time() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def decoded(catalog: SchemaCatalog, records: list[Any], name: str) -> list[dict[str, Any]]:
