@@ -24,6 +24,7 @@ import pytest
 
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import OrderEvent, Trade
+from riskengine.core.market_feed import kafka_partition
 from riskengine.settings import Settings
 from riskengine_devtools.chaos.flow import (
     START as START,
@@ -173,12 +174,24 @@ async def test_takeover_of_partitions_never_committed(crash_workers):
     committed offset, then killed. When the survivor takes them over, trades are waiting in them.
     Faust drops records fetched while a rebalance is under way and relies on seeking back to the
     committed offsets; these partitions have none, so the trades used to be skipped for good.
+
+    Only the frozen worker's users trade. Before it froze, it declared its empty partitions idle
+    (as it should); trades of the survivor's partitions would then move the markets past the
+    frozen partitions' trades, which become late for the market when the survivor reads them
+    (a limitation of idleness: README "Idle partitions, a known limitation").
     """
     settings, catalog, workers = crash_workers
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        await owned_partitions(session, workers, settings.topic_partitions)
+        owned = await owned_partitions(session, workers, settings.topic_partitions)
     workers[1].freeze()
-    trades, orders = generated_flow(1000)
+    frozen = {int(partition) for partition in owned[1]}
+
+    def on_frozen(user: str) -> bool:
+        return kafka_partition(user.encode(), settings.topic_partitions) in frozen
+
+    trades, orders = generated_flow(2000)
+    trades = [t for t in trades if on_frozen(t.user_id)]
+    orders = [o for o in orders if on_frozen(o.user_id)]
     await send_in_event_time(settings, catalog, in_event_time(trades, orders))
     workers[1].kill()
     await assert_same_as_one_process(settings, catalog, trades, orders, workers)
