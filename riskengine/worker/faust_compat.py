@@ -293,8 +293,9 @@ class TransportApp(faust.App):
 
     def __init__(self, id: str, **options: Any) -> None:
         super().__init__(id, **options)
-        #: called as every rebalance starts, before the revocation waits for acks; from Faust's
-        #: consumer thread, so a hook must hand its work to its own event loop thread-safely
+        #: called as every rebalance starts, before the revocation waits for acks (from Faust's
+        #: consumer thread, so a hook must hand its work to its own event loop thread-safely), and
+        #: as the app stops, before Faust waits for them again
         self.rebalance_started: list[Callable[[], None]] = []
         #: the rebalance generation every batch is checked against (riskengine.worker.commit)
         self.fence = Fence()
@@ -303,6 +304,20 @@ class TransportApp(faust.App):
     def on_rebalance_start(self) -> None:
         """Faust's bookkeeping, a new fence generation, then the :attr:`rebalance_started` hooks."""
         super().on_rebalance_start()
+        self._fence_and_let_go()
+
+    async def on_stop(self) -> None:
+        """The agents let go of what they hold, as when a rebalance starts, then Faust stops.
+
+        Faust's stop waits until every record handed to an agent is acked or let go: the records an
+        agent holds back (for the other input, for a watermark) are neither while nothing more
+        arrives, and the worker waited until it was killed. Let go unacked, they come again to
+        whoever consumes their partitions next; batches in flight stop at their next step.
+        """
+        self._fence_and_let_go()
+        await super().on_stop()
+
+    def _fence_and_let_go(self) -> None:
         self.fence.begin_rebalance()
         for hook in self.rebalance_started:
             hook()

@@ -13,12 +13,15 @@ import struct
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, replay
+from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import DEFAULT_RULES
 from riskengine_devtools.chaos.kafka_io import collect as collect
 
+from .kafka_io import end_offsets
 from .worker_harness import (
     WorkerProcess,
     isolated,
@@ -226,3 +229,34 @@ async def test_a_rules_update_changes_alerts_without_restart(worker):
     )
     large = [a for a in alerts if a["patternType"] == "LARGE_ORDER" and a["userId"] == "whale"]
     assert [a["ruleVersion"] for a in large] == [5]
+
+
+async def test_the_group_commits_every_input_partition_to_its_end_and_the_worker_stops_cleanly(worker):
+    """Acked in step 5, the input records are committed up to each input partition's end; and a
+    SIGTERM finds nothing handed out left waiting: the worker stops before it would be killed (it
+    waited for the events its agents held back, which are never acked once nothing more arrives)."""
+    settings, catalog, process = worker
+    trades = sample_trades()
+    await send_trades(settings, catalog, trades)
+    suffix = settings.worker_topic_suffix
+    await collect(settings, f"risk-analyzed-trades{suffix}", lambda rs: len(rs) >= len(trades))
+    topic = f"crypto-trades{suffix}"
+    ends = {tp.partition: end for tp, end in (await end_offsets(settings, topic)).items() if end > 0}
+    assert sum(ends.values()) == len(trades)
+
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        committed: dict[int, int] = {}
+        for _ in range(60):  # the commit interval is 1 s
+            offsets = await admin.list_consumer_group_offsets(settings.worker_app_id)
+            committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+            if committed == ends:
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+    assert committed == ends
+
+    process.stop()
+    assert process.process is not None and process.process.returncode == 0, process.log()[-4000:]

@@ -222,3 +222,12 @@ def test_the_aiokafka_consumer_behind_fausts_is_where_last_fetch_ms_reads_it(app
     assert callable(AIOKafkaConsumer.last_poll_timestamp)
     # Before the thread starts there is no aiokafka consumer: nothing was fetched.
     assert faust_compat.last_fetch_ms(app.consumer, faust.types.TP("crypto-orders", 0)) is None
+
+
+async def test_a_stopping_app_fences_its_batches_and_has_the_agents_let_go_first(app):
+    # Faust's stop waits for every record handed out (wait_empty): the held ones are let go before.
+    calls: list[tuple[str, bool]] = []
+    app.rebalance_started.append(lambda: calls.append(("hook", app.fence.rebalancing)))
+    generation = app.fence.generation
+    await app.on_stop()
+    assert calls == [("hook", True)] and app.fence.generation == generation + 1
