@@ -50,7 +50,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.cli.unreachable import ServiceUnreachable, reaching, report
 from riskengine.connections import client_options
@@ -63,6 +62,7 @@ from riskengine.settings import Settings
 from riskengine.worker.faust_compat import refresh_metadata
 from riskengine_devtools import DevtoolsError
 from riskengine_devtools.bench_core import build_stream
+from riskengine_devtools.chaos.kafka_io import delete_topics
 
 FAUST = Path(sys.executable).parent / "faust"
 #: Faust's names for the event loops (``faust --loop``), in the order they are run.
@@ -241,7 +241,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
         finally:
             for child in children:
                 child.stop()
-            await _delete_topics(base, token)
+            _say(f"deleted {await delete_topics(base, token)} topics of this run")
     _report(args, results, flows, latencies)
 
 
@@ -562,19 +562,6 @@ async def _latency(
         await producer.stop()
         await consumer.stop()
     return latencies
-
-
-async def _delete_topics(settings: Settings, token: str) -> None:
-    """Delete every topic of this run (inputs, outputs, changelogs: all carry ``token``)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        mine = [name for name in await admin.list_topics() if token in name]
-        if mine:
-            await admin.delete_topics(mine)
-        _say(f"deleted {len(mine)} topics of this run")
-    finally:
-        await admin.close()
 
 
 async def raw_forward(settings: Settings, source: str, out: str) -> None:

@@ -109,7 +109,7 @@ class Fence:
 
     def check(self, batch: Batch, step: str) -> None:
         """Raise :class:`Fenced` before ``step`` of a stale batch."""
-        if batch.generation != self.generation:
+        if self.stale(batch):
             raise Fenced(f"a rebalance started: the batch stops before {step}")
 
 

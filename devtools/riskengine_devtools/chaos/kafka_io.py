@@ -1,4 +1,5 @@
-"""Reading topics back from the beginning: what the verifier and the integration tests check."""
+"""Reading topics back from the beginning (what the verifier and the integration tests check), and
+deleting a run's topics."""
 
 from __future__ import annotations
 
@@ -70,3 +71,16 @@ async def read_all(settings: Settings, topic: str, wait_s: float = 60.0) -> list
         return records
     finally:
         await consumer.stop()
+
+
+async def delete_topics(settings: Settings, token: str) -> int:
+    """Delete every topic whose name holds ``token`` (the scenario's inputs, outputs, changelogs)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        mine = [name for name in await admin.list_topics() if token in name]
+        if mine:
+            await admin.delete_topics(mine)
+        return len(mine)
+    finally:
+        await admin.close()

@@ -31,10 +31,8 @@ from typing import Any
 
 import aiohttp
 import elastic_transport
-from aiokafka.admin import AIOKafkaAdminClient
 from elasticsearch import ApiError, AsyncElasticsearch
 
-from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import OrderEvent, Trade, decode_state
 from riskengine.core.account_pairs import encode_pair_state
@@ -52,7 +50,7 @@ from riskengine.worker.tables.user_state import (
 )
 from riskengine_devtools import DevtoolsError
 from riskengine_devtools.chaos.flow import generated_flow, in_event_time, one_process
-from riskengine_devtools.chaos.kafka_io import collect, read_all
+from riskengine_devtools.chaos.kafka_io import collect, delete_topics, read_all
 from riskengine_devtools.chaos.load import Sent, SteadyLoad
 from riskengine_devtools.chaos.verifier import (
     Check,
@@ -509,19 +507,6 @@ async def wait_group_stable(workers: list[WorkerProcess], partitions: int, wait_
                 return
             await asyncio.sleep(0.5)
     raise ChaosError("the workers never split the partitions between them")
-
-
-async def delete_topics(settings: Settings, token: str) -> int:
-    """Delete every topic whose name holds ``token`` (the scenario's inputs, outputs, changelogs)."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        mine = [name for name in await admin.list_topics() if token in name]
-        if mine:
-            await admin.delete_topics(mine)
-        return len(mine)
-    finally:
-        await admin.close()
 
 
 async def run_scenario(
