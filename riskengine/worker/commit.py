@@ -117,7 +117,8 @@ class Fence:
 class Batch:
     """A run of source events and what analyzing them produced, made durable together."""
 
-    #: (event, the stream that acks it), in arrival order (offset order per partition)
+    #: (event, what acks it: ``ack(event)``, see faust_compat.Acks), in arrival order (offset order
+    #: per partition)
     events: list[tuple[Any, Any]] = field(default_factory=list)
     #: (partition, key) -> the newest envelope of that user in this batch (a changelog record)
     changelog: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
@@ -256,7 +257,7 @@ class CommitProtocol:
         # 5. Events acked.
         fence.check(batch, "step 5")
         for event, stream in batch.events:
-            await stream.ack(event)
+            stream.ack(event)
 
     async def send(self, records: list[Record]) -> None:
         """Send records outside a batch (idle markers, when no batch is in flight); DeliveryFailed."""

@@ -1,8 +1,10 @@
 """Batches for an agent: the events it collects are analyzed, persisted and published in order.
 
 Faust's per-event path (a queue put, a stream step, an ack and a send per message) cost more per
-trade than the detection core, so an agent's loop only collects events into the filling
-:class:`~riskengine.worker.commit.Batch`; :class:`BatchPipeline` does the rest with two tasks:
+trade than the detection core, so an agent only collects events into the filling
+:class:`~riskengine.worker.commit.Batch`, a fetched partition's list at a time (:meth:`extend`, fed
+by the batch path of :mod:`riskengine.worker.faust_compat`); :class:`BatchPipeline` does the rest
+with two tasks:
 
 - *take*: take the filling batch when it is ready (below), have the agent analyze it (``analyze``
   fills in the envelopes and records, leaves in ``events`` only those to ack, and returns how many
@@ -120,17 +122,23 @@ class BatchPipeline:
         return Batch(generation=self.fence.generation)
 
     def add(self, event: Any, stream: Any, more_waiting: bool) -> None:
-        """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow.
+        """Put ``event`` (acked through ``stream``) into the filling batch; ``more_waiting``: more follow."""
+        self.extend([event], stream, more_waiting)
 
-        During a rebalance the event is let go instead: Faust seeks back to the committed offsets
-        after it, so the event comes again, to whoever owns its partition then.
+    def extend(self, events: list[Any], stream: Any, more_waiting: bool) -> None:
+        """Put ``events`` (acked through ``stream``) into the filling batch; ``more_waiting``: more
+        follow.
+
+        During a rebalance the events are let go instead: Faust seeks back to the committed offsets
+        after it, so they come again, to whoever owns their partition then.
         """
         if self.fence.rebalancing:
-            self.release([event.message])
+            self.release([event.message for event in events])
             return
-        self.filling.events.append((event, stream))
+        filling = self.filling.events
+        filling.extend([(event, stream) for event in events])
         self._work.set()
-        if not more_waiting or len(self.filling.events) >= MIN_BATCH:
+        if not more_waiting or len(filling) >= MIN_BATCH:
             self._ready.set()
 
     def discard_waiting(self) -> int:

@@ -1,9 +1,10 @@
 """The per-user agent: crypto-trades and crypto-orders -> core -> analyzed trades, alerts, dead letters.
 
 Where a trade and an order event are scored in the worker. :class:`UserAgent` is the Faust side:
-one agent reads both topics (co-partitioned by userId, so one worker owns each user) and its loop
-only collects events into batches (:mod:`riskengine.worker.pipeline`). :meth:`UserAnalysis.analyze`
-then handles a batch in one tight loop, without Faust:
+it takes both topics (co-partitioned by userId, so one worker owns each user) through the batch
+path (:class:`riskengine.worker.faust_compat.Consumer`: each fetched partition's events as one
+list) into the filling batch of its pipeline (:mod:`riskengine.worker.pipeline`).
+:meth:`UserAnalysis.analyze` then handles a batch in one tight loop, without Faust:
 
 1. decode every event (``CryptoTrade`` or ``OrderEvent`` by its topic) into its partition's queue
    of that input; a rejected one waits there too, as a dead letter to be (``crypto-trades-dlq`` /
@@ -91,6 +92,8 @@ from riskengine.worker.commit import (
 )
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.faust_compat import (
+    Acks,
+    Delivery,
     TransportApp,
     committed_offset,
     last_fetch_ms,
@@ -281,6 +284,8 @@ class UserAnalysis:
         self._last_promise: dict[int, int] = {}
         #: per trades partition, the offset after the last trade applied since the last rebalance
         self._applied_through: dict[int, int] = {}
+        #: (other input, partition, fetch time) read to its end, known in this analysis pass
+        self._lags: dict[tuple[int, int, int], bool] = {}
 
     def forget_states(self) -> None:
         """Drop the decoded states and the held events (at every rebalance).
@@ -323,6 +328,7 @@ class UserAnalysis:
         processed_at = int(now * 1000)
         queues = self._queues
         self._dirty = {}
+        self._lags = {}
         now_ms = int(now * 1000)
         fetched: dict[tuple[str, int], int] = {}
         for event, stream in batch.events:
@@ -413,8 +419,14 @@ class UserAnalysis:
         that is not known (it is asked for), once the head has waited :data:`MAX_HOLD_S` since it
         arrived.
         """
-        lag = self.inputs.lag(self._topics[other], partition, queue[0][4])
+        since_ms = queue[0][4]
+        known = self._lags.get((other, partition, since_ms))
+        if known is not None:
+            return True
+        lag = self.inputs.lag(self._topics[other], partition, since_ms)
         if lag == 0:
+            # Read to the end as of since_ms: so for every later head of this pass fetched then.
+            self._lags[(other, partition, since_ms)] = True
             return True
         if lag is not None:
             return False
@@ -939,9 +951,14 @@ class UserAgent:
         app.on_partitions_revoked.connect(self._forget)
         app.on_partitions_assigned.connect(self._forget)
 
-        @app.agent(self.inputs, name="user-events")
+        self._acks = Acks(app)
+        self._started = asyncio.Event()
+        app.route_batches(self.inputs, self)
+
+        # The agent runs the pipeline; the events come through the batch path, not its stream.
+        @app.agent(app.channel(), name="user-events")
         async def user_events(stream: Any) -> None:
-            await self.run(stream)
+            await self.run()
 
         app.timer(1.0, name="idle-markers")(self.send_idle_markers)
 
@@ -1024,9 +1041,24 @@ class UserAgent:
             log.info("resumed %s", _names(behind))
         return held
 
-    async def run(self, stream: Any) -> None:
-        """Consume ``stream`` with manual acks: collect events; the pipeline takes them in batches."""
-        manual = stream.noack()
+    async def room(self) -> None:
+        """Wait until the pipeline runs and its filling batch has room (the batch path's back-pressure)."""
+        await self._started.wait()
+        if self._pipeline is not None:
+            await self._pipeline.room()
+
+    def deliver(self, events: list[Delivery], more_waiting: bool) -> None:
+        """One input partition's fetched events, in offset order, into the filling batch."""
+        pipeline = self._pipeline
+        if pipeline is None:  # stopping: never acked, they come again
+            untrack(self.app.consumer, [event.message for event in events])
+            return
+        last = events[-1].message
+        self.positions.received(last.topic, last.partition, last.offset)
+        pipeline.extend(events, self._acks, more_waiting)
+
+    async def run(self) -> None:
+        """Start the pipeline, take the inputs' events from the batch path until the agent stops."""
         producer = batch_producer(self.context.settings)
         await producer.start()
         await self.offsets.start()
@@ -1045,21 +1077,13 @@ class UserAgent:
         self._pipeline = pipeline
         self._commit = commit
         self._loop = asyncio.get_running_loop()
-        consumer = self.app.consumer
-        positions = self.positions
+        self._started.set()
         try:
-            async for event in manual.events():
-                await pipeline.room()
-                message = event.message
-                positions.received(message.topic, message.partition, message.offset)
-                highwater = consumer.highwater(message.tp)
-                pipeline.add(event, manual, highwater is not None and message.offset + 1 < highwater)
-                # No reference may outlive the pipeline's: a rebalance waits for every event still
-                # referenced (see faust_compat), and a dropped one must not count.
-                del event, message
+            await asyncio.Future()  # until the agent is cancelled, as the app stops
         finally:
             self._pipeline = None
             self._commit = None
+            self._started.clear()
             if self._refreshing is not None:
                 self._refreshing.cancel()
             await pipeline.stop()

@@ -35,8 +35,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from faust.types import TP
-
 from riskengine.core import RiskAlert, Rules
 from riskengine.core.account_pairs import PairState, decode_pair_state, encode_pair_state, evaluate_pair_trade
 from riskengine.core.market import (
@@ -51,7 +49,7 @@ from riskengine.core.rules import MINUTE_MS
 from riskengine.settings import Settings
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Record, batch_producer
 from riskengine.worker.context import WorkerContext
-from riskengine.worker.faust_compat import TransportApp, untrack
+from riskengine.worker.faust_compat import Acks, Delivery, TransportApp, untrack
 from riskengine.worker.pipeline import BatchPipeline
 from riskengine.worker.repartition import Execution, Marker, RepartitionError, decode
 from riskengine.worker.tables.user_state import StateTable
@@ -372,9 +370,14 @@ class WatermarkedAgent(Generic[S]):
         app.on_partitions_revoked.connect(self._forget)
         app.on_partitions_assigned.connect(self._forget)
 
-        @app.agent(self.topic, name=f"{core.name}-events")
+        self._acks = Acks(app)
+        self._started = asyncio.Event()
+        app.route_batches(self.topic, self)
+
+        # The agent runs the pipeline; the records come through the batch path, not its stream.
+        @app.agent(app.channel(), name=f"{core.name}-events")
         async def keyed_events(stream: Any) -> None:
-            await self.run(stream)
+            await self.run()
 
     def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         self.analysis.forget()
@@ -397,9 +400,21 @@ class WatermarkedAgent(Generic[S]):
             self.analysis.untrack([event.message for event, _stream in waiting])
             self._pipeline.discard_waiting()
 
-    async def run(self, stream: Any) -> None:
-        """Consume with manual acks; the pipeline takes the records in batches."""
-        manual = stream.noack()
+    async def room(self) -> None:
+        """Wait until the pipeline runs and its filling batch has room (the batch path's back-pressure)."""
+        await self._started.wait()
+        if self._pipeline is not None:
+            await self._pipeline.room()
+
+    def deliver(self, events: list[Delivery], more_waiting: bool) -> None:
+        """One partition's fetched records, in offset order, into the filling batch."""
+        if self._pipeline is None:  # stopping: never acked, they come again
+            self.analysis.untrack([event.message for event in events])
+            return
+        self._pipeline.extend(events, self._acks, more_waiting)
+
+    async def run(self) -> None:
+        """Start the pipeline; the records come through the batch path until the agent stops."""
         producer = batch_producer(self.context.settings)
         await producer.start()
         commit = CommitProtocol(
@@ -422,16 +437,12 @@ class WatermarkedAgent(Generic[S]):
         pipeline.start()
         self._pipeline = pipeline
         self._loop = asyncio.get_running_loop()
-        consumer = self.app.consumer
+        self._started.set()
         try:
-            async for event in manual.events():
-                await pipeline.room()
-                message = event.message
-                highwater = consumer.highwater(TP(message.topic, message.partition))
-                pipeline.add(event, manual, highwater is not None and message.offset + 1 < highwater)
-                del event, message
+            await asyncio.Future()  # until the agent is cancelled, as the app stops
         finally:
             self._pipeline = None
+            self._started.clear()
             await pipeline.stop()
             await producer.stop()
 

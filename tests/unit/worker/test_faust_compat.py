@@ -231,3 +231,87 @@ async def test_a_stopping_app_fences_its_batches_and_has_the_agents_let_go_first
     generation = app.fence.generation
     await app.on_stop()
     assert calls == [("hook", True)] and app.fence.generation == generation + 1
+
+
+class Route:
+    """A batch route that records what it is handed, and can start a rebalance while it waits."""
+
+    def __init__(self, app: Any, rebalance_on_room: bool = False) -> None:
+        self.app = app
+        self.rebalance_on_room = rebalance_on_room
+        self.delivered: list[tuple[list[int], bool]] = []
+        #: what a pipeline holds until it acks (Faust tracks the messages weakly)
+        self.held: list[faust_compat.Delivery] = []
+
+    async def room(self) -> None:
+        if self.rebalance_on_room:
+            self.app.consumer_generation_id += 1
+
+    def deliver(self, events: list[faust_compat.Delivery], more_waiting: bool) -> None:
+        self.delivered.append(([event.message.offset for event in events], more_waiting))
+        self.held += events
+
+
+def _records(tp: Any, offsets: list[int]) -> list[Any]:
+    from aiokafka.structs import ConsumerRecord
+
+    return [
+        ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"v", None, 1, 1, ()) for offset in offsets
+    ]
+
+
+async def test_the_batch_path_hands_a_partitions_records_to_its_route_with_fausts_bookkeeping(app):
+    # Pins _to_message, _read_offset, _add_gap, _unacked_messages and the commit counters the
+    # batch path uses instead of Faust's per-record drain loop.
+    tp = faust.types.TP("crypto-trades", 0)
+    consumer = app.consumer
+    route = Route(app)
+    app.route_batches(app.topic("crypto-trades"), route)
+    assert app.batch_routes == {"crypto-trades": route}
+    for name in ("_read_offset", "_commit_every", "_n_acked"):
+        reach = next(r for r in SURFACE if r.attribute == name)
+        assert hasattr(consumer, name), _upgrade_hint(reach)
+    consumer.highwater = lambda tp: 12  # the partition's end as the fetch response gave it
+    consumer._read_offset[tp] = 5  # after a seek to 5: 3 and 4 are fetched again, not handed out
+    await consumer._deliver_list(tp, _records(tp, [3, 4, 5, 6, 9]), route, app.consumer_generation_id)
+    assert route.delivered == [([5, 6, 9], True)]  # 10 and 11 are still to come
+    assert consumer._read_offset[tp] == 9
+    # 7 and 8 are missing (compaction, transaction markers): a gap Faust counts as acked (the
+    # interval its own loop records for the same bounds).
+    assert [(gap.begin, gap.end) for gap in consumer._gap[tp]] == [(7, 10)]
+    tracked = {message.offset for message in consumer._unacked_messages}
+    assert tracked == {5, 6, 9}
+    # Acked through the route's Acks, the records count for the next commit (once the conductor has
+    # indexed the subscription, as it does before the consumer fetches).
+    await app.topics._update_indices()
+    assert app.topics.acks_enabled_for("crypto-trades")
+    acks = faust_compat.Acks(app)
+    message = next(m for m in consumer._unacked_messages if m.offset == 5)
+    assert acks.ack(faust_compat.Delivery(message)) and not acks.ack(faust_compat.Delivery(message))
+    assert consumer._acked[tp] == [5] and message not in consumer._unacked_messages
+
+
+async def test_records_handed_out_as_a_rebalance_starts_are_let_go_not_delivered(app):
+    tp = faust.types.TP("crypto-trades", 1)
+    consumer = app.consumer
+    route = Route(app, rebalance_on_room=True)
+    await consumer._deliver_list(tp, _records(tp, [0, 1]), route, app.consumer_generation_id)
+    assert route.delivered == [] and not consumer._unacked_messages
+    assert consumer._read_offset.get(tp) is None  # the seek after the rebalance decides
+
+
+def test_the_drain_loop_the_batch_path_replaces_is_the_one_checked():
+    # Faust's own loop: a record at a time through wait_first and the conductor; the override keeps
+    # its bookkeeping (read offset, gaps, commit_every) and its generation check.
+    from faust.transport.consumer import Consumer
+
+    reach = next(r for r in SURFACE if r.attribute == "_drain_messages")
+    source = inspect.getsource(Consumer._drain_messages)
+    for part in (
+        "getmany(timeout=1.0)",
+        "_add_gap(tp, r_offset + 1, offset)",
+        "self._n_acked >= commit_every",
+    ):
+        assert part in source, _upgrade_hint(reach)
+    assert "consumer_generation_id" in inspect.getsource(Consumer.getmany), _upgrade_hint(reach)
+    assert "self.track_message" not in source  # streams track what they take: the batch path does it

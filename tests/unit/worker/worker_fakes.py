@@ -176,13 +176,14 @@ class FakeEvent:
 
 
 class FakeStream:
-    """Acks events as Faust's manual-ack stream does; remembers (partition, offset) in ack order."""
+    """Acks events as :class:`riskengine.worker.faust_compat.Acks` does; remembers (partition, offset)
+    in ack order."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.acked: list[tuple[int, int]] = []
 
-    async def ack(self, event: FakeEvent) -> bool:
+    def ack(self, event: FakeEvent) -> bool:
         where = (event.message.partition, event.message.offset)
         self.acked.append(where)
         self.journal.add("ack", where)
