@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .account_pairs import PairState, evaluate_pair_trade, owner_of, pair_key
 from .executions import buyer_and_seller
@@ -27,8 +28,13 @@ from .reference import ReferenceData
 from .rules import Rules
 
 
+@lru_cache(maxsize=65_536)
 def kafka_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key`` (murmur2, positive, modulo)."""
+    """The partition Kafka's default partitioner gives ``key`` (murmur2, positive, modulo).
+
+    Cached: the worker asks for every trade's symbol and pair, a few thousand keys, and murmur2 in
+    Python costs more than the lookup by a factor of about 30.
+    """
     return (_murmur2(key) & 0x7FFFFFFF) % partitions
 
 

@@ -82,7 +82,7 @@ def test_tail_lines_decode_avro_and_show_anything_else_readably():
     line = json.loads(record_line(message(cache.encode("CryptoTrade", record)), cache.decode_as_written))
     assert (line["topic"], line["partition"], line["offset"], line["key"]) == ("crypto-trades", 2, 41, "u-1")
     assert line["value"]["tradeId"] == record["tradeId"] and line["value"]["side"] == "BUY"
-    # JSON (the repartition topics), text, bytes (a dead letter's original value) and headers.
+    # JSON, text, bytes (a dead letter's original value) and headers.
     assert json.loads(record_line(message(b'{"s": 1}'), cache.decode_as_written))["value"] == {"s": 1}
     assert json.loads(record_line(message(b"plain"), cache.decode_as_written))["value"] == "plain"
     odd = json.loads(
