@@ -28,6 +28,7 @@ from riskengine.contracts.avro_codec import MAGIC_BYTE, DecodeError, SchemaCatal
 from riskengine.contracts.topics import TOPICS, topic_names
 from riskengine.errors import CommandError
 from riskengine.settings import Settings
+from riskengine.worker import repartition
 
 #: How long the metadata of an existing topic may take to give the consumer its partitions.
 ASSIGN_TIMEOUT_S = 10.0
@@ -96,6 +97,10 @@ def record_line(message: Any, decode: Callable[[bytes], Any]) -> str:
         try:
             line["value"] = _jsonable(decode(value))
         except DecodeError:
+            if value[:1] == bytes([repartition.FORMAT]):
+                with contextlib.suppress(repartition.RepartitionError):
+                    line["value"] = repartition.document(repartition.decode(value))
+        if "value" not in line:
             text = _text(value)
             try:
                 line["value"] = json.loads(text) if text is not None else None

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from riskengine.core import Trade, parse_trade
 from riskengine.core.market_feed import kafka_partition
@@ -192,6 +192,23 @@ def _unpack(value: bytes) -> Execution | Marker:
         order_id=order_id,
     )
     return Execution(trade, source, promise, owner, pair)
+
+
+def document(record: Execution | Marker) -> dict[str, Any]:
+    """``record`` as the JSON document of the format before :data:`FORMAT` (for ``riskengine tail``)."""
+    if isinstance(record, Marker):
+        if record.promise is None:
+            return {"source": record.source, "idle": True}
+        return {"source": record.source, "promise": record.promise}
+    found: dict[str, Any] = {
+        "trade": record.trade.to_record(),
+        "source": record.source,
+        "promise": record.promise,
+    }
+    if record.pair is not None:
+        found["owner"] = record.owner
+        found["pair"] = record.pair
+    return found
 
 
 def _exact(value: bytes, length: int) -> None:

@@ -16,6 +16,7 @@ from riskengine.contracts.avro_codec import SchemaCache
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import INPUT_CONTRACTS, RECORD_TOPICS, compatibility, record_subjects
 from riskengine.settings import Settings
+from riskengine.worker.repartition import execution_value, marker_value
 from tests.unit.core.builders import trade
 
 
@@ -90,3 +91,16 @@ def test_tail_lines_decode_avro_and_show_anything_else_readably():
     )
     assert odd["value"] is None and odd["valueBase64"] == "AAAAAGP/" and odd["headers"] == {"reason": "r"}
     assert json.loads(record_line(message(None, key=None), cache.decode_as_written))["value"] is None
+    # The worker's packed repartition records, as the documents they stand for.
+    executed = trade(0, "BUY", 1_000, quantity=1_000, user="u-1")
+    packed = execution_value(executed, 3, -5_000, "c-1", "c-1|c-2")
+    shown = json.loads(record_line(message(packed), cache.decode_as_written))["value"]
+    assert shown == {
+        "trade": executed.to_record(),
+        "source": 3,
+        "promise": -5_000,
+        "owner": "c-1",
+        "pair": "c-1|c-2",
+    }
+    idle = json.loads(record_line(message(marker_value(2, None)), cache.decode_as_written))["value"]
+    assert idle == {"source": 2, "idle": True}
