@@ -19,9 +19,13 @@ log = logging.getLogger(__name__)
 #: Garbage-collector thresholds of a worker process, instead of CPython's (700, 10, 10). A worker
 #: holds a few hundred thousand long-lived objects (Faust, the per-user states); with the defaults a
 #: full collection walked all of them every few seconds under load, pausing the event loop for
-#: 130-290 ms each time (9 in a 35 s benchmark run, p99 latency 98 ms). With these, young
-#: collections are rarer and a full one runs after some 40 million allocations (p99 32 ms).
-GC_THRESHOLDS = (20_000, 20, 100)
+#: 130-290 ms each time. Young collections free next to nothing (what a worker allocates lives on in
+#: the states until frozen, below), so they are pure pause: with a first threshold of 20,000 each
+#: walked that many survivors and paused the worker 23-50 ms, ten times in a 25 s latency run at
+#: 1,000 trades/s (0 objects freed). With 2,000 they pause a tenth of that; the second threshold
+#: keeps the middle generation from being collected between two freezes; a full collection runs
+#: after some 200 million allocations.
+GC_THRESHOLDS = (2_000, 1_000, 100)
 #: Seconds between two freezes of the objects that have survived so far. Without it the per-user
 #: states accumulate in the oldest generation, and each full collection walked them all: 203-259 ms
 #: per collection in the benchmark, freeing 0-16 objects, and p99 latency up to 230 ms whenever one
