@@ -1,4 +1,4 @@
-"""``riskengine bench-e2e``: one worker against the local Kafka, end to end, three paths in one run.
+"""``riskengine bench-e2e``: the engine against the local Kafka, end to end, every row in one run.
 
 1. Isolated topics (a unique suffix and app ids, deleted at the end), the generator's profiles on
    ``user-profiles`` and ``--trades`` Avro trades of ``riskengine bench core``'s seeded generator on
@@ -15,17 +15,28 @@
 
    This process consumes each output topic and times from the first output record's arrival to the
    N-th (start-up and group join are outside the window): trades/s = (N - 1) / elapsed.
-3. Order flow (``--order-flow-trades``, per loop): the engine on its own topics holding a simulator
-   run (``riskengine generate``'s generator: trades with their order events, about 2.6 per trade,
+   The engine's resident memory (VmRSS) is read from /proc before it stops.
+3. Scaling (first loop only; ``--no-scaling`` leaves it out): the same pre-produced trades consumed
+   by two engine workers in one consumer group (the 6-partition topics split between them), timed
+   the same way; the ratio to the one worker's trades/s.
+4. Order flow (``--order-flow-trades``, per loop): the engine on its own topics holding a simulator
+   run (``riskengine generate``'s generator: trades with their order events, about 2.2 per trade,
    and the accounts' profiles), timed from the first analyzed trade to the last; events/s counts
    trades and order events (an order event has no output of its own). Compared with the passthrough
    agent's events/s, since Faust's cost is per event whatever its topic.
-4. Latency, with the engine still running and caught up: trades produced at a steady ``--rate`` for
-   ``--seconds``, each stamped with its send time; latency = arrival of its analyzed trade here
-   minus that timestamp (one clock: producer and consumer are this process). It is split at the
-   analyzed trade's ``processedAt`` (stamped by the worker when it starts analyzing the trade's
-   batch, same machine clock): *in* = trade timestamp to processedAt (produce, fetch, Faust's consumer
-   path, batching), *out* = processedAt to arrival (analysis, changelog and output round trips, fetch).
+5. Latency, with that order-flow worker still running and caught up: for each of ``--rates``
+   (default 1,000 and 5,000 trades/s), ``--latency-runs`` consecutive runs (default 5) of
+   ``--seconds`` each (default 10): the simulator's next events, trades at the steady rate with the
+   order events between them, each stamped with its send time; latency = arrival of its analyzed
+   trade here minus that timestamp (one clock: producer and consumer are this process). It is split
+   at the analyzed trade's ``processedAt`` (stamped by the worker when it starts analyzing the
+   trade's batch, same machine clock): *in* = trade timestamp to processedAt (produce, fetch, the
+   batch path, batching, waiting for the other input or the market context), *out* = processedAt to
+   arrival (analysis, changelog and output round trips, fetch). Every run is printed, then per rate
+   how many runs kept p99 within issue 16's target (50 ms at up to 1,000/s, 100 ms above); a run
+   whose outputs did not all arrive within :data:`DRAIN_S` of its last send did not.
+6. Recovery (``--recovery-users``, default 100,000; 0 leaves it out): see
+   :mod:`riskengine_devtools.bench_recovery`.
 
 ``--profile DIR`` runs the engine worker under cProfile and writes ``DIR/engine-<loop>.prof``;
 ``--logs DIR`` keeps every stage's log there.
@@ -56,12 +67,21 @@ from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.contracts.topics import TOPICS, TopicSpec, ensure_topics, topic_names, topic_specs
 from riskengine.core import Trade
-from riskengine.producer.events import EventKind
+from riskengine.producer.events import Event, EventKind
 from riskengine.producer.simulator import SimulationConfig, Simulator
 from riskengine.settings import Settings
 from riskengine.worker.faust_compat import refresh_metadata
 from riskengine_devtools import DevtoolsError
 from riskengine_devtools.bench_core import build_stream
+from riskengine_devtools.bench_recovery import (
+    Recovery,
+    RecoveryFailed,
+    restore,
+    take_snapshot,
+    user_count_ok,
+    wait_healthy,
+)
+from riskengine_devtools.bench_recovery import report as report_recovery
 from riskengine_devtools.chaos.kafka_io import delete_topics
 
 FAUST = Path(sys.executable).parent / "faust"
@@ -76,6 +96,12 @@ def output_topic(path: str, settings: Settings) -> str:
     return f"bench-{path}-out{settings.worker_topic_suffix}"
 
 
+#: The latency phase's steady rates (trades/s, with their order events), as issue 16 asks.
+LATENCY_RATES = (1_000, 5_000)
+#: How long the latency phase waits for the last outputs of a run once its events are sent.
+DRAIN_S = 60.0
+
+
 @dataclass(frozen=True)
 class Latency:
     """One analyzed trade of the latency phase, in ms from its trade's timestamp."""
@@ -83,6 +109,27 @@ class Latency:
     total: float
     #: to the worker's processedAt stamp
     to_processed: float
+
+
+@dataclass(frozen=True)
+class Memory:
+    """A worker process's resident memory, from /proc (KiB)."""
+
+    rss_kib: int
+    #: the peak so far (VmHWM)
+    peak_kib: int
+
+
+def read_memory(status: str) -> Memory | None:
+    """VmRSS and VmHWM from the text of ``/proc/<pid>/status`` (None: not there, the process is gone)."""
+    values: dict[str, int] = {}
+    for line in status.splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            values[name] = int(rest.split()[0])
+    if "VmRSS" not in values:
+        return None
+    return Memory(values["VmRSS"], values.get("VmHWM", values["VmRSS"]))
 
 
 @dataclass
@@ -93,6 +140,8 @@ class Outcome:
     path: str
     rate: float
     trades: int
+    #: the worker's memory at the end (the engine only)
+    rss: Memory | None = None
 
 
 @dataclass
@@ -104,6 +153,30 @@ class FlowOutcome:
     order_events: int
     #: trades and order events per second over the window of the analyzed trades
     rate: float
+    rss: Memory | None = None
+
+
+@dataclass(frozen=True)
+class LatencyRun:
+    """One run of the latency phase: trades sent at ``rate`` and what came back."""
+
+    rate: int
+    sent: int
+    latencies: list[Latency]
+    loop: str = ""
+    run: int = 0
+    rss: Memory | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every trade sent got its analyzed trade."""
+        return len(self.latencies) >= self.sent
+
+    def percentile(self, which: int) -> float:
+        """A percentile of the total latency (ms); infinite when nothing came back."""
+        if len(self.latencies) < 2:
+            return float("inf")
+        return _percentiles([value.total for value in self.latencies], which)[0]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -129,20 +202,54 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=20_000,
         help="order-flow row: simulator trades, with their order events (default 20,000; 0: no row)",
     )
-    parser.add_argument("--rate", type=int, default=1_000, help="latency phase: trades/s (default 1,000)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="latency phase: duration (default 20)")
+    parser.add_argument(
+        "--rates",
+        type=_rates,
+        default=LATENCY_RATES,
+        help="latency: steady trades/s, with their order events, comma-separated (default 1000,5000)",
+    )
+    parser.add_argument(
+        "--latency-runs", type=int, default=5, help="latency: consecutive runs per rate (default 5)"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="latency: each run's duration (default 10)"
+    )
+    parser.add_argument(
+        "--recovery-users",
+        type=int,
+        default=100_000,
+        help="recovery row: users in the state a worker recovers (default 100,000; 0: no row)",
+    )
+    parser.add_argument(
+        "--no-scaling", action="store_true", help="skip the scaling row (the trades with two workers)"
+    )
     parser.add_argument("--profile", type=Path, help="run the engine under cProfile, .prof files into DIR")
     parser.add_argument("--logs", type=Path, help="keep each stage's log (<path>-<loop>.log) in DIR")
     parser.set_defaults(handler=bench_e2e)
 
 
+def _rates(text: str) -> tuple[int, ...]:
+    """``--rates``: positive integers, comma-separated."""
+    try:
+        rates = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of integers: {text!r}") from None
+    if not rates or min(rates) < 1 or max(rates) > 100_000:
+        raise argparse.ArgumentTypeError(f"every rate must be between 1 and 100,000 trades/s: {text!r}")
+    return rates
+
+
 def bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
     """Run the benchmark (see the module doc) and print the throughput and latency tables."""
-    if args.trades < 2 or args.users < 1 or args.rate < 1 or args.seconds <= 0:
+    if args.trades < 2 or args.users < 1 or args.latency_runs < 1 or not 0 < args.seconds <= 3_600:
         print(
-            "riskengine bench-e2e: --trades >= 2, --users, --rate and --seconds must be positive",
+            "riskengine bench-e2e: --trades >= 2, --users and --latency-runs must be positive, "
+            "--seconds between 0 and 3,600",
             file=sys.stderr,
         )
+        return 2
+    if not user_count_ok(args.recovery_users):
+        print("riskengine bench-e2e: --recovery-users must be 0 or 1 to 10,000,000", file=sys.stderr)
         return 2
     if args.order_flow_trades != 0 and args.order_flow_trades < 2:
         print("riskengine bench-e2e: --order-flow-trades must be 0 or at least 2", file=sys.stderr)
@@ -152,7 +259,7 @@ def bench_e2e(args: argparse.Namespace, settings: Settings) -> int:
         reaching(_run(args, settings, loops), settings)
     except ServiceUnreachable as exc:
         return report("bench-e2e", exc)
-    except StageFailed as exc:
+    except (StageFailed, RecoveryFailed) as exc:
         print(f"riskengine bench-e2e: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -183,73 +290,150 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     flows: list[FlowOutcome] = []
     flow_counts = (0, 0)
     children: list[Child] = []
-    latencies: dict[str, list[Latency]] = {}
+    latencies: list[LatencyRun] = []
+    scaling: Outcome | None = None
+    recovery: Recovery | None = None
     with tempfile.TemporaryDirectory(prefix="riskengine-bench-") as scratch:
+
+        def launch(
+            stage: str, path: str, loop: str, on: Settings = base, group: str | None = None
+        ) -> Callable[[], list[Child]]:
+            """A launcher of one stage process, for :func:`_measure`."""
+
+            def start() -> list[Child]:
+                profile = args.profile if stage == "engine" else None
+                child = _launch(on, stage, path, loop, Path(scratch), token, profile, args.logs, group)
+                children.append(child)
+                return [child]
+
+            return start
+
         try:
             await ensure_topics(base, specs)
             catalog = SchemaCatalog.for_settings(base)
             await catalog.register()
-            stream = build_stream(
-                args.users, args.trades + int(args.rate * args.seconds) * len(loops), args.seed
-            )
-            trades = iter(stream)
+            stream = build_stream(args.users, args.trades, args.seed)
             await _produce_reference(base, catalog, stream.reference.profiles, names.user_profiles)
-            await _preproduce(base, catalog, trades, args.trades, names.trades)
+            await _preproduce(base, catalog, iter(stream), args.trades, names.trades)
+            simulator = Simulator(SimulationConfig(seed=args.seed))
+            # One stream of events: the latency phase goes on where the pre-produced run stopped.
+            flow_events = simulator.events()
             if args.order_flow_trades:
-                flow_counts = await _preproduce_flow(flow, catalog, args.order_flow_trades, args.seed)
-            # Each stage reads the whole trades topic in a new group: after a loop's latency phase
-            # that topic holds those trades too, and the next loop's stages process them as well.
-            inputs = args.trades
+                flow_counts = await _preproduce_flow(
+                    flow, catalog, simulator.profiles(), flow_events, args.order_flow_trades
+                )
             for loop in loops:
-                stages = [(path, outputs[path]) for path in ("raw", "passthrough")]
-                stages.append(("engine", names.analyzed_trades))
-                for path, out in stages:
+                for path, out in (*outputs.items(), ("engine", names.analyzed_trades)):
+                    rate, stage = await _measure(
+                        base, out, args.trades, f"{path}[{loop}]", launch(path, path, loop)
+                    )
+                    rss = stage[0].memory() if path == "engine" else None
+                    results.append(Outcome(loop, path, rate, args.trades, rss))
+                    _stop(stage)
+                if not args.no_scaling and loop == loops[0]:
+                    workers = [launch(f"scaling-{n}", "engine", loop, base, "scaling") for n in (1, 2)]
 
-                    def launch(path: str = path, out: str = out, loop: str = loop) -> Child:
-                        child = _launch(base, path, path, loop, Path(scratch), token, args.profile, args.logs)
-                        children.append(child)
-                        return child
+                    def both(workers: list[Callable[[], list[Child]]] = workers) -> list[Child]:
+                        return [child for start in workers for child in start()]
 
-                    rate, child = await _measure(base, out, inputs, f"{path}[{loop}]", launch)
-                    results.append(Outcome(loop, path, rate, inputs))
-                    if path == "engine":
-                        latencies[loop] = await _latency(
-                            base, catalog, trades, names, args.rate, args.seconds, loop
-                        )
-                        inputs += int(args.rate * args.seconds)
-                    child.stop()
+                    rate, stage = await _measure(
+                        base, names.analyzed_trades, args.trades, f"two-workers[{loop}]", both
+                    )
+                    scaling = Outcome(loop, "two-workers", rate, args.trades, stage[0].memory())
+                    _stop(stage)
                 if args.order_flow_trades:
-
-                    def launch_flow(loop: str = loop) -> Child:
-                        child = _launch(
-                            flow, "order-flow", "engine", loop, Path(scratch), token, None, args.logs
-                        )
-                        children.append(child)
-                        return child
-
                     flow_trades, flow_orders = flow_counts
-                    rate, child = await _measure(
+                    rate, stage = await _measure(
                         flow,
                         topic_names(flow).analyzed_trades,
                         flow_trades,
                         f"order-flow[{loop}]",
-                        launch_flow,
+                        launch("order-flow", "engine", loop, flow),
                     )
                     events_rate = rate * (flow_trades + flow_orders) / flow_trades
-                    flows.append(FlowOutcome(loop, flow_trades, flow_orders, events_rate))
-                    child.stop()
+                    flows.append(FlowOutcome(loop, flow_trades, flow_orders, events_rate, stage[0].memory()))
+                    # Latency, with that worker caught up: the simulator goes on, stamped with send times.
+                    for trades_per_s in args.rates:
+                        for number in range(1, args.latency_runs + 1):
+                            run = await _latency(
+                                flow, catalog, flow_events, trades_per_s, args.seconds, f"{loop} {number}"
+                            )
+                            latencies.append(replace(run, loop=loop, run=number, rss=stage[0].memory()))
+                    _stop(stage)
+            if args.recovery_users:
+                recovery = await _recovery(
+                    replace(base, worker_topic_suffix=f"-bench-{token}-recovery"),
+                    catalog,
+                    args,
+                    loops[0],
+                    launch,
+                )
         finally:
             for child in children:
                 child.stop()
             _say(f"deleted {await delete_topics(base, token)} topics of this run")
-    _report(args, results, flows, latencies)
+    _report(args, results, flows, latencies, scaling)
+    if recovery is not None:
+        report_recovery(recovery)
+
+
+async def _recovery(
+    settings: Settings,
+    catalog: SchemaCatalog,
+    args: argparse.Namespace,
+    loop: str,
+    launch: Callable[..., Callable[[], list[Child]]],
+) -> Recovery:
+    """The recovery row (see :mod:`riskengine_devtools.bench_recovery`) on ``settings``' own topics."""
+    users = args.recovery_users
+    await ensure_topics(settings, topic_specs(settings))
+    names = topic_names(settings)
+    stream = build_stream(1_000, users, args.seed)
+    # One trade per user: the state holds exactly ``users`` users.
+    trades = (
+        replace(trade, user_id=f"r-{number:07d}", customer_id=f"c-r-{number:07d}")
+        for number, trade in enumerate(stream)
+    )
+    await _preproduce(settings, catalog, trades, users, names.trades)
+    _rate, stage = await _measure(
+        settings,
+        names.analyzed_trades,
+        users,
+        f"recovery[{loop}]",
+        launch("recovery-1", "engine", loop, settings, "recovery"),
+    )
+    url = f"http://127.0.0.1:{stage[0].port}"
+    snapshots = await take_snapshot(url)
+    _say(f"recovery: {users:,} users processed, {snapshots} partition snapshots taken")
+    _stop(stage)
+    from_changelog = launch("recovery-2", "engine", loop, settings, "recovery")()[0]
+    changelog_s = await wait_healthy(
+        f"http://127.0.0.1:{from_changelog.port}", lambda: from_changelog.check("recovery")
+    )
+    _say(f"recovery: from the changelog in {changelog_s:.1f} s")
+    from_changelog.stop()
+    datadir = Path(from_changelog.log_path.parent) / f"recovery-3-{loop}"
+    restore_s = restore(from_changelog.env, datadir)
+    from_snapshot = launch("recovery-3", "engine", loop, settings, "recovery")()[0]
+    snapshot_s = restore_s + await wait_healthy(
+        f"http://127.0.0.1:{from_snapshot.port}", lambda: from_snapshot.check("recovery")
+    )
+    _say(f"recovery: from a snapshot in {snapshot_s:.1f} s (restore {restore_s:.1f} s)")
+    from_snapshot.stop()
+    return Recovery(users, changelog_s, snapshot_s, restore_s)
+
+
+def _stop(stage: list[Child]) -> None:
+    for child in stage:
+        child.stop()
 
 
 def _report(
     args: argparse.Namespace,
     results: list[Outcome],
     flows: list[FlowOutcome],
-    latencies: dict[str, list[Latency]],
+    latencies: list[LatencyRun],
+    scaling: Outcome | None,
 ) -> None:
     labels = {
         "raw": "raw aiokafka consume->produce (bytes)",
@@ -258,42 +442,86 @@ def _report(
     }
     print()
     print(f"throughput: {args.trades:,} pre-produced trades, {args.users:,} users, one worker")
-    print(f"{'loop':<8} {'path':<40} {'trades':>8} {'trades/s':>10} {'vs passthrough':>15}")
+    print(
+        f"{'loop':<8} {'path':<40} {'trades':>8} {'trades/s':>10} {'vs passthrough':>15} {'worker RSS':>11}"
+    )
     for outcome in results:
-        passthrough = next(r.rate for r in results if r.loop == outcome.loop and r.path == "passthrough")
+        passthrough = _passthrough(results, outcome.loop)
         print(
             f"{outcome.loop:<8} {labels[outcome.path]:<40} {outcome.trades:>8,} {outcome.rate:>10,.0f} "
-            f"{outcome.rate / passthrough:>14.0%}"
+            f"{outcome.rate / passthrough:>14.0%} {_mib(outcome.rss):>11}"
         )
+    if scaling is not None:
+        one = next(r.rate for r in results if r.loop == scaling.loop and r.path == "engine")
+        print()
+        print(f"scaling: the same {scaling.trades:,} trades, the engine in one and in two worker processes")
+        print(f"{'loop':<8} {'one worker/s':>13} {'two workers/s':>14} {'ratio':>7}")
+        print(f"{scaling.loop:<8} {one:>13,.0f} {scaling.rate:>14,.0f} {scaling.rate / one:>7.2f}")
     if flows:
         print()
         print(
             f"order flow: a simulator run of {flows[0].trades:,} trades and {flows[0].order_events:,} "
             "order events, full engine, one worker"
         )
-        print(f"{'loop':<8} {'events/s':>10} {'trades/s':>10} {'vs passthrough':>15}")
+        print(f"{'loop':<8} {'events/s':>10} {'trades/s':>10} {'vs passthrough':>15} {'worker RSS':>11}")
         for row in flows:
-            passthrough = next(r.rate for r in results if r.loop == row.loop and r.path == "passthrough")
             trades_rate = row.rate * row.trades / (row.trades + row.order_events)
-            print(f"{row.loop:<8} {row.rate:>10,.0f} {trades_rate:>10,.0f} {row.rate / passthrough:>14.0%}")
-    print()
-    print(
-        f"latency: engine at a steady {args.rate:,} trades/s for {args.seconds:g} s "
-        "(trade timestamp -> analyzed trade received)"
-    )
-    print(
-        f"{'loop':<8} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-        f"   {'in p50':>7} {'in p99':>7} {'out p50':>8} {'out p99':>8}"
-    )
-    for loop, values in latencies.items():
-        total = [value.total for value in values]
-        p50, p95, p99 = _percentiles(total, 50, 95, 99)
-        in50, in99 = _percentiles([value.to_processed for value in values], 50, 99)
-        out50, out99 = _percentiles([value.total - value.to_processed for value in values], 50, 99)
+            print(
+                f"{row.loop:<8} {row.rate:>10,.0f} {trades_rate:>10,.0f} "
+                f"{row.rate / _passthrough(results, row.loop):>14.0%} {_mib(row.rss):>11}"
+            )
+    if latencies:
+        print()
         print(
-            f"{loop:<8} {len(values):>9,} {p50:>8.1f} {p95:>8.1f} {p99:>8.1f} {max(total):>8.1f}"
-            f"   {in50:>7.1f} {in99:>7.1f} {out50:>8.1f} {out99:>8.1f}"
+            "latency: the order-flow worker, caught up, at steady trades/s with the simulator's order "
+            f"events, {args.seconds:g} s per run (trade timestamp -> analyzed trade received)"
         )
+        print(
+            f"{'loop':<8} {'trades/s':>8} {'run':>4} {'sent':>7} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} "
+            f"{'p99 ms':>8} {'max ms':>8}   {'in p50':>7} {'in p99':>7} {'out p50':>8} {'out p99':>8} "
+            f"{'RSS':>8}"
+        )
+        for run in latencies:
+            print(_latency_row(run))
+        for loop in dict.fromkeys(run.loop for run in latencies):
+            for rate in dict.fromkeys(run.rate for run in latencies):
+                runs = [run for run in latencies if run.loop == loop and run.rate == rate]
+                print(f"{loop:<8} {rate:>8,}  {_verdict(runs)}")
+
+
+def _passthrough(results: list[Outcome], loop: str) -> float:
+    return next(r.rate for r in results if r.loop == loop and r.path == "passthrough")
+
+
+def _mib(rss: Memory | None) -> str:
+    return "-" if rss is None else f"{rss.rss_kib / 1024:,.0f} MiB"
+
+
+def latency_target_ms(rate: int) -> float:
+    """The p99 the engine must stay within at ``rate`` trades/s (issue 16): 50 ms up to 1,000/s,
+    100 ms above."""
+    return 50.0 if rate <= 1_000 else 100.0
+
+
+def _verdict(runs: list[LatencyRun]) -> str:
+    """How many of ``runs`` kept their p99 within the target (a run missing outputs did not)."""
+    target = latency_target_ms(runs[0].rate)
+    kept = sum(1 for run in runs if run.complete and run.percentile(99) <= target)
+    return f"p99 <= {target:g} ms in {kept} of {len(runs)} runs"
+
+
+def _latency_row(run: LatencyRun) -> str:
+    if not run.latencies:
+        return f"{run.loop:<8} {run.rate:>8,} {run.run:>4} {run.sent:>7,} {0:>9,}   no output"
+    total = [value.total for value in run.latencies]
+    p50, p95, p99 = _percentiles(total, 50, 95, 99)
+    in50, in99 = _percentiles([value.to_processed for value in run.latencies], 50, 99)
+    out50, out99 = _percentiles([value.total - value.to_processed for value in run.latencies], 50, 99)
+    return (
+        f"{run.loop:<8} {run.rate:>8,} {run.run:>4} {run.sent:>7,} {len(total):>9,} {p50:>8.1f} {p95:>8.1f} "
+        f"{p99:>8.1f} {max(total):>8.1f}   {in50:>7.1f} {in99:>7.1f} {out50:>8.1f} {out99:>8.1f} "
+        f"{_mib(run.rss):>8}"
+    )
 
 
 def _percentiles(values: list[float], *which: int) -> list[float]:
@@ -346,14 +574,18 @@ async def _preproduce(
 
 
 async def _preproduce_flow(
-    settings: Settings, catalog: SchemaCatalog, trades: int, seed: int
+    settings: Settings,
+    catalog: SchemaCatalog,
+    profiles: list[dict[str, Any]],
+    events: Iterator[Event],
+    trades: int,
 ) -> tuple[int, int]:
-    """A simulator run of ``trades`` trades on ``settings``' topics: profiles, trades, order events.
+    """``profiles``, then ``events`` of a simulator until ``trades`` trades, on ``settings``' topics
+    (the latency phase goes on with the same events).
 
     Returns (trades, order events) produced.
     """
     names = topic_names(settings)
-    simulator = Simulator(SimulationConfig(seed=seed))
     producer = AIOKafkaProducer(
         **client_options(settings), acks="all", linger_ms=20, max_batch_size=256 * 1024
     )
@@ -361,15 +593,17 @@ async def _preproduce_flow(
     counts = {EventKind.TRADE: 0, EventKind.ORDER: 0}
     topics = {EventKind.TRADE: names.trades, EventKind.ORDER: names.orders}
     try:
-        for profile in simulator.profiles():
+        for profile in profiles:
             value = catalog.encode("UserProfile", profile)
             await producer.send(names.user_profiles, value, key=profile["userId"].encode())
-        for event in simulator.events(trades):
+        for event in events:
             value = catalog.encode(event.kind.record_name, event.record)
             await producer.send(topics[event.kind], value, key=event.user_id.encode())
             counts[event.kind] += 1
             if event.kind is EventKind.TRADE and counts[event.kind] % 10_000 == 0:
                 _say(f"order flow: pre-produced {counts[EventKind.TRADE]:,}/{trades:,} trades")
+            if counts[EventKind.TRADE] >= trades:
+                break
         await producer.flush()
     finally:
         await producer.stop()
@@ -381,9 +615,14 @@ async def _preproduce_flow(
 class Child:
     """A stage's subprocess; :meth:`stop` always ends it (SIGTERM, then SIGKILL after 30 s)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path, keep: Path | None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], log_path: Path, keep: Path | None, port: int | None = None
+    ) -> None:
         self.log_path = log_path
         self.keep = keep
+        self.env = env
+        #: the web port of a Faust stage
+        self.port = port
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -392,6 +631,13 @@ class Child:
         if self.process.poll() is not None:
             tail = self.log_path.read_text(errors="replace")[-3000:]
             raise StageFailed(f"{label} exited with {self.process.returncode}:\n{tail}")
+
+    def memory(self) -> Memory | None:
+        """The process's resident memory now (None once it has exited)."""
+        try:
+            return read_memory(Path(f"/proc/{self.process.pid}/status").read_text())
+        except OSError:
+            return None
 
     def stop(self) -> None:
         """End the process and wait for it."""
@@ -416,26 +662,30 @@ def _launch(
     token: str,
     profile: Path | None,
     logs: Path | None,
+    group: str | None = None,
 ) -> Child:
-    """Start ``stage`` (its own group and data): the raw loop, the passthrough app or the engine."""
+    """Start ``stage`` (its own data; its own consumer group unless ``group`` names a shared one): the
+    raw loop, the passthrough app or the engine."""
     env = dict(os.environ)
-    env["RISKENGINE_WORKER_APP_ID"] = f"riskengine-bench-{token}-{stage}-{loop}"
+    env["RISKENGINE_WORKER_APP_ID"] = f"riskengine-bench-{token}-{group or stage}-{loop}"
     env["RISKENGINE_WORKER_TOPIC_SUFFIX"] = base.worker_topic_suffix
     env["RISKENGINE_TOPIC_PARTITIONS"] = str(base.topic_partitions)
     # The snapshot timer is not part of what is measured.
     env["RISKENGINE_WORKER_SNAPSHOT_INTERVAL"] = "0"
     datadir = scratch / f"{stage}-{loop}"
+    port = None
     if path == "raw":
         argv = [sys.executable, "-m", "riskengine_devtools.bench_e2e", loop]
     else:
         app = "riskengine" if path == "engine" else "riskengine_devtools.bench_e2e:passthrough"
         argv = [str(FAUST), "-A", app, "--datadir", str(datadir), "-l", "info", "--loop", loop, "worker"]
-        argv += ["--web-port", str(_free_port()), "--web-host", "127.0.0.1"]
+        port = _free_port()
+        argv += ["--web-port", str(port), "--web-host", "127.0.0.1"]
         if path == "engine" and profile is not None:
             profile.mkdir(parents=True, exist_ok=True)
             argv = [sys.executable, "-m", "cProfile", "-o", str(profile / f"{stage}-{loop}.prof"), *argv]
     _say(f"{stage}[{loop}]: starting")
-    return Child(argv, env, scratch / f"{stage}-{loop}.log", logs)
+    return Child(argv, env, scratch / f"{stage}-{loop}.log", logs, port)
 
 
 def _free_port() -> int:
@@ -469,9 +719,10 @@ async def _output_consumer(settings: Settings, topic: str) -> AIOKafkaConsumer:
 
 
 async def _measure(
-    settings: Settings, topic: str, count: int, label: str, launch: Callable[[], Child]
-) -> tuple[float, Child]:
-    """Launch a stage, wait for ``count`` new records on ``topic``; trades/s from first to last arrival."""
+    settings: Settings, topic: str, count: int, label: str, launch: Callable[[], list[Child]]
+) -> tuple[float, list[Child]]:
+    """Launch a stage's processes, wait for ``count`` new records on ``topic``; trades/s from the first
+    arrival to the last."""
     consumer = await _output_consumer(settings, topic)
     try:
         child = launch()
@@ -493,7 +744,8 @@ async def _measure(
                 stalled_at = now + STALL_S
             elif now > stalled_at:
                 raise StageFailed(f"{label}: no output for {STALL_S:.0f} s after {seen:,} records")
-            child.check(label)
+            for one in child:
+                one.check(label)
             if now > progress_at and seen:
                 _say(f"{label}: {seen:,}/{count:,} outputs, {seen / max(last - first, 1e-9):,.0f}/s so far")
                 progress_at = now + 5.0
@@ -505,26 +757,24 @@ async def _measure(
 
 
 async def _latency(
-    settings: Settings,
-    catalog: SchemaCatalog,
-    trades: Iterator[Trade],
-    names: Any,
-    rate: int,
-    seconds: float,
-    loop_name: str,
-) -> list[Latency]:
-    """Produce at ``rate`` for ``seconds`` (timestamp = send time); latencies in ms of the outputs."""
+    settings: Settings, catalog: SchemaCatalog, events: Iterator[Event], rate: int, seconds: float, label: str
+) -> LatencyRun:
+    """Send the simulator's next events at ``rate`` trades/s for ``seconds`` (each stamped with its send
+    time; the order events between two trades go with them), then wait for every trade's analyzed
+    trade (at most :data:`DRAIN_S`); the latencies in ms."""
+    names = topic_names(settings)
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     tps = [TopicPartition(names.analyzed_trades, p) for p in range(settings.topic_partitions)]
     consumer.assign(tps)
     await consumer.seek_to_end(*tps)
-    for tp in tps:  # resolve the end positions now: only outputs of this phase count
+    for tp in tps:  # resolve the end positions now: only outputs of this run count
         await consumer.position(tp)
-    producer = AIOKafkaProducer(**client_options(settings), acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=1)
     await producer.start()
     total = int(rate * seconds)
     latencies: list[Latency] = []
+    topics = {EventKind.TRADE: names.trades, EventKind.ORDER: names.orders}
 
     async def collect() -> None:
         while len(latencies) < total:
@@ -538,30 +788,37 @@ async def _latency(
                     latencies.append(Latency(arrived - sent_at, processed_at - sent_at))
 
     collector = asyncio.ensure_future(collect())
-    _say(f"latency[{loop_name}]: {total:,} trades at {rate:,}/s")
+    _say(f"latency[{label}]: {total:,} trades at {rate:,}/s with their order events")
+    sent = orders = 0
     try:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        for sent in range(total):
-            # Paced against the start time, so a slow iteration does not lower the mean rate.
-            delay = start + sent / rate - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            record = next(trades).to_record()
-            record["timestamp"] = int(time.time() * 1000)
-            await producer.send(
-                names.trades, catalog.encode("CryptoTrade", record), key=record["userId"].encode()
-            )
-            if sent and sent % (rate * 5) == 0:
-                _say(f"latency[{loop_name}]: sent {sent:,}, received {len(latencies):,}")
-        await asyncio.wait_for(asyncio.shield(collector), timeout=30.0)
+        for event in events:
+            if event.kind is EventKind.TRADE:
+                # Paced against the start time, so a slow iteration does not lower the mean rate.
+                delay = start + sent / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                sent += 1
+            else:
+                orders += 1
+            record = dict(event.record, timestamp=int(time.time() * 1000))
+            value = catalog.encode(event.kind.record_name, record)
+            await producer.send(topics[event.kind], value, key=event.user_id.encode())
+            if sent == total and event.kind is EventKind.TRADE:
+                break
+        behind = loop.time() - start - seconds
+        if behind > 1.0:
+            _say(f"latency[{label}]: this process sent {behind:.1f} s late (it could not keep the rate)")
+        await asyncio.wait_for(asyncio.shield(collector), timeout=DRAIN_S)
     except TimeoutError:
-        _say(f"latency[{loop_name}]: only {len(latencies):,} of {total:,} outputs within 30 s")
+        _say(f"latency[{label}]: only {len(latencies):,} of {sent:,} outputs within {DRAIN_S:.0f} s")
     finally:
         collector.cancel()
         await producer.stop()
         await consumer.stop()
-    return latencies
+    _say(f"latency[{label}]: {sent:,} trades and {orders:,} order events sent, {len(latencies):,} received")
+    return LatencyRun(rate, sent, latencies)
 
 
 async def raw_forward(settings: Settings, source: str, out: str) -> None:

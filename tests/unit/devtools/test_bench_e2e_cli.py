@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from riskengine_devtools import bench_e2e
+
 RISKENGINE = Path(sys.executable).parent / "riskengine"
 
 
@@ -33,3 +35,36 @@ def test_an_order_flow_row_of_one_trade_is_refused() -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "--order-flow-trades must be 0 or at least 2" in done.stderr
+
+
+@pytest.mark.parametrize("rates", ["0", "1000,x", "", "1000,100001"])
+def test_latency_rates_outside_the_range_are_refused(rates: str) -> None:
+    done = subprocess.run(
+        [str(RISKENGINE), "bench-e2e", "--rates", rates], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "--rates" in done.stderr, done.stderr
+
+
+def test_the_worker_memory_is_read_from_proc_status() -> None:
+    status = "Name:\tfaust\nVmHWM:\t  250000 kB\nVmRSS:\t  200000 kB\nThreads:\t5\n"
+    assert bench_e2e.read_memory(status) == bench_e2e.Memory(200_000, 250_000)
+    assert bench_e2e.read_memory("Name:\tzombie\n") is None  # an exited process has no VmRSS
+    # This process's own status parses, and the peak is at least the current size.
+    own = bench_e2e.read_memory(Path("/proc/self/status").read_text())
+    assert own is not None and own.peak_kib >= own.rss_kib > 0
+
+
+def _run(rate: int, totals: list[float], sent: int | None = None) -> bench_e2e.LatencyRun:
+    latencies = [bench_e2e.Latency(total, total / 2) for total in totals]
+    return bench_e2e.LatencyRun(rate, len(totals) if sent is None else sent, latencies)
+
+
+def test_the_verdict_counts_only_complete_runs_within_the_rates_target() -> None:
+    fast = [10.0] * 99 + [40.0]
+    slow = [10.0] * 90 + [80.0] * 10
+    assert bench_e2e.latency_target_ms(1_000) == 50.0 and bench_e2e.latency_target_ms(5_000) == 100.0
+    runs = [_run(1_000, fast), _run(1_000, slow), _run(1_000, fast, sent=101)]
+    # The second run's p99 is 80 ms; the third lost an output, whatever its percentiles.
+    assert bench_e2e._verdict(runs) == "p99 <= 50 ms in 1 of 3 runs"
+    assert bench_e2e._verdict([_run(5_000, slow)]) == "p99 <= 100 ms in 1 of 1 runs"
+    assert bench_e2e._verdict([_run(5_000, [])]) == "p99 <= 100 ms in 0 of 1 runs"
