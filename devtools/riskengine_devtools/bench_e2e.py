@@ -278,17 +278,17 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     base = replace(settings, worker_app_id=f"riskengine-bench-{token}", worker_topic_suffix=f"-bench-{token}")
 
     names = topic_names(base)
-    # The order-flow row's own topics: the other rows' stages must not see its events.
-    flow = replace(base, worker_topic_suffix=f"-bench-{token}-flow")
+    # Each loop's order-flow row has topics of its own: the other rows' stages must not see its
+    # events, and the next loop's worker must not find the latency phase's events before its own.
+    flows_on = {loop: replace(base, worker_topic_suffix=f"-bench-{token}-flow-{loop}") for loop in loops}
     outputs = {path: output_topic(path, base) for path in ("raw", "passthrough")}
     specs = topic_specs(base) + [
         TopicSpec(name, base.topic_partitions, base.topic_replication_factor, {}) for name in outputs.values()
     ]
     if args.order_flow_trades:
-        specs += topic_specs(flow)
+        specs += [spec for flow in flows_on.values() for spec in topic_specs(flow)]
     results: list[Outcome] = []
     flows: list[FlowOutcome] = []
-    flow_counts = (0, 0)
     children: list[Child] = []
     latencies: list[LatencyRun] = []
     scaling: Outcome | None = None
@@ -315,13 +315,6 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
             stream = build_stream(args.users, args.trades, args.seed)
             await _produce_reference(base, catalog, stream.reference.profiles, names.user_profiles)
             await _preproduce(base, catalog, iter(stream), args.trades, names.trades)
-            simulator = Simulator(SimulationConfig(seed=args.seed))
-            # One stream of events: the latency phase goes on where the pre-produced run stopped.
-            flow_events = simulator.events()
-            if args.order_flow_trades:
-                flow_counts = await _preproduce_flow(
-                    flow, catalog, simulator.profiles(), flow_events, args.order_flow_trades
-                )
             for loop in loops:
                 for path, out in (*outputs.items(), ("engine", names.analyzed_trades)):
                     rate, stage = await _measure(
@@ -342,7 +335,13 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                     scaling = Outcome(loop, "two-workers", rate, args.trades, stage[0].memory())
                     _stop(stage)
                 if args.order_flow_trades:
-                    flow_trades, flow_orders = flow_counts
+                    flow = flows_on[loop]
+                    # The same run for every loop; the latency phase goes on where it stopped.
+                    simulator = Simulator(SimulationConfig(seed=args.seed))
+                    flow_events = simulator.events()
+                    flow_trades, flow_orders = await _preproduce_flow(
+                        flow, catalog, simulator.profiles(), flow_events, args.order_flow_trades
+                    )
                     rate, stage = await _measure(
                         flow,
                         topic_names(flow).analyzed_trades,
