@@ -788,10 +788,29 @@ async def _measure(
 async def _latency(
     settings: Settings, catalog: SchemaCatalog, events: Iterator[Event], rate: int, seconds: float, label: str
 ) -> LatencyRun:
-    """Send the simulator's next events at ``rate`` trades/s for ``seconds`` (each stamped with its send
-    time; the order events between two trades go with them), then wait for every trade's analyzed
-    trade (at most :data:`DRAIN_S`); the latencies in ms."""
+    """Send the simulator's next events at ``rate`` trades/s for ``seconds`` (the order events between
+    two trades go with them), then wait for every trade's analyzed trade (at most :data:`DRAIN_S`);
+    the latencies in ms.
+
+    The run's events are generated and encoded before the clock starts, each stamped with the time
+    it is due: a venue's producer does not run on the worker's cores, and encoding while sending took
+    most of a core here at 5,000 trades/s. A latency counts from the due time, so an event this
+    process sends late counts against the worker, never for it.
+    """
     names = topic_names(settings)
+    total = int(rate * seconds)
+    topics = {EventKind.TRADE: names.trades, EventKind.ORDER: names.orders}
+    run = _take_trades(events, total)
+    # Start once every event is encoded: twice the time a sample of them took, and half a second.
+    sample = run[:200]
+    began = time.perf_counter()
+    for event in sample:
+        catalog.encode(event.kind.record_name, event.record)
+    per_event_ms = (time.perf_counter() - began) * 1000 / max(len(sample), 1)
+    start_ms = time.time() * 1000 + 500 + 2 * per_event_ms * len(run)
+    planned = _planned(catalog, run, topics, rate, start_ms)
+    if time.time() * 1000 > start_ms:
+        _say(f"latency[{label}]: encoding the run took longer than planned; its first events count late")
     consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False, fetch_max_wait_ms=5)
     await consumer.start()
     tps = [TopicPartition(names.analyzed_trades, p) for p in range(settings.topic_partitions)]
@@ -801,9 +820,7 @@ async def _latency(
         await consumer.position(tp)
     producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=1)
     await producer.start()
-    total = int(rate * seconds)
     latencies: list[Latency] = []
-    topics = {EventKind.TRADE: names.trades, EventKind.ORDER: names.orders}
 
     async def collect() -> None:
         while len(latencies) < total:
@@ -812,31 +829,23 @@ async def _latency(
             for records in batches.values():
                 for record in records:
                     analyzed = catalog.decode(record.value, "RiskAnalyzedTrade")
-                    sent_at = analyzed["eventTimestamp"]
-                    processed_at = analyzed["processedAt"]
-                    latencies.append(Latency(arrived - sent_at, processed_at - sent_at))
+                    due = analyzed["eventTimestamp"]
+                    latencies.append(Latency(arrived - due, analyzed["processedAt"] - due))
 
     collector = asyncio.ensure_future(collect())
     _say(f"latency[{label}]: {total:,} trades at {rate:,}/s with their order events")
     sent = orders = 0
     try:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for event in events:
-            if event.kind is EventKind.TRADE:
-                # Paced against the start time, so a slow iteration does not lower the mean rate.
-                delay = start + sent / rate - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+        for due_ms, topic, key, value, is_trade in planned:
+            delay = (due_ms - time.time() * 1000) / 1000
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await producer.send(topic, value, key=key)
+            if is_trade:
                 sent += 1
             else:
                 orders += 1
-            record = dict(event.record, timestamp=int(time.time() * 1000))
-            value = catalog.encode(event.kind.record_name, record)
-            await producer.send(topics[event.kind], value, key=event.user_id.encode())
-            if sent == total and event.kind is EventKind.TRADE:
-                break
-        behind = loop.time() - start - seconds
+        behind = time.time() - (start_ms / 1000 + seconds)
         if behind > 1.0:
             _say(f"latency[{label}]: this process sent {behind:.1f} s late (it could not keep the rate)")
         await asyncio.wait_for(asyncio.shield(collector), timeout=DRAIN_S)
@@ -848,6 +857,35 @@ async def _latency(
         await consumer.stop()
     _say(f"latency[{label}]: {sent:,} trades and {orders:,} order events sent, {len(latencies):,} received")
     return LatencyRun(rate, sent, latencies)
+
+
+def _take_trades(events: Iterator[Event], total: int) -> list[Event]:
+    """The next ``total`` trades and the order events before each."""
+    run: list[Event] = []
+    trades = 0
+    for event in events:
+        run.append(event)
+        if event.kind is EventKind.TRADE:
+            trades += 1
+            if trades == total:
+                break
+    return run
+
+
+def _planned(
+    catalog: SchemaCatalog, run: list[Event], topics: dict[EventKind, str], rate: int, start_ms: float
+) -> list[tuple[int, str, bytes, bytes, bool]]:
+    """``run``'s events encoded and stamped with the time each is due at ``rate`` trades/s from
+    ``start_ms`` (an order event with the trade after it): (due ms, topic, key, value, is a trade)."""
+    planned: list[tuple[int, str, bytes, bytes, bool]] = []
+    trades = 0
+    for event in run:
+        due = int(start_ms + trades * 1000 / rate)
+        is_trade = event.kind is EventKind.TRADE
+        value = catalog.encode(event.kind.record_name, dict(event.record, timestamp=due))
+        planned.append((due, topics[event.kind], event.user_id.encode(), value, is_trade))
+        trades += is_trade
+    return planned
 
 
 async def raw_forward(settings: Settings, source: str, out: str) -> None:

@@ -54,8 +54,8 @@ def _order_book_signals(state: UserState, trade: Trade, rules: Rules) -> tuple[s
     two_sided = False
     opposite = 0
     prices: set[float] = set()
-    for order in state.orders.orders.values():
-        if order.symbol != symbol or not order.open_at(timestamp) or order.order_id == trade.order_id:
+    for order in state.orders.of_symbol(symbol):
+        if not order.open_at(timestamp) or order.order_id == trade.order_id:
             continue
         if order.sell == sell:
             two_sided = True

@@ -33,7 +33,7 @@ import heapq
 import struct
 import sys
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from statistics import median
 
 from riskengine.errors import CoreError
@@ -71,6 +71,7 @@ class OrderLife:
     """One order: what it is now, when it was placed and closed, and its recent events."""
 
     __slots__ = (
+        "_encoded",
         "baseline",
         "closed_at",
         "event_ids",
@@ -90,6 +91,8 @@ class OrderLife:
         "status",
         "symbol",
     )
+    #: What the order is (equality); ``_encoded`` caches its bytes in the book's encoding.
+    _CONTENT = tuple(name for name in __slots__ if name != "_encoded")
 
     def __init__(self, event: OrderEvent, baseline: float) -> None:
         self.order_id = event.order_id
@@ -112,6 +115,8 @@ class OrderLife:
         self.event_quantities: list[float] = []
         self.event_remaining: list[float] = []
         self.event_ids: list[str] = []
+        #: The order's row in the book's encoding, None once it changed (see encode_order_book).
+        self._encoded: bytes | None = None
 
     @property
     def side(self) -> Side:
@@ -133,7 +138,12 @@ class OrderLife:
         return self.placed_at <= timestamp and (self.closed_at < 0 or self.closed_at >= timestamp)
 
     def record(self, event: OrderEvent) -> None:
-        """Remember ``event`` among the order's events (first and latest kept)."""
+        """Remember ``event`` among the order's events (first and latest kept).
+
+        Every change to an order starts here (:meth:`OrderBook.apply`), so this is where its
+        encoded row is dropped.
+        """
+        self._encoded = None
         self.event_times.append(event.timestamp)
         self.event_kinds.append(_KIND_INDEX[event.event_type])
         self.event_prices.append(event.price)
@@ -172,7 +182,7 @@ class OrderLife:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OrderLife) and all(
-            getattr(self, name) == getattr(other, name) for name in OrderLife.__slots__
+            getattr(self, name) == getattr(other, name) for name in OrderLife._CONTENT
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -205,8 +215,9 @@ class QuoteCycle:
 class OrderBook:
     """The account's orders, size history, quote cycles and recent inconsistencies."""
 
-    __slots__ = ("_expiring", "cycles", "issues", "orders", "sizes")
-    #: What the book is (equality, encoding); ``_expiring`` is an index derived from ``orders``.
+    __slots__ = ("_by_symbol", "_expiring", "cycles", "issues", "orders", "sizes")
+    #: What the book is (equality, encoding); ``_expiring`` and ``_by_symbol`` are indexes
+    #: derived from ``orders``.
     _CONTENT = ("cycles", "issues", "orders", "sizes")
 
     def __init__(self) -> None:
@@ -217,6 +228,9 @@ class OrderBook:
         self.issues: list[tuple[int, int, str]] = []
         #: (closed_at, order id) of the closed orders, a heap: pruning pops only what expired.
         self._expiring: list[tuple[int, str]] = []
+        #: symbol -> its orders by id, in placement order: the detectors look at one symbol, and a
+        #: market maker's book holds hundreds of orders over several.
+        self._by_symbol: dict[str, dict[str, OrderLife]] = {}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OrderBook) and all(
@@ -247,7 +261,7 @@ class OrderBook:
                 return None, self._issue(event, "remaining-out-of-range")
             order = OrderLife(event, self._baseline(event.symbol, min_history))
             order.record(event)
-            self.orders[event.order_id] = order
+            self._add(order)
             self._remember_size(event.symbol, event.quantity)
             cycle = self._cycle(event.symbol, event.timestamp // cycle_ms * cycle_ms)
             cycle.placed += 1
@@ -289,6 +303,20 @@ class OrderBook:
                 if order.filled == 0.0:
                     placed_in.unfilled_cancels += 1
         return order, None
+
+    def _add(self, order: OrderLife) -> None:
+        self.orders[order.order_id] = order
+        of_symbol = self._by_symbol.get(order.symbol)
+        if of_symbol is None:
+            of_symbol = self._by_symbol[order.symbol] = {}
+        of_symbol[order.order_id] = order
+
+    def _remove(self, key: str) -> None:
+        order = self.orders.pop(key)
+        of_symbol = self._by_symbol[order.symbol]
+        del of_symbol[key]
+        if not of_symbol:
+            del self._by_symbol[order.symbol]
 
     def _issue(self, event: OrderEvent, kind: str) -> str:
         self.issues.append((event.timestamp, ISSUE_KINDS.index(kind), event.event_id))
@@ -350,22 +378,27 @@ class OrderBook:
             order = orders.get(key)
             # The entry may be stale: the order evicted, or a later order with the same id.
             if order is not None and order.status != OPEN and order.closed_at == closed_at:
-                del orders[key]
+                self._remove(key)
         excess = len(orders) - MAX_ORDERS
         if excess > 0:
             closed = [key for key, order in orders.items() if order.status != OPEN][:excess]
             for key in closed:
-                del orders[key]
+                self._remove(key)
             excess -= len(closed)
             if excess > 0:
                 for key in list(orders)[:excess]:
-                    del orders[key]
+                    self._remove(key)
 
     # -- views -----------------------------------------------------------------------------------
 
+    def of_symbol(self, symbol: str) -> Iterable[OrderLife]:
+        """The kept orders of one symbol, in placement order."""
+        of_symbol = self._by_symbol.get(symbol)
+        return () if of_symbol is None else of_symbol.values()
+
     def in_symbol(self, symbol: str, sell: bool) -> list[OrderLife]:
         """The kept orders of one symbol and side, in placement order."""
-        return [order for order in self.orders.values() if order.symbol == symbol and order.sell == sell]
+        return [order for order in self.of_symbol(symbol) if order.sell == sell]
 
     def open_orders(self) -> list[OrderLife]:
         """The open orders, in placement order."""
@@ -380,6 +413,11 @@ class OrderBook:
 
 _COUNT = struct.Struct("<I")
 _CYCLE = struct.Struct("<qIIIB")
+#: An order's row: flags (bit 0 sell, bits 1-2 status), event count, order id and symbol lengths,
+#: price, quantity, remaining, placed quantity, baseline, filled, placed at, closed at.
+_ROW = struct.Struct("<BBHH6d2q")
+#: Its events, by count: times, kinds, prices, quantities, remaining, event id lengths.
+_EVENTS = tuple(struct.Struct(f"<{n}q{n}B{n}d{n}d{n}d{n}H") for n in range(MAX_ORDER_EVENTS + 1))
 _FLOAT_FIELDS = ("price", "quantity", "remaining", "placed_quantity", "baseline", "filled")
 
 
@@ -391,8 +429,61 @@ def _pack(code: str, values: Sequence[int] | Sequence[float]) -> bytes:
 
 
 def encode_order_book(book: OrderBook) -> bytes:
-    """The book as a self-contained section: a string table, then packed columns."""
-    if not book:
+    """The book as a self-contained section: its orders row by row, then the size history, quote
+    cycles and issues with a string table of their own.
+
+    An order's row stays on the order until the order changes (:meth:`OrderLife.record`), so a
+    book of hundreds of resting orders of which a few changed costs a join, not a re-encode: a
+    market maker's state is written once per batch, and most of its orders did not change in it.
+    """
+    rows = []
+    for order in book.orders.values():
+        row = order._encoded
+        if row is None:
+            row = order._encoded = _encode_order(order)
+        rows.append(row)
+    return b"".join((_COUNT.pack(len(rows)), *rows, _encode_history(book)))
+
+
+def _encode_order(order: OrderLife) -> bytes:
+    order_id = order.order_id.encode()
+    symbol = order.symbol.encode()
+    event_ids = [event_id.encode() for event_id in order.event_ids]
+    return b"".join(
+        (
+            _ROW.pack(
+                order.sell | order.status << 1,
+                len(event_ids),
+                len(order_id),
+                len(symbol),
+                order.price,
+                order.quantity,
+                order.remaining,
+                order.placed_quantity,
+                order.baseline,
+                order.filled,
+                order.placed_at,
+                order.closed_at,
+            ),
+            order_id,
+            symbol,
+            _EVENTS[len(event_ids)].pack(
+                *order.event_times,
+                *order.event_kinds,
+                *order.event_prices,
+                *order.event_quantities,
+                *order.event_remaining,
+                *map(len, event_ids),
+            ),
+            *event_ids,
+        )
+    )
+
+
+def _encode_history(book: OrderBook) -> bytes:
+    """Sizes, quote cycles and issues: a string table (4 zero bytes when they are empty), then
+    packed columns."""
+    if not (book.sizes or book.cycles or book.issues):
         return _COUNT.pack(0)
     table: dict[str, int] = {}
 
@@ -402,31 +493,24 @@ def encode_order_book(book: OrderBook) -> bytes:
             found = table[text] = len(table)
         return found
 
-    orders = list(book.orders.values())
-    order_ids = [index(o.order_id) for o in orders]
-    symbols = [index(o.symbol) for o in orders]
-    event_ids = [index(event_id) for o in orders for event_id in o.event_ids]
     size_symbols = [index(symbol) for symbol in book.sizes]
     cycle_rows = [(index(symbol), cycle) for symbol, cycles in book.cycles.items() for cycle in cycles]
     sample_ids = [index(event_id) for _, cycle in cycle_rows for event_id in cycle.sample]
     issue_ids = [index(event_id) for _, _, event_id in book.issues]
     encoded = [text.encode() for text in table]
     parts = [_COUNT.pack(len(table)), _pack("H", [len(e) for e in encoded]), *encoded]
-    parts.append(_COUNT.pack(len(orders)))
-    parts.append(_pack("I", order_ids))
-    parts.append(_pack("I", symbols))
-    parts.append(bytes(o.sell | (o.status << 1) for o in orders))
-    for name in _FLOAT_FIELDS:
-        parts.append(_pack("d", [getattr(o, name) for o in orders]))
-    parts.append(_pack("q", [o.placed_at for o in orders]))
-    parts.append(_pack("q", [o.closed_at for o in orders]))
-    parts.append(bytes(len(o.event_ids) for o in orders))
-    parts.append(_pack("q", [t for o in orders for t in o.event_times]))
-    parts.append(bytes(k for o in orders for k in o.event_kinds))
-    parts.append(_pack("d", [p for o in orders for p in o.event_prices]))
-    parts.append(_pack("d", [q for o in orders for q in o.event_quantities]))
-    parts.append(_pack("d", [r for o in orders for r in o.event_remaining]))
-    parts.append(_pack("I", event_ids))
+    _append_history(parts, book, size_symbols, cycle_rows, sample_ids, issue_ids)
+    return b"".join(parts)
+
+
+def _append_history(
+    parts: list[bytes],
+    book: OrderBook,
+    size_symbols: list[int],
+    cycle_rows: list[tuple[int, QuoteCycle]],
+    sample_ids: list[int],
+    issue_ids: list[int],
+) -> None:
     parts.append(_COUNT.pack(len(book.sizes)))
     parts.append(_pack("I", size_symbols))
     parts.append(bytes(len(history) for history in book.sizes.values()))
@@ -444,7 +528,6 @@ def encode_order_book(book: OrderBook) -> bytes:
     parts.append(_pack("q", [at for at, _, _ in book.issues]))
     parts.append(bytes(kind for _, kind, _ in book.issues))
     parts.append(_pack("I", issue_ids))
-    return b"".join(parts)
 
 
 class OrderBookFormatError(CoreError):
@@ -483,36 +566,142 @@ class _Cursor:
     def floats(self, length: int) -> list[float]:
         return [float(v) for v in self.column("d", length)]
 
+    def strings(self) -> list[str]:
+        size = self.count()
+        lengths = self.ints("H", size)
+        try:
+            return [self.take(length).decode() for length in lengths]
+        except UnicodeDecodeError as exc:
+            raise OrderBookFormatError(f"bad UTF-8 in the order book: {exc}") from None
+
+
+def _lookup(table: list[str], indexes: list[int]) -> list[str]:
+    try:
+        return [table[i] for i in indexes]
+    except IndexError:
+        raise OrderBookFormatError("string index out of range") from None
+
 
 def decode_order_book(data: bytes, offset: int = 0) -> tuple[OrderBook, int]:
-    """Read a section written by :func:`encode_order_book` at ``offset``; the book and the end offset."""
-    cursor = _Cursor(data, offset)
+    """Read a section written by :func:`encode_order_book` at ``offset``; the book and the end offset.
+
+    Each order keeps its row's bytes, so writing the book back re-encodes only what changed.
+    """
     book = OrderBook()
-    size = cursor.count()
-    if size == 0:
-        return book, cursor.offset
-    lengths = cursor.ints("H", size)
-    try:
-        table = [cursor.take(length).decode() for length in lengths]
-    except UnicodeDecodeError as exc:
-        raise OrderBookFormatError(f"bad UTF-8 in the order book: {exc}") from None
-
-    def text(indexes: list[int]) -> list[str]:
-        try:
-            return [table[i] for i in indexes]
-        except IndexError:
-            raise OrderBookFormatError("string index out of range") from None
-
+    cursor = _Cursor(data, offset)
     count = cursor.count()
     if count > MAX_ORDERS:
         raise OrderBookFormatError("order book exceeds its bounds")
-    order_ids = text(cursor.ints("I", count))
-    symbols = text(cursor.ints("I", count))
+    try:
+        for _ in range(count):
+            _add_decoded(book, _decode_order(cursor))
+    except struct.error as exc:
+        raise OrderBookFormatError(f"order book truncated: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise OrderBookFormatError(f"bad UTF-8 in the order book: {exc}") from None
+    heapq.heapify(book._expiring)
+    table = cursor.strings()
+    if table:
+        _decode_history(book, cursor, table)
+    return book, cursor.offset
+
+
+def _decode_order(cursor: _Cursor) -> OrderLife:
+    data, start = cursor.data, cursor.offset
+    (
+        flags,
+        events,
+        id_length,
+        symbol_length,
+        price,
+        quantity,
+        remaining,
+        placed_quantity,
+        baseline,
+        filled,
+        placed_at,
+        closed_at,
+    ) = _ROW.unpack_from(data, start)
+    if events > MAX_ORDER_EVENTS or flags >> 1 > FILLED:
+        raise OrderBookFormatError("bad order in the order book")
+    cursor.offset = start + _ROW.size
+    order = OrderLife.__new__(OrderLife)
+    order.order_id = cursor.take(id_length).decode()
+    order.symbol = cursor.take(symbol_length).decode()
+    order.sell = bool(flags & 1)
+    order.status = flags >> 1
+    order.price, order.quantity, order.remaining = price, quantity, remaining
+    order.placed_quantity, order.baseline, order.filled = placed_quantity, baseline, filled
+    order.placed_at, order.closed_at = placed_at, closed_at
+    layout = _EVENTS[events]
+    values = layout.unpack_from(data, cursor.offset)
+    cursor.offset += layout.size
+    order.event_times = list(values[:events])
+    order.event_kinds = list(values[events : 2 * events])
+    if any(kind >= len(_KINDS) for kind in order.event_kinds):
+        raise OrderBookFormatError("bad order event in the order book")
+    order.event_prices = list(values[2 * events : 3 * events])
+    order.event_quantities = list(values[3 * events : 4 * events])
+    order.event_remaining = list(values[4 * events : 5 * events])
+    order.event_ids = [cursor.take(length).decode() for length in values[5 * events :]]
+    order._encoded = data[start : cursor.offset]
+    return order
+
+
+def _add_decoded(book: OrderBook, order: OrderLife) -> None:
+    if order.order_id in book.orders:
+        raise OrderBookFormatError(f"order {order.order_id!r} twice in the order book")
+    book._add(order)
+    if order.status != OPEN:
+        book._expiring.append((order.closed_at, order.order_id))
+
+
+def _decode_history(book: OrderBook, cursor: _Cursor, table: list[str]) -> None:
+    count = cursor.count()
+    size_symbols = _lookup(table, cursor.ints("I", count))
+    history_lengths = list(cursor.take(count))
+    sizes = cursor.floats(sum(history_lengths))
+    start = 0
+    for symbol, length in zip(size_symbols, history_lengths, strict=True):
+        book.sizes[symbol] = sizes[start : start + length]
+        start += length
+    count = cursor.count()
+    rows: list[tuple[int, tuple[int, ...]]] = []
+    for _ in range(count):
+        symbol_index = cursor.count()
+        rows.append((symbol_index, tuple(int(v) for v in _CYCLE.unpack(cursor.take(_CYCLE.size)))))
+    samples = _lookup(table, cursor.ints("I", sum(values[4] for _, values in rows)))
+    start = 0
+    for symbol_index, (cycle_start, placed_count, fast, unfilled, sample) in rows:
+        cycle = QuoteCycle(cycle_start)
+        cycle.placed, cycle.fast_cancels, cycle.unfilled_cancels = placed_count, fast, unfilled
+        cycle.sample = samples[start : start + sample]
+        start += sample
+        book.cycles.setdefault(_lookup(table, [symbol_index])[0], []).append(cycle)
+    count = cursor.count()
+    issue_times = cursor.ints("q", count)
+    issue_kinds = list(cursor.take(count))
+    if any(kind >= len(ISSUE_KINDS) for kind in issue_kinds):
+        raise OrderBookFormatError("bad issue kind in the order book")
+    issue_ids = _lookup(table, cursor.ints("I", count))
+    book.issues = list(zip(issue_times, issue_kinds, issue_ids, strict=True))
+
+
+def decode_columnar_order_book(data: bytes, offset: int = 0) -> tuple[OrderBook, int]:
+    """Read the order book section of state formats 2 and 3 (one string table, every order's
+    fields as packed columns); only the migration to format 4 reads it."""
+    cursor = _Cursor(data, offset)
+    book = OrderBook()
+    table = cursor.strings()
+    if not table:
+        return book, cursor.offset
+    count = cursor.count()
+    if count > MAX_ORDERS:
+        raise OrderBookFormatError("order book exceeds its bounds")
+    order_ids = _lookup(table, cursor.ints("I", count))
+    symbols = _lookup(table, cursor.ints("I", count))
     flags = cursor.take(count)
-    floats = {
-        name: cursor.floats(count)
-        for name in ("price", "quantity", "remaining", "placed_quantity", "baseline", "filled")
-    }
+    floats = {name: cursor.floats(count) for name in _FLOAT_FIELDS}
     placed = cursor.ints("q", count)
     closed = cursor.ints("q", count)
     event_counts = list(cursor.take(count))
@@ -522,7 +711,7 @@ def decode_order_book(data: bytes, offset: int = 0) -> tuple[OrderBook, int]:
     prices = cursor.floats(total)
     quantities = cursor.floats(total)
     remaining = cursor.floats(total)
-    event_ids = text(cursor.ints("I", total))
+    event_ids = _lookup(table, cursor.ints("I", total))
     if any(kind >= len(_KINDS) for kind in kinds) or any(c > MAX_ORDER_EVENTS for c in event_counts):
         raise OrderBookFormatError("bad order event in the order book")
     if any(flag >> 1 > FILLED for flag in flags):
@@ -530,6 +719,7 @@ def decode_order_book(data: bytes, offset: int = 0) -> tuple[OrderBook, int]:
     start = 0
     for position in range(count):
         order = OrderLife.__new__(OrderLife)
+        order._encoded = None
         order.order_id = order_ids[position]
         order.symbol = symbols[position]
         order.sell = bool(flags[position] & 1)
@@ -546,36 +736,7 @@ def decode_order_book(data: bytes, offset: int = 0) -> tuple[OrderBook, int]:
         order.event_remaining = remaining[start:end]
         order.event_ids = event_ids[start:end]
         start = end
-        book.orders[order.order_id] = order
-        if order.status != OPEN:
-            book._expiring.append((order.closed_at, order.order_id))
+        _add_decoded(book, order)
     heapq.heapify(book._expiring)
-    count = cursor.count()
-    size_symbols = text(cursor.ints("I", count))
-    history_lengths = list(cursor.take(count))
-    sizes = cursor.floats(sum(history_lengths))
-    start = 0
-    for symbol, length in zip(size_symbols, history_lengths, strict=True):
-        book.sizes[symbol] = sizes[start : start + length]
-        start += length
-    count = cursor.count()
-    rows: list[tuple[int, tuple[int, ...]]] = []
-    for _ in range(count):
-        symbol_index = cursor.count()
-        rows.append((symbol_index, tuple(int(v) for v in _CYCLE.unpack(cursor.take(_CYCLE.size)))))
-    samples = text(cursor.ints("I", sum(values[4] for _, values in rows)))
-    start = 0
-    for symbol_index, (cycle_start, placed_count, fast, unfilled, sample) in rows:
-        cycle = QuoteCycle(cycle_start)
-        cycle.placed, cycle.fast_cancels, cycle.unfilled_cancels = placed_count, fast, unfilled
-        cycle.sample = samples[start : start + sample]
-        start += sample
-        book.cycles.setdefault(text([symbol_index])[0], []).append(cycle)
-    count = cursor.count()
-    issue_times = cursor.ints("q", count)
-    issue_kinds = list(cursor.take(count))
-    if any(kind >= len(ISSUE_KINDS) for kind in issue_kinds):
-        raise OrderBookFormatError("bad issue kind in the order book")
-    issue_ids = text(cursor.ints("I", count))
-    book.issues = list(zip(issue_times, issue_kinds, issue_ids, strict=True))
+    _decode_history(book, cursor, table)
     return book, cursor.offset

@@ -28,7 +28,7 @@ What a :class:`UserState` holds, and its bounds:
 lossless, so a state that goes through the table behaves exactly like one kept in memory.
 A user with 1,000 trades inside 24 h encodes to a few KB (under 16 KB even when all 1,000 fall
 in one minute); see ``tests/unit/core/test_state.py``. The order book follows as a section of its
-own (4 bytes when empty).
+own (8 bytes when empty; an order that did not change keeps its encoded row).
 
 :func:`decode_state` reads the current version and older ones through :data:`MIGRATIONS`, a map
 from an old version to a function that rewrites its bytes as the next version; a version newer
@@ -46,13 +46,20 @@ from collections.abc import Callable, Mapping, Sequence
 from riskengine.errors import CoreError
 
 from .models import PatternType
-from .order_book import OrderBook, OrderBookFormatError, decode_order_book, encode_order_book
+from .order_book import (
+    OrderBook,
+    OrderBookFormatError,
+    decode_columnar_order_book,
+    decode_order_book,
+    encode_order_book,
+)
 from .rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from .sketch import BINS, QuantileSketch
 
 #: Current encoding version (the first byte of every encoded state). 2 added the order book,
-#: 3 the alert heat and the recent trades' counterparties.
-FORMAT_VERSION = 3
+#: 3 the alert heat and the recent trades' counterparties, 4 wrote the order book's orders row
+#: by row (so an order that did not change is not encoded again).
+FORMAT_VERSION = 4
 #: Symbols with a reference price kept per user.
 MAX_SYMBOLS = 16
 #: Width of one bucket of the 24 h notional.
@@ -429,11 +436,13 @@ def encode_state(state: UserState) -> bytes:
 
 
 class _Reader:
-    __slots__ = ("data", "offset")
+    __slots__ = ("book_span", "data", "offset")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.offset = 0
+        #: where the order book section starts and ends (once read)
+        self.book_span = (0, 0)
 
     def take(self, size: int) -> bytes:
         end = self.offset + size
@@ -481,18 +490,27 @@ def _lookup(table: list[str], indexes: list[int]) -> list[str]:
 
 def _decode_current(data: bytes) -> UserState:
     reader = _Reader(data)
-    state = _decode_version_2_sections(reader)
+    state = _decode_version_2_sections(reader, decode_order_book)
+    _decode_version_3_sections(reader, state)
+    return state
+
+
+def _decode_version_3_sections(reader: _Reader, state: UserState) -> None:
+    """What format 3 appended after the format 2 sections: the alert heat, the counterparties."""
+    data = reader.data
     heat, heat_at = reader.unpack(_HEAT)
     state.alert_heat = float(heat)
     state.alert_heat_at = int(heat_at)
     state.recent.counterparties = reader.strings(len(state.recent))
     if reader.offset != len(data):
         raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
-    return state
 
 
-def _decode_version_2_sections(reader: _Reader) -> UserState:
-    """Everything format 2 had (format 3 appends its sections after these)."""
+def _decode_version_2_sections(
+    reader: _Reader, book_decoder: Callable[[bytes, int], tuple[OrderBook, int]]
+) -> UserState:
+    """Everything format 2 had (format 3 appends its sections after these); ``book_decoder`` reads
+    the order book section of the format at hand."""
     data = reader.data
     _, watermark, count, mean, variance = reader.unpack(_HEADER)
     state = UserState()
@@ -536,7 +554,9 @@ def _decode_version_2_sections(reader: _Reader) -> UserState:
     keys = _lookup(table, reader.ints("H", size))
     state.fired = dict(zip(zip(patterns, keys, strict=True), reader.ints("q", size), strict=True))
     try:
-        state.orders, reader.offset = decode_order_book(data, reader.offset)
+        start = reader.offset
+        state.orders, reader.offset = book_decoder(data, start)
+        reader.book_span = (start, reader.offset)
     except OrderBookFormatError as exc:
         raise StateFormatError(str(exc)) from None
     if len(recent) > MAX_RECENT_TRADES or len(state.sketch.counts) != BINS:
@@ -544,25 +564,37 @@ def _decode_version_2_sections(reader: _Reader) -> UserState:
     return state
 
 
-#: Old format version -> function rewriting bytes of that version as bytes of the next version.
-#: decode_state applies them in a chain, so each format change adds one entry here and bumps
-#: FORMAT_VERSION; nothing else has to know about old layouts.
 def _add_order_book(data: bytes) -> bytes:
-    """Version 1 -> 2: the same layout followed by an empty order book section."""
-    return bytes([2]) + data[1:] + encode_order_book(OrderBook())
+    """Version 1 -> 2: the same layout followed by an empty order book section (4 zero bytes)."""
+    return bytes([2]) + data[1:] + bytes(4)
 
 
 def _add_alert_heat(data: bytes) -> bytes:
     """Version 2 -> 3: no alert heat (0 at -1), no counterparties known for the recent trades."""
     reader = _Reader(data)
-    state = _decode_version_2_sections(reader)
+    state = _decode_version_2_sections(reader, decode_columnar_order_book)
     if reader.offset != len(data):
         raise StateFormatError(f"{len(data) - reader.offset} trailing bytes")
-    state.recent.counterparties = [""] * len(state.recent)
-    return encode_state(state)
+    return bytes([3]) + data[1:] + _HEAT.pack(0.0, -1) + _strings([""] * len(state.recent))
 
 
-MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {1: _add_order_book, 2: _add_alert_heat}
+def _order_book_by_row(data: bytes) -> bytes:
+    """Version 3 -> 4: the order book section rewritten row by row; everything else unchanged."""
+    reader = _Reader(data)
+    state = _decode_version_2_sections(reader, decode_columnar_order_book)
+    _decode_version_3_sections(reader, state)
+    start, end = reader.book_span
+    return bytes([4]) + data[1:start] + encode_order_book(state.orders) + data[end:]
+
+
+#: Old format version -> function rewriting bytes of that version as bytes of the next version.
+#: decode_state applies them in a chain, so each format change adds one entry here and bumps
+#: FORMAT_VERSION; nothing else has to know about old layouts.
+MIGRATIONS: dict[int, Callable[[bytes], bytes]] = {
+    1: _add_order_book,
+    2: _add_alert_heat,
+    3: _order_book_by_row,
+}
 
 
 def decode_state(data: bytes) -> UserState:

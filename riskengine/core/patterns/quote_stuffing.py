@@ -47,7 +47,7 @@ class QuoteStuffing(OrderFlowDetector):
         symbol = context.order.symbol
         sampled = set(cycle.sample)
         # The sampled orders still kept (closed ones go after the order horizon).
-        orders = [o for o in book.orders.values() if o.symbol == symbol and o.placed_event_id in sampled]
+        orders = [o for o in book.of_symbol(symbol) if o.placed_event_id in sampled]
         return Match(
             key=f"{symbol}/{cycle.start}",
             evidence=tuple(cycle.sample),

@@ -158,3 +158,95 @@ def run_flow(
             alerts.extend(outcome.alerts)
             issues.append(outcome.issue)
     return state, alerts, issues
+
+
+def order_flow_state() -> UserState:
+    """A market maker's state with every part of the order book in use, the same on every call:
+    resting, amended, partly filled, filled and cancelled orders over three symbols and both sides,
+    size history, quote cycles, an inconsistent event, and trades with counterparties."""
+    events: list[Trade | OrderEvent] = []
+    symbols = ("ADA/USDT", "BTC/USDT", "ETH/USDT")
+    for number in range(60):
+        at = number * 700
+        symbol = symbols[number % 3]
+        side = "SELL" if number % 2 else "BUY"
+        order_id = f"o-{number:03d}"
+        events.append(
+            order(
+                at,
+                "PLACED",
+                order_id,
+                side,
+                10.0 + number % 7,
+                price=1.0 + number / 100,
+                symbol=symbol,
+                event_id=f"p-{number:03d}",
+            )
+        )
+        if number % 5 == 1:
+            events.append(
+                order(
+                    at + 300,
+                    "CANCELLED",
+                    order_id,
+                    side,
+                    10.0 + number % 7,
+                    price=1.0 + number / 100,
+                    symbol=symbol,
+                    event_id=f"c-{number:03d}",
+                )
+            )
+        elif number % 5 == 2:
+            events.append(
+                order(
+                    at + 200,
+                    "AMENDED",
+                    order_id,
+                    side,
+                    12.0,
+                    price=1.5,
+                    symbol=symbol,
+                    event_id=f"a-{number:03d}",
+                )
+            )
+            events.append(
+                order(
+                    at + 400,
+                    "FILLED",
+                    order_id,
+                    side,
+                    12.0,
+                    price=1.5,
+                    remaining=5.0,
+                    symbol=symbol,
+                    event_id=f"f-{number:03d}",
+                )
+            )
+        elif number % 5 == 3:
+            events.append(
+                order(
+                    at + 100,
+                    "FILLED",
+                    order_id,
+                    side,
+                    10.0 + number % 7,
+                    price=1.0 + number / 100,
+                    symbol=symbol,
+                    event_id=f"f-{number:03d}",
+                )
+            )
+        if number % 10 == 4:
+            events.append(
+                trade(
+                    at + 500,
+                    side,
+                    800.0 + number,
+                    symbol=symbol,
+                    quantity=3.0,
+                    counterparty=f"u-{number % 3 + 2}",
+                    trade_id=f"t-{number:03d}",
+                )
+            )
+    events.append(order(50_000, "CANCELLED", "o-unknown", event_id="c-unknown"))
+    state, _alerts, _issues = run_flow(events)
+    return state

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -15,12 +16,14 @@ from riskengine.core import (
     UserState,
     decode_state,
     encode_state,
+    evaluate_order,
     evaluate_trade,
 )
+from riskengine.core.order_book import _ROW, CANCELLED, OPEN, _encode_order
 from riskengine.core.rules import MAX_RECENT_TRADES, MAX_STRUCTURING_CANDIDATES
 from riskengine.core.state import MAX_SYMBOLS
 
-from .builders import HOUR, MINUTE, REFERENCE, SECOND, trade
+from .builders import HOUR, MINUTE, REFERENCE, SECOND, order, order_flow_state, trade
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "ADA/USDT", "XRP/USDT"]
 
@@ -126,9 +129,18 @@ def without_counterparties(state: UserState) -> UserState:
     return state
 
 
+def as_version_3(state: UserState) -> bytes:
+    """``state``, whose order book is empty, in format 3: its empty order book was 4 zero bytes
+    (format 4 writes 8: no orders, no history)."""
+    current = encode_state(state)
+    tail = version_3_tail(state)
+    assert current[0] == 4 and current[-tail - 8 : -tail + 16] == bytes(8) + current[-tail:][:16]
+    return bytes([3]) + current[1 : -tail - 8] + bytes(4) + current[-tail:]
+
+
 def test_a_version_1_state_reads_with_an_empty_order_book():
     state = without_counterparties(busy_state(5, SECOND))
-    current = encode_state(state)
+    current = as_version_3(state)
     tail = version_3_tail(state)
     # An empty order book is 4 zero bytes, then the alert heat.
     assert current[0] == 3 and current[-tail - 4 : -tail + 16] == bytes(4) + NO_HEAT
@@ -143,7 +155,7 @@ def test_a_version_2_state_reads_without_alert_heat_or_counterparties():
     state = busy_state(5, SECOND)
     state.alert_heat, state.alert_heat_at = 2.5, 1_000
     state.recent.counterparties = [f"cp-{i}" for i in range(len(state.recent))]
-    current = encode_state(state)
+    current = as_version_3(state)
     tail = version_3_tail(state)
     assert current[-tail:][:16] == struct.pack("<dq", 2.5, 1_000)
     version_2 = bytes([2]) + current[1:-tail]
@@ -156,7 +168,7 @@ def test_a_version_2_state_reads_without_alert_heat_or_counterparties():
 
 
 def test_older_versions_go_through_the_migration_hook(monkeypatch):
-    current = encode_state(without_counterparties(busy_state(5, SECOND)))
+    current = as_version_3(without_counterparties(busy_state(5, SECOND)))
 
     def from_zero(payload: bytes) -> bytes:
         # Pretend format 0 was format 1 with a leading marker byte after the version.
@@ -166,3 +178,58 @@ def test_older_versions_go_through_the_migration_hook(monkeypatch):
     monkeypatch.setitem(MIGRATIONS, 0, from_zero)
     old = bytes([0, 0xFF]) + current[1 : -version_3_tail(decode_state(current)) - 4]
     assert decode_state(old) == decode_state(current)
+
+
+#: A state with every part of the order book in use (builders.order_flow_state), written by the
+#: format 3 encoder (the code before format 4, 28a6ca7): the order book as one string table and
+#: packed columns.
+FORMAT_3_STATE = Path(__file__).parent / "data" / "state-format-3.bin"
+
+
+def test_a_version_3_state_with_an_order_book_reads_as_the_same_state():
+    old = FORMAT_3_STATE.read_bytes()
+    assert old[0] == 3
+    expected = order_flow_state()
+    assert len(expected.orders.orders) == 60 and expected.orders.issues and expected.orders.cycles
+    migrated = decode_state(old)
+    assert migrated == expected
+    assert encode_state(migrated) == encode_state(expected)
+    # The index by symbol is rebuilt too.
+    assert migrated.orders.in_symbol("BTC/USDT", True) == expected.orders.in_symbol("BTC/USDT", True)
+
+
+def test_an_order_is_encoded_again_only_when_it_changed():
+    state = order_flow_state()
+    decoded = decode_state(encode_state(state))
+    rows = {key: order._encoded for key, order in decoded.orders.orders.items()}
+    # Each decoded order keeps the exact bytes its row would be written as.
+    assert all(row == _encode_order(decoded.orders.orders[key]) for key, row in rows.items())
+    resting = next(o for o in decoded.orders.orders.values() if o.status == OPEN)
+    cancel = order(
+        60_000,
+        "CANCELLED",
+        resting.order_id,
+        resting.side.value,
+        resting.quantity,
+        price=resting.price,
+        symbol=resting.symbol,
+        event_id="c-late",
+    )
+    changed = evaluate_order(decoded, cancel, REFERENCE, DEFAULT_RULES).state
+    # Only the cancelled order lost its row; the state is written as if nothing had been cached.
+    assert [key for key, o in changed.orders.orders.items() if o._encoded is None] == [resting.order_id]
+    fresh = evaluate_order(order_flow_state(), cancel, REFERENCE, DEFAULT_RULES).state
+    assert encode_state(changed) == encode_state(fresh)
+    assert decode_state(encode_state(changed)).orders.orders[resting.order_id].status == CANCELLED
+
+
+def test_a_corrupt_order_row_is_refused():
+    data = encode_state(order_flow_state())
+    first_row = data.index(b"o-000") - _ROW.size
+    for corrupt in (
+        data[:first_row] + bytes([0x07]) + data[first_row + 1 :],  # status 3
+        data[: first_row + 1] + bytes([17]) + data[first_row + 2 :],  # 17 events
+        data[: first_row + _ROW.size + 3],  # cut inside the order id
+    ):
+        with pytest.raises(StateFormatError):
+            decode_state(corrupt)
