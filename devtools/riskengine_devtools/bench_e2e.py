@@ -13,8 +13,11 @@
      also makes, but no table and no logic;
    - ``engine``: ``faust -A riskengine worker``, output ``risk-analyzed-trades``.
 
-   This process consumes each output topic and times from the first output record's arrival to the
-   N-th (start-up and group join are outside the window): trades/s = (N - 1) / elapsed.
+   This process consumes each output topic and times from the moment the stage's Faust worker
+   says it is ready (its log's "Worker]: Ready": start-up and group join are outside the window;
+   the raw loop: its first output) to the N-th output: trades/s = N / elapsed. Not from the first
+   output: the engine holds trades back at first (the other input's end, the market context of
+   their minute), then sends a burst, and a window from its first output flattered it 2-5 times.
    The engine's resident memory (VmRSS) is read from /proc before it stops.
 3. Scaling (first loop only; ``--no-scaling`` leaves it out): the same pre-produced trades consumed
    by two engine workers in one consumer group (the 6-partition topics split between them). Both
@@ -23,7 +26,7 @@
    burst, and a window from it would flatter two workers.
 4. Order flow (``--order-flow-trades``, per loop): the engine on its own topics holding a simulator
    run (``riskengine generate``'s generator: trades with their order events, about 2.2 per trade,
-   and the accounts' profiles), timed from the first analyzed trade to the last; events/s counts
+   and the accounts' profiles), timed from the worker's ready to the last analyzed trade; events/s counts
    trades and order events (an order event has no output of its own). Compared with the passthrough
    agent's events/s, since Faust's cost is per event whatever its topic.
 5. Latency, with that order-flow worker still running and caught up: for each of ``--rates``
@@ -91,6 +94,8 @@ FAUST = Path(sys.executable).parent / "faust"
 LOOPS = ("aio", "uvloop")
 #: Give up on a stage when no output arrived for this long.
 STALL_S = 90.0
+#: What a Faust worker logs once recovered and about to consume (mode's "[^Worker]: Ready").
+READY_MARKER = b"Worker]: Ready"
 
 
 def output_topic(path: str, settings: Settings) -> str:
@@ -647,6 +652,14 @@ class Child:
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
 
+    def ready(self) -> bool:
+        """The stage's Faust worker has said it is ready (a raw stage never does)."""
+        try:
+            with self.log_path.open("rb") as log:
+                return READY_MARKER in log.read()
+        except OSError:
+            return False
+
     def check(self, label: str) -> None:
         """Raise StageFailed with the log tail if the process has exited."""
         if self.process.poll() is not None:
@@ -742,14 +755,16 @@ async def _output_consumer(settings: Settings, topic: str) -> AIOKafkaConsumer:
 async def _measure(
     settings: Settings, topic: str, count: int, label: str, launch: Callable[[], list[Child]]
 ) -> tuple[float, float, list[Child]]:
-    """Launch a stage's processes, wait for ``count`` new records on ``topic``; trades/s from the first
-    arrival to the last, and over the middle half (from the arrival of the first quarter to that of
-    the third: start-up bursts, group joins and the tail left out)."""
+    """Launch a stage's processes, wait for ``count`` new records on ``topic``; trades/s from the
+    moment the workers are ready (a raw stage: its first output) to the last arrival, and over the
+    middle half (from the arrival of the first quarter to that of the third: start-up bursts, group
+    joins and the tail left out)."""
     consumer = await _output_consumer(settings, topic)
     try:
         child = launch()
         seen = 0
         first = last = 0.0
+        ready: float | None = None
         #: (outputs seen, arrival time) as the first and the third quarter were reached
         quarters: list[tuple[int, float]] = []
         loop = asyncio.get_running_loop()
@@ -759,6 +774,9 @@ async def _measure(
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             now = loop.time()
             received = sum(len(records) for records in batches.values())
+            if ready is None and all(one.ready() for one in child):
+                ready = time.perf_counter()
+                _say(f"{label}: ready")
             if received:
                 if seen == 0:
                     first = time.perf_counter()
@@ -777,11 +795,16 @@ async def _measure(
                 progress_at = now + 5.0
     finally:
         await consumer.stop()
-    rate = (count - 1) / (last - first)
-    middle = rate
+    from_first = (count - 1) / (last - first)
+    start = first if ready is None else min(ready, first)
+    rate = count / (last - start)
+    middle = from_first
     if len(quarters) == 2 and quarters[1][1] > quarters[0][1]:
         middle = (quarters[1][0] - quarters[0][0]) / (quarters[1][1] - quarters[0][1])
-    _say(f"{label}: {count:,} outputs, {rate:,.0f} trades/s; {middle:,.0f}/s over the middle half")
+    _say(
+        f"{label}: {count:,} outputs, {rate:,.0f} trades/s from ready ({first - start:.1f} s to the first "
+        f"output); {from_first:,.0f}/s from the first output, {middle:,.0f}/s over the middle half"
+    )
     return rate, middle, child
 
 

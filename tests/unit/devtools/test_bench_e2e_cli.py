@@ -68,3 +68,13 @@ def test_the_verdict_counts_only_complete_runs_within_the_rates_target() -> None
     assert bench_e2e._verdict(runs) == "p99 <= 50 ms in 1 of 3 runs"
     assert bench_e2e._verdict([_run(5_000, slow)]) == "p99 <= 100 ms in 1 of 1 runs"
     assert bench_e2e._verdict([_run(5_000, [])]) == "p99 <= 100 ms in 0 of 1 runs"
+
+
+def test_a_stage_is_ready_once_its_faust_worker_says_so(tmp_path: Path) -> None:
+    def child(says: str) -> bench_e2e.Child:
+        one = bench_e2e.Child(["sh", "-c", f"echo '{says}'"], {}, tmp_path / f"{len(says)}.log", None)
+        one.process.wait(10)
+        return one
+
+    assert child("[2026-12-03 07:05:46,993] [32030] [INFO] [^Worker]: Ready ").ready()
+    assert not child("[2026-12-03 07:05:46,993] [32030] [INFO] [^Worker]: Starting... ").ready()
