@@ -48,11 +48,11 @@ log = logging.getLogger(__name__)
 
 #: Events a filling batch may hold before the agent waits for the pipeline (backpressure). Under load
 #: a batch takes what came while the one before it was made durable, up to this; each changed user's
-#: state is encoded once per batch, and a user with a deep order book costs about 1 ms to encode, so
-#: larger batches are what lets a loaded worker keep up. Measured at 1,000 trades/s with the
-#: simulator's order events (2.2 per trade), three 10 s runs: with 2,000 the p50 latency grew run
-#: after run (0.35, 1.6, 2.6 s: the worker fell behind for good); with 10,000 it levelled off
-#: (0.4, 1.6, 1.0 s).
+#: state is encoded once per batch, so larger batches let a loaded worker keep up. Measured at 1,000
+#: trades/s with the simulator's order events (2.2 per trade), three 10 s runs, when a deep order
+#: book still cost about 1.5 ms to encode (state format 3): with 2,000 the p50 latency grew run after
+#: run (0.35, 1.6, 2.6 s: the worker fell behind for good); with 10,000 it levelled off (0.4, 1.6,
+#: 1.0 s). Format 4 keeps unchanged orders' rows (about 0.2 ms for such a book).
 MAX_BATCH = 10_000
 #: A batch is ready at this size even while more events are waiting on the broker.
 MIN_BATCH = 500
