@@ -83,7 +83,7 @@ setup: stack-up  ## create the topics, register the schemas, deploy the Elastics
 bench-core: install  ## the detection core over 1,000,000 generated trades
 	$(BIN)/riskengine bench core
 
-bench: install  ## end to end on the local stack (must be up): raw aiokafka vs passthrough Faust agent vs engine, latency at 1,000 trades/s
+bench: install  ## end to end on the local stack (must be up): raw aiokafka vs passthrough Faust agent vs engine, order flow, latency at 1,000 and 5,000 trades/s, scaling, recovery
 	$(BIN)/riskengine bench-e2e
 
 # Outside CI (it takes about 20 minutes): every scenario under steady load, each verified record by

@@ -160,90 +160,57 @@ def run_flow(
     return state, alerts, issues
 
 
+_BOOK_SYMBOLS = ("ADA/USDT", "BTC/USDT", "ETH/USDT")
+
+
+def _book_event(
+    number: int,
+    after: int,
+    kind: str,
+    quantity: float | None = None,
+    price: float | None = None,
+    remaining: float | None = None,
+) -> OrderEvent:
+    """An event of order ``o-<number>`` of :func:`order_flow_state`, ``after`` ms past its placement."""
+    return order(
+        number * 700 + after,
+        kind,
+        f"o-{number:03d}",
+        "SELL" if number % 2 else "BUY",
+        10.0 + number % 7 if quantity is None else quantity,
+        price=1.0 + number / 100 if price is None else price,
+        remaining=remaining,
+        symbol=_BOOK_SYMBOLS[number % 3],
+        event_id=f"{kind[0].lower()}-{number:03d}",
+    )
+
+
 def order_flow_state() -> UserState:
     """A market maker's state with every part of the order book in use, the same on every call:
     resting, amended, partly filled, filled and cancelled orders over three symbols and both sides,
     size history, quote cycles, an inconsistent event, and trades with counterparties."""
     events: list[Trade | OrderEvent] = []
-    symbols = ("ADA/USDT", "BTC/USDT", "ETH/USDT")
     for number in range(60):
-        at = number * 700
-        symbol = symbols[number % 3]
-        side = "SELL" if number % 2 else "BUY"
-        order_id = f"o-{number:03d}"
-        events.append(
-            order(
-                at,
-                "PLACED",
-                order_id,
-                side,
-                10.0 + number % 7,
-                price=1.0 + number / 100,
-                symbol=symbol,
-                event_id=f"p-{number:03d}",
-            )
-        )
+        events.append(_book_event(number, 0, "PLACED"))
         if number % 5 == 1:
-            events.append(
-                order(
-                    at + 300,
-                    "CANCELLED",
-                    order_id,
-                    side,
-                    10.0 + number % 7,
-                    price=1.0 + number / 100,
-                    symbol=symbol,
-                    event_id=f"c-{number:03d}",
-                )
-            )
+            events.append(_book_event(number, 300, "CANCELLED"))
         elif number % 5 == 2:
-            events.append(
-                order(
-                    at + 200,
-                    "AMENDED",
-                    order_id,
-                    side,
-                    12.0,
-                    price=1.5,
-                    symbol=symbol,
-                    event_id=f"a-{number:03d}",
-                )
-            )
-            events.append(
-                order(
-                    at + 400,
-                    "FILLED",
-                    order_id,
-                    side,
-                    12.0,
-                    price=1.5,
-                    remaining=5.0,
-                    symbol=symbol,
-                    event_id=f"f-{number:03d}",
-                )
-            )
+            events.append(_book_event(number, 200, "AMENDED", 12.0, 1.5))
+            events.append(_book_event(number, 400, "FILLED", 12.0, 1.5, remaining=5.0))
         elif number % 5 == 3:
-            events.append(
-                order(
-                    at + 100,
-                    "FILLED",
-                    order_id,
-                    side,
-                    10.0 + number % 7,
-                    price=1.0 + number / 100,
-                    symbol=symbol,
-                    event_id=f"f-{number:03d}",
-                )
-            )
+            events.append(_book_event(number, 100, "FILLED"))
         if number % 10 == 4:
+            side = "SELL" if number % 2 else "BUY"
+            symbol = _BOOK_SYMBOLS[number % 3]
+            counterparty = f"u-{number % 3 + 2}"
             events.append(
                 trade(
-                    at + 500,
+                    number * 700 + 500,
                     side,
                     800.0 + number,
                     symbol=symbol,
                     quantity=3.0,
-                    counterparty=f"u-{number % 3 + 2}",
+                    counterparty=counterparty,
                     trade_id=f"t-{number:03d}",
                 )
             )
