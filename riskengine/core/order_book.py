@@ -94,15 +94,25 @@ class OrderLife:
     #: What the order is (equality); ``_encoded`` caches its bytes in the book's encoding.
     _CONTENT = tuple(name for name in __slots__ if name != "_encoded")
 
-    def __init__(self, event: OrderEvent, baseline: float) -> None:
-        self.order_id = event.order_id
-        self.symbol = event.symbol
-        self.sell = event.side is Side.SELL
-        self.price = event.price
-        self.quantity = event.quantity
-        self.remaining = event.remaining_quantity
-        self.placed_at = event.timestamp
-        self.placed_quantity = event.quantity
+    def __init__(
+        self,
+        order_id: str,
+        symbol: str,
+        sell: bool,
+        price: float,
+        quantity: float,
+        remaining: float,
+        placed_at: int,
+        baseline: float,
+    ) -> None:
+        self.order_id = order_id
+        self.symbol = symbol
+        self.sell = sell
+        self.price = price
+        self.quantity = quantity
+        self.remaining = remaining
+        self.placed_at = placed_at
+        self.placed_quantity = quantity
         #: Median size of the account's previous orders in the symbol when this one was placed
         #: (0: too little history).
         self.baseline = baseline
@@ -117,6 +127,20 @@ class OrderLife:
         self.event_ids: list[str] = []
         #: The order's row in the book's encoding, None once it changed (see encode_order_book).
         self._encoded: bytes | None = None
+
+    @classmethod
+    def placed(cls, event: OrderEvent, baseline: float) -> OrderLife:
+        """The order its PLACED ``event`` opens (the event not recorded yet)."""
+        return cls(
+            event.order_id,
+            event.symbol,
+            event.side is Side.SELL,
+            event.price,
+            event.quantity,
+            event.remaining_quantity,
+            event.timestamp,
+            baseline,
+        )
 
     @property
     def side(self) -> Side:
@@ -259,7 +283,7 @@ class OrderBook:
                 return order, self._issue(event, "placed-twice")
             if not 0.0 <= event.remaining_quantity <= event.quantity:
                 return None, self._issue(event, "remaining-out-of-range")
-            order = OrderLife(event, self._baseline(event.symbol, min_history))
+            order = OrderLife.placed(event, self._baseline(event.symbol, min_history))
             order.record(event)
             self._add(order)
             self._remember_size(event.symbol, event.quantity)
@@ -625,14 +649,11 @@ def _decode_order(cursor: _Cursor) -> OrderLife:
     if events > MAX_ORDER_EVENTS or flags >> 1 > FILLED:
         raise OrderBookFormatError("bad order in the order book")
     cursor.offset = start + _ROW.size
-    order = OrderLife.__new__(OrderLife)
-    order.order_id = cursor.take(id_length).decode()
-    order.symbol = cursor.take(symbol_length).decode()
-    order.sell = bool(flags & 1)
-    order.status = flags >> 1
-    order.price, order.quantity, order.remaining = price, quantity, remaining
-    order.placed_quantity, order.baseline, order.filled = placed_quantity, baseline, filled
-    order.placed_at, order.closed_at = placed_at, closed_at
+    order_id = cursor.take(id_length).decode()
+    symbol = cursor.take(symbol_length).decode()
+    order = OrderLife(order_id, symbol, bool(flags & 1), price, quantity, remaining, placed_at, baseline)
+    order.placed_quantity, order.filled = placed_quantity, filled
+    order.status, order.closed_at = flags >> 1, closed_at
     layout = _EVENTS[events]
     values = layout.unpack_from(data, cursor.offset)
     cursor.offset += layout.size
@@ -718,15 +739,19 @@ def decode_columnar_order_book(data: bytes, offset: int = 0) -> tuple[OrderBook,
         raise OrderBookFormatError("bad order status in the order book")
     start = 0
     for position in range(count):
-        order = OrderLife.__new__(OrderLife)
-        order._encoded = None
-        order.order_id = order_ids[position]
-        order.symbol = symbols[position]
-        order.sell = bool(flags[position] & 1)
+        order = OrderLife(
+            order_ids[position],
+            symbols[position],
+            bool(flags[position] & 1),
+            floats["price"][position],
+            floats["quantity"][position],
+            floats["remaining"][position],
+            placed[position],
+            floats["baseline"][position],
+        )
+        order.placed_quantity = floats["placed_quantity"][position]
+        order.filled = floats["filled"][position]
         order.status = flags[position] >> 1
-        for name, column in floats.items():
-            setattr(order, name, column[position])
-        order.placed_at = placed[position]
         order.closed_at = closed[position]
         end = start + event_counts[position]
         order.event_times = times[start:end]
