@@ -42,7 +42,11 @@ def test_command_line(capsys):
     assert args.handler(args, None) == 0
     out = capsys.readouterr().out
     assert "trades/s: min" in out and "median" in out and "peak memory" in out
-    assert re.search(r"1,000 placed: +512 kept, +[\d,]+ B, encode [\d,]+ us, decode [\d,]+ us", out)
+    assert re.search(
+        r"1,000 placed: +512 kept, +[\d,]+ B, encode [\d,]+ us \(all new\) / [\d,]+ us \(rows kept\), "
+        r"decode [\d,]+ us",
+        out,
+    )
 
 
 def test_a_generated_run_with_order_events(tmp_path, capsys):
