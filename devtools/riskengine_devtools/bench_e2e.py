@@ -32,10 +32,11 @@
 5. Latency, with that order-flow worker still running and caught up: for each of ``--rates``
    (default 1,000 and 5,000 trades/s), ``--latency-runs`` consecutive runs (default 5) of
    ``--seconds`` each (default 10): the simulator's next events, trades at the steady rate with the
-   order events between them, each stamped with its send time; latency = arrival of its analyzed
-   trade here minus that timestamp (one clock: producer and consumer are this process). It is split
-   at the analyzed trade's ``processedAt`` (stamped by the worker when it starts analyzing the
-   trade's batch, same machine clock): *in* = trade timestamp to processedAt (produce, fetch, the
+   order events before each going with it, encoded before the run and each stamped with the time it
+   is due; latency = arrival of its analyzed trade here minus that timestamp (one clock: producer and
+   consumer are this process; an event sent late counts against the worker). It is split at the
+   analyzed trade's ``processedAt`` (stamped by the worker when it starts analyzing the trade's
+   batch, same machine clock): *in* = trade timestamp to processedAt (produce, fetch, the
    batch path, batching, waiting for the other input or the market context), *out* = processedAt to
    arrival (analysis, changelog and output round trips, fetch). Every run is printed, then per rate
    how many runs kept p99 within issue 16's target (50 ms at up to 1,000/s, 100 ms above); a run
@@ -500,7 +501,7 @@ def _report(
         print()
         print(
             "latency: the order-flow worker, caught up, at steady trades/s with the simulator's order "
-            f"events, {args.seconds:g} s per run (trade timestamp -> analyzed trade received)"
+            f"events, {args.seconds:g} s per run (due time -> analyzed trade received)"
         )
         print(
             f"{'loop':<8} {'trades/s':>8} {'run':>4} {'sent':>7} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} "
