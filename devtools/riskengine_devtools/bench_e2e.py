@@ -623,14 +623,12 @@ async def _preproduce_flow(
         for profile in profiles:
             value = catalog.encode("UserProfile", profile)
             await producer.send(names.user_profiles, value, key=profile["userId"].encode())
-        for event in events:
+        for event in _take_trades(events, trades):
             value = catalog.encode(event.kind.record_name, event.record)
             await producer.send(topics[event.kind], value, key=event.user_id.encode())
             counts[event.kind] += 1
             if event.kind is EventKind.TRADE and counts[event.kind] % 10_000 == 0:
                 _say(f"order flow: pre-produced {counts[EventKind.TRADE]:,}/{trades:,} trades")
-            if counts[EventKind.TRADE] >= trades:
-                break
         await producer.flush()
     finally:
         await producer.stop()

@@ -523,18 +523,6 @@ def _encode_history(book: OrderBook) -> bytes:
     issue_ids = [index(event_id) for _, _, event_id in book.issues]
     encoded = [text.encode() for text in table]
     parts = [_COUNT.pack(len(table)), _pack("H", [len(e) for e in encoded]), *encoded]
-    _append_history(parts, book, size_symbols, cycle_rows, sample_ids, issue_ids)
-    return b"".join(parts)
-
-
-def _append_history(
-    parts: list[bytes],
-    book: OrderBook,
-    size_symbols: list[int],
-    cycle_rows: list[tuple[int, QuoteCycle]],
-    sample_ids: list[int],
-    issue_ids: list[int],
-) -> None:
     parts.append(_COUNT.pack(len(book.sizes)))
     parts.append(_pack("I", size_symbols))
     parts.append(bytes(len(history) for history in book.sizes.values()))
@@ -552,6 +540,7 @@ def _append_history(
     parts.append(_pack("q", [at for at, _, _ in book.issues]))
     parts.append(bytes(kind for _, kind, _ in book.issues))
     parts.append(_pack("I", issue_ids))
+    return b"".join(parts)
 
 
 class OrderBookFormatError(CoreError):
