@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from riskengine.core import (
+    BUILD,
     DEFAULT_RULES,
     OrderEvent,
     ReferenceData,
@@ -447,6 +448,7 @@ def bench_core(args: argparse.Namespace, settings: Settings) -> int:
     if args.trades < 1 or args.users < 1 or args.runs < 1:
         print("riskengine bench: --trades, --users and --runs must be positive", file=sys.stderr)
         return 2
+    print(f"detection core: {BUILD}", flush=True)
     if args.run is not None:
         return bench_run(args.run, args.runs)
     stream = build_stream(args.users, args.trades, args.seed)

@@ -72,6 +72,7 @@ from riskengine.cli.unreachable import ServiceUnreachable, reaching, report
 from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.contracts.topics import TOPICS, TopicSpec, ensure_topics, topic_names, topic_specs
+from riskengine.core import BUILD as CORE_BUILD
 from riskengine.core import Trade
 from riskengine.producer.events import Event, EventKind
 from riskengine.producer.simulator import SimulationConfig, Simulator
@@ -464,6 +465,7 @@ def _report(
         "engine": "full engine (faust -A riskengine)",
     }
     print()
+    print(f"detection core: {CORE_BUILD}")
     print(f"throughput: {args.trades:,} pre-produced trades, {args.users:,} users, one worker")
     print(
         f"{'loop':<8} {'path':<40} {'trades':>8} {'trades/s':>10} {'vs passthrough':>15} {'worker RSS':>11}"

@@ -6,8 +6,13 @@ agents, ``riskengine replay``, ``riskengine bench core`` and the property tests 
 they agree on every result. Semantics: :mod:`riskengine.core.evaluate` (event time, suppression,
 alert ids), :mod:`riskengine.core.state` (bounds, encoding), :mod:`riskengine.core.rules`
 (parameters), :mod:`riskengine.core.scoring` (score, level, actions), and one module per pattern
-in :mod:`riskengine.core.patterns`.
+in :mod:`riskengine.core.patterns`. :data:`BUILD` says whether the modules run compiled
+(:mod:`riskengine.core.native`).
 """
+
+from .native import BUILD, CoreBuild, use_compiled
+
+use_compiled(__path__)  # before any other module of the package is imported
 
 from .evaluate import Evaluation, OrderEvaluation, evaluate_many, evaluate_order, evaluate_trade
 from .models import (
@@ -46,6 +51,7 @@ from .rules import DEFAULT_RULES, PARAMETERS, InvalidRule, Rules
 from .state import FORMAT_VERSION, MIGRATIONS, StateFormatError, UserState, decode_state, encode_state
 
 __all__ = [
+    "BUILD",
     "DEFAULT_RULES",
     "EMPTY_REFERENCE",
     "FORMAT_VERSION",
@@ -55,6 +61,7 @@ __all__ = [
     "AccountType",
     "BehavioralAnalysis",
     "ComplianceFlag",
+    "CoreBuild",
     "Detector",
     "Evaluation",
     "Feature",

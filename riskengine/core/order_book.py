@@ -67,32 +67,35 @@ ISSUE_KINDS = (
 _SWAP = sys.byteorder == "big"
 
 
+#: What an order is: its slots but ``_encoded`` (the cache of its bytes in the book's encoding),
+#: and what its equality compares (module constants here: a class compiled by mypyc has no class
+#: attributes to read).
+_ORDER_CONTENT = (
+    "baseline",
+    "closed_at",
+    "event_ids",
+    "event_kinds",
+    "event_prices",
+    "event_quantities",
+    "event_remaining",
+    "event_times",
+    "filled",
+    "order_id",
+    "placed_at",
+    "placed_quantity",
+    "price",
+    "quantity",
+    "remaining",
+    "sell",
+    "status",
+    "symbol",
+)
+
+
 class OrderLife:
     """One order: what it is now, when it was placed and closed, and its recent events."""
 
-    __slots__ = (
-        "_encoded",
-        "baseline",
-        "closed_at",
-        "event_ids",
-        "event_kinds",
-        "event_prices",
-        "event_quantities",
-        "event_remaining",
-        "event_times",
-        "filled",
-        "order_id",
-        "placed_at",
-        "placed_quantity",
-        "price",
-        "quantity",
-        "remaining",
-        "sell",
-        "status",
-        "symbol",
-    )
-    #: What the order is (equality); ``_encoded`` caches its bytes in the book's encoding.
-    _CONTENT = tuple(name for name in __slots__ if name != "_encoded")
+    __slots__ = ("_encoded", *_ORDER_CONTENT)
 
     def __init__(
         self,
@@ -206,16 +209,20 @@ class OrderLife:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OrderLife) and all(
-            getattr(self, name) == getattr(other, name) for name in OrderLife._CONTENT
+            getattr(self, name) == getattr(other, name) for name in _ORDER_CONTENT
         )
 
     __hash__ = None  # type: ignore[assignment]
 
 
+#: A QuoteCycle's slots and what its equality compares.
+_CYCLE_FIELDS = ("fast_cancels", "placed", "sample", "start", "unfilled_cancels")
+
+
 class QuoteCycle:
     """QUOTE_STUFFING counters of one aligned cycle of one symbol, by the orders' placement time."""
 
-    __slots__ = ("fast_cancels", "placed", "sample", "start", "unfilled_cancels")
+    __slots__ = _CYCLE_FIELDS
 
     def __init__(self, start: int) -> None:
         self.start = start
@@ -230,19 +237,21 @@ class QuoteCycle:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, QuoteCycle) and all(
-            getattr(self, name) == getattr(other, name) for name in QuoteCycle.__slots__
+            getattr(self, name) == getattr(other, name) for name in _CYCLE_FIELDS
         )
 
     __hash__ = None  # type: ignore[assignment]
 
 
+#: What an OrderBook is (equality, encoding); its other slots, ``_expiring`` and ``_by_symbol``, are
+#: indexes derived from ``orders``.
+_BOOK_CONTENT = ("cycles", "issues", "orders", "sizes")
+
+
 class OrderBook:
     """The account's orders, size history, quote cycles and recent inconsistencies."""
 
-    __slots__ = ("_by_symbol", "_expiring", "cycles", "issues", "orders", "sizes")
-    #: What the book is (equality, encoding); ``_expiring`` and ``_by_symbol`` are indexes
-    #: derived from ``orders``.
-    _CONTENT = ("cycles", "issues", "orders", "sizes")
+    __slots__ = ("_by_symbol", "_expiring", *_BOOK_CONTENT)
 
     def __init__(self) -> None:
         self.orders: dict[str, OrderLife] = {}
@@ -258,7 +267,7 @@ class OrderBook:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, OrderBook) and all(
-            getattr(self, name) == getattr(other, name) for name in OrderBook._CONTENT
+            getattr(self, name) == getattr(other, name) for name in _BOOK_CONTENT
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -668,11 +668,13 @@ class Rules:
         } | {"": float(self.values[prefix + ".default"])}
 
     @classmethod
-    def from_parameters(cls, version: int, parameters: Mapping[str, Any]) -> Rules:
+    def from_parameters(cls, version: object, parameters: Mapping[str, Any]) -> Rules:
         """Validate ``parameters`` (name -> string or number) over the defaults.
 
         Raises :class:`InvalidRule` naming the parameter for an unknown name or a bad value, and
         ``level.*`` cut-offs that are not increasing, or a version that is not a non-negative int.
+        ``version`` is typed ``object`` because it comes from outside (a manifest); the compiled
+        core would otherwise refuse a wrong type with a bare TypeError before this check.
         """
         if isinstance(version, bool) or not isinstance(version, int) or version < 0:
             raise InvalidRule("version", f"must be a non-negative integer, got {version!r}")

@@ -91,6 +91,20 @@ def _find(times: list[int], ids: list[str], timestamp: int, trade_id: str) -> in
     return -1
 
 
+#: RecentTrades' columns: its slots and what its equality compares (a module constant: a class
+#: compiled by mypyc has no ``__slots__`` attribute to read).
+_RECENT_COLUMNS = (
+    "aggressive",
+    "counterparties",
+    "ids",
+    "notionals",
+    "quantities",
+    "sells",
+    "symbols",
+    "times",
+)
+
+
 class RecentTrades:
     """The short-window trades as parallel lists ordered by event time (stable for equal times).
 
@@ -98,16 +112,7 @@ class RecentTrades:
     ``sum`` over a slice, both in C.
     """
 
-    __slots__ = (
-        "aggressive",
-        "counterparties",
-        "ids",
-        "notionals",
-        "quantities",
-        "sells",
-        "symbols",
-        "times",
-    )
+    __slots__ = _RECENT_COLUMNS
 
     def __init__(self) -> None:
         self.times: list[int] = []
@@ -185,7 +190,7 @@ class RecentTrades:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RecentTrades) and all(
-            getattr(self, name) == getattr(other, name) for name in RecentTrades.__slots__
+            getattr(self, name) == getattr(other, name) for name in _RECENT_COLUMNS
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -209,27 +214,31 @@ class SymbolStats:
     __hash__ = None  # type: ignore[assignment]
 
 
+#: What a UserState holds: its slots and what its equality compares (see :data:`_RECENT_COLUMNS`).
+_STATE_FIELDS = (
+    "alert_heat",
+    "alert_heat_at",
+    "count",
+    "day_buckets",
+    "day_sums",
+    "day_total",
+    "fired",
+    "mean",
+    "orders",
+    "recent",
+    "sketch",
+    "structuring_ids",
+    "structuring_times",
+    "symbols",
+    "variance",
+    "watermark",
+)
+
+
 class UserState:
     """Everything the core remembers about one user; see the module docstring for the bounds."""
 
-    __slots__ = (
-        "alert_heat",
-        "alert_heat_at",
-        "count",
-        "day_buckets",
-        "day_sums",
-        "day_total",
-        "fired",
-        "mean",
-        "orders",
-        "recent",
-        "sketch",
-        "structuring_ids",
-        "structuring_times",
-        "symbols",
-        "variance",
-        "watermark",
-    )
+    __slots__ = _STATE_FIELDS
 
     def __init__(self) -> None:
         self.watermark = -1
@@ -251,7 +260,7 @@ class UserState:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UserState) and all(
-            getattr(self, name) == getattr(other, name) for name in UserState.__slots__
+            getattr(self, name) == getattr(other, name) for name in _STATE_FIELDS
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -34,6 +34,7 @@ import faust
 
 from riskengine.connections import ssl_context
 from riskengine.contracts.topics import ensure_topics, topic_specs
+from riskengine.core import BUILD as CORE_BUILD
 from riskengine.logs import faust_logging_config, quiet_libraries
 from riskengine.settings import Settings
 from riskengine.web_guard import allowed_names, guard
@@ -129,6 +130,7 @@ class RiskApp(TransportApp):
         """Create the topics, fill the schema catalog and load the reference data before consuming."""
         await super().on_first_start()
         context = self.context
+        log.info("detection core: %s", CORE_BUILD)
         created = await ensure_topics(context.settings, topic_specs(context.settings))
         log.info("topics: %s", ", ".join(f"{name} {state}" for name, state in created.items()))
         ids = await context.catalog.register()

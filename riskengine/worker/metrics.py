@@ -212,6 +212,11 @@ class StatsCollector(Collector):
         yield _counter("riskengine_trades_in", "Trades received from the trades topic", s["tradesIn"])
         yield _counter("riskengine_analyzed", "Trades analyzed and delivered", s["analyzed"])
         yield _gauge(
+            "riskengine_core_compiled",
+            "1 when the detection core runs compiled (mypyc, `make native`), 0 when interpreted",
+            int(s["coreBuild"]["compiled"]),
+        )
+        yield _gauge(
             "riskengine_throughput_per_second",
             "Analyzed trades per second over the last ten seconds",
             s["throughputPerSecond"],

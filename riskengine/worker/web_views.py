@@ -21,11 +21,12 @@ the ``/users`` views below are the table inspection, decoded.
   through ``/users``. Both need the admin token when one is set.
 - ``GET /alerts?user=&pattern=&severity=&since=&limit=``: recent alerts raised by this worker,
   newest first (``since`` is an event time in epoch ms). 400 with a message for a bad parameter.
-- ``GET /stats``: throughput, consumer lag per partition (trades, and order events), trades late for
-  the market, the market and pair agents' counters (released, late, re-delivered, held), dead letters by
-  reason, alerts by pattern, order events in, inconsistent and late ones, active rules version,
-  rejected rules messages, active reference version (with the sizes of its lists), rejected and
-  ignored reference messages.
+- ``GET /stats``: the detection core's build (compiled with mypyc or interpreted, and why),
+  throughput, consumer lag per partition (trades, and order events), trades late for the market, the
+  market and pair agents' counters (released, late, re-delivered, held), dead letters by reason,
+  alerts by pattern, order events in, inconsistent and late ones, active rules version, rejected
+  rules messages, active reference version (with the sizes of its lists), rejected and ignored
+  reference messages.
 - ``GET /health``: 200 once table recovery is complete and no rebalance is in progress, else 503.
 - ``GET /metrics``: the same figures and the latency, batch-size and event-time-lag histograms in
   the Prometheus text format (:mod:`riskengine.worker.metrics`).
@@ -52,6 +53,7 @@ from typing import Any
 import faust
 from faust.web import View
 
+from riskengine.core import BUILD as CORE_BUILD
 from riskengine.core import PatternType, Severity, StateFormatError, decode_state
 from riskengine.core.account_pairs import PairState, decode_pair_state
 from riskengine.core.market import MarketState, decode_market_state
@@ -280,6 +282,7 @@ def stats_document(app: faust.App, context: WorkerContext) -> dict[str, Any]:
     active = lists.current.data
     return {
         "uptimeSeconds": round(time.time() - metrics.started, 1),
+        "coreBuild": {"compiled": CORE_BUILD.compiled, "detail": CORE_BUILD.detail},
         "tradesIn": metrics.trades_in,
         "analyzed": metrics.analyzed,
         "throughputPerSecond": metrics.throughput(),

@@ -17,6 +17,10 @@ import pkgutil
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from ..native import use_compiled
+
+use_compiled(__path__, "patterns")  # before any other module of the package is imported
+
 from ..models import PATTERN_ORDER, PatternType
 from .base import Detector, Match, OrderContext, OrderFlowDetector, TradeContext, WindowedDetector
 

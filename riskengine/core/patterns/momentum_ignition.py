@@ -64,7 +64,7 @@ class MomentumIgnition(WindowedDetector):
                 burst.append(position)
             position -= 1
         burst.reverse()
-        if len(burst) < rules.momentum_min_trades or include not in (*burst, end):
+        if len(burst) < rules.momentum_min_trades or (include != end and include not in burst):
             return None
         first_price = window.notionals[burst[0]] / window.quantities[burst[0]]
         last_price = window.notionals[last] / window.quantities[last]

@@ -112,6 +112,18 @@ def test_the_engine_image_installs_the_pins_of_setup_cfg():
     assert "--requirement /src/constraints.txt" in engine and "--only-binary=:all:" in engine
 
 
+def test_the_engine_image_compiles_the_core_with_the_mypy_of_setup_cfg():
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    mypy = next(r.strip() for r in config["options.extras_require"]["test"].splitlines() if "mypy==" in r)
+    build, final = _stages(DOCKER / "Dockerfile")[0], _stages(DOCKER / "Dockerfile")[-1]
+    build_text = " ".join(build)
+    assert mypy in build_text and "build-native-core --force" in build_text
+    # The image is not built at all when its core would run interpreted.
+    assert "assert core.BUILD.compiled" in build_text
+    assert "build-tools" not in " ".join(final), "mypy's virtualenv stays in the build stage"
+
+
 @pytest.fixture
 def stand_ins(tmp_path: Path) -> Path:
     """A PATH folder whose faust, riskengine and riskengine-producer print their arguments."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from riskengine.core import BUILD
 from riskengine.worker.metrics import EVENT_TIME_LAG_BUCKETS, Metrics, exposition
 from riskengine.worker.pipeline import BatchPipeline
 from riskengine.worker.web_views import prometheus_text, stats_document
@@ -69,6 +70,7 @@ async def test_metrics_parse_with_the_prometheus_parser_and_carry_the_histograms
     assert families["riskengine_trades_in"].type == "counter"
     assert sample(families["riskengine_trades_in"], "riskengine_trades_in_total") == trades
     assert families["riskengine_analyzed"].type == "counter"
+    assert sample(families["riskengine_core_compiled"], "riskengine_core_compiled") == int(BUILD.compiled)
     assert sample(families["riskengine_analyzed"], "riskengine_analyzed_total") == trades
     alerts = families["riskengine_alerts"]
     assert alerts.type == "counter"
@@ -119,6 +121,7 @@ def test_event_time_lag_is_now_minus_the_trade_timestamp():
 def stats_of(metrics: Metrics) -> dict[str, Any]:
     """A /stats document of a worker with no partitions (the figures the collector needs)."""
     return {
+        "coreBuild": {"compiled": True, "detail": "mypyc"},
         "tradesIn": metrics.trades_in,
         "analyzed": metrics.analyzed,
         "throughputPerSecond": metrics.throughput(),
