@@ -67,9 +67,9 @@ integration: install  ## tests against the local stack (must be up)
 	$(BIN)/pytest -m integration
 
 # The stack is started for the tests and stopped after them, whatever they return;
-# KEEP_STACK=1 leaves it running for the next run.
+# KEEP_STACK=1 leaves it running for the next run. --durations: the slowest tests in CI's log.
 test: lint deploy-check typecheck browser native  ## lint, type-check, compile the core, start the stack, run every test, stop the stack
-	@set +e; $(BIN)/riskengine stack up && $(BIN)/pytest; rc=$$?; \
+	@set +e; $(BIN)/riskengine stack up && $(BIN)/pytest --durations=20; rc=$$?; \
 	if [ -z "$(KEEP_STACK)" ]; then $(BIN)/riskengine stack down; fi; exit $$rc
 
 stack-up: install  ## start Kafka, the schema registry, S3, Elasticsearch and Kafka Connect locally (idempotent)

@@ -66,7 +66,19 @@ def read_build(stamp: Path = STAMP) -> CoreBuild:
         return CoreBuild(False, f"unreadable stamp {stamp} ({exc!r}); `make native` rebuilds it")
     if built_from != source_digest():
         return CoreBuild(False, "stale compiled build: the sources changed since; `make native` rebuilds it")
+    # A module without its extension would be imported from source next to compiled ones, with
+    # classes of its own that the compiled modules do not know.
+    missing = [path for path in compiled_sources() if not compiled_module(path, stamp.parent).is_file()]
+    if missing:
+        names = ", ".join(path.relative_to(PACKAGE).as_posix() for path in missing)
+        return CoreBuild(False, f"incomplete compiled build, missing {names}; `make native` rebuilds it")
     return CoreBuild(True, compiler)
+
+
+def compiled_module(source: Path, folder: Path = COMPILED_DIR) -> Path:
+    """Where the build in ``folder`` keeps the extension module compiled from ``source``."""
+    relative = source.relative_to(PACKAGE).with_suffix("")
+    return folder / relative.parent / f"{relative.name}{sysconfig.get_config_var('EXT_SUFFIX')}"
 
 
 #: The build this process runs, read once, when the core package is first imported.

@@ -19,12 +19,24 @@ import pytest
 import riskengine.core.evaluate
 import riskengine.core.patterns.spoofing
 from riskengine.core import BUILD
-from riskengine.core.native import COMPILED_DIR, STAMP, compiled_sources, read_build, source_digest
+from riskengine.core.native import (
+    COMPILED_DIR,
+    PACKAGE,
+    STAMP,
+    compiled_module,
+    compiled_sources,
+    read_build,
+    source_digest,
+)
 
 REPO = Path(__file__).resolve().parents[3]
 
 
 def _stamp(tmp_path: Path, content: str) -> Path:
+    """A build folder in ``tmp_path``: the stamp, and an (empty) extension file per module."""
+    for source in compiled_sources():
+        compiled_module(source, tmp_path).parent.mkdir(parents=True, exist_ok=True)
+        compiled_module(source, tmp_path).touch()
     stamp = tmp_path / "STAMP.json"
     stamp.write_text(content)
     return stamp
@@ -33,11 +45,16 @@ def _stamp(tmp_path: Path, content: str) -> Path:
 def test_a_build_is_used_only_when_its_stamp_matches_the_sources(tmp_path: Path) -> None:
     matching = _stamp(tmp_path, json.dumps({"digest": source_digest(), "compiler": "mypyc 9"}))
     assert read_build(matching).compiled and read_build(matching).detail == "mypyc 9"
+    compiled_module(PACKAGE / "state.py", tmp_path).unlink()
+    incomplete_folder = read_build(matching)
+    assert not incomplete_folder.compiled and "missing state.py" in incomplete_folder.detail
 
     missing = read_build(tmp_path / "absent.json")
-    stale = read_build(_stamp(tmp_path, json.dumps({"digest": "0" * 64, "compiler": "mypyc 9"})))
-    unreadable = read_build(_stamp(tmp_path, "{not json"))
-    incomplete = read_build(_stamp(tmp_path, json.dumps({"digest": source_digest()})))
+    others = tmp_path / "others"
+    others.mkdir()
+    stale = read_build(_stamp(others, json.dumps({"digest": "0" * 64, "compiler": "mypyc 9"})))
+    unreadable = read_build(_stamp(others, "{not json"))
+    incomplete = read_build(_stamp(others, json.dumps({"digest": source_digest()})))
     assert not any(build.compiled for build in (missing, stale, unreadable, incomplete))
     assert "make native" in str(missing) and "stale" in str(stale)
     assert "unreadable" in str(unreadable) and "unreadable" in str(incomplete)
@@ -52,6 +69,8 @@ def test_the_digest_covers_every_compiled_module_and_no_chooser() -> None:
 
 def test_this_process_runs_the_build_its_folder_holds() -> None:
     assert read_build(STAMP) == BUILD
+    if BUILD.compiled:
+        assert all(compiled_module(source).is_file() for source in compiled_sources())
     for module in (riskengine.core.evaluate, riskengine.core.patterns.spoofing):
         file = Path(str(module.__file__))
         assert (file.suffix == ".so") is BUILD.compiled, (module.__name__, file, BUILD)
