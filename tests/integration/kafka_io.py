@@ -4,6 +4,7 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.connections import client_options
 from riskengine.settings import Settings
@@ -30,6 +31,29 @@ async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, in
         return offsets
     finally:
         await consumer.stop()
+
+
+async def committed_to_the_end(
+    settings: Settings, group: str, topic: str, wait_s: float = 30.0
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Wait (at most ``wait_s``) until ``group`` committed every non-empty partition of ``topic`` to
+    its end: the committed offsets and the ends, by partition, for the caller to compare."""
+    ends = {tp.partition: end for tp, end in (await end_offsets(settings, topic)).items() if end > 0}
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        committed: dict[int, int] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while loop.time() < deadline:
+            offsets = await admin.list_consumer_group_offsets(group)
+            committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+            if committed == ends:
+                break
+            await asyncio.sleep(0.5)
+        return committed, ends
+    finally:
+        await admin.close()
 
 
 async def consume(

@@ -13,15 +13,13 @@ import struct
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from riskengine.cli.replay_command import ALERTS_FILE, ANALYZED_FILE, replay
-from riskengine.connections import client_options
 from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import DEFAULT_RULES
 from riskengine_devtools.chaos.kafka_io import collect as collect
 
-from .kafka_io import end_offsets
+from .kafka_io import committed_to_the_end
 from .worker_harness import (
     WorkerProcess,
     isolated,
@@ -241,21 +239,8 @@ async def test_the_group_commits_every_input_partition_to_its_end_and_the_worker
     suffix = settings.worker_topic_suffix
     await collect(settings, f"risk-analyzed-trades{suffix}", lambda rs: len(rs) >= len(trades))
     topic = f"crypto-trades{suffix}"
-    ends = {tp.partition: end for tp, end in (await end_offsets(settings, topic)).items() if end > 0}
+    committed, ends = await committed_to_the_end(settings, settings.worker_app_id, topic)
     assert sum(ends.values()) == len(trades)
-
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        committed: dict[int, int] = {}
-        for _ in range(60):  # the commit interval is 1 s
-            offsets = await admin.list_consumer_group_offsets(settings.worker_app_id)
-            committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
-            if committed == ends:
-                break
-            await asyncio.sleep(0.5)
-    finally:
-        await admin.close()
     assert committed == ends
 
     process.stop()

@@ -41,7 +41,7 @@ from riskengine.worker.tables.user_state import (
 )
 from riskengine.worker.web_views import state_document
 
-from .kafka_io import end_offsets
+from .kafka_io import committed_to_the_end, end_offsets
 from .test_worker import collect
 from .worker_harness import WorkerProcess, isolated, prepare, send_trades
 
@@ -175,6 +175,11 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
 
         # The changelog tail: processed after the snapshot, so only replay can bring it back.
         await produce_and_wait(settings, catalog, tail_trades, len(before) + len(tail_trades))
+        # Outputs go out (step 4) before the inputs are acked (step 5) and committed: a stop in
+        # between re-delivers the tail to the next worker, which would write it to the changelog twice.
+        trades_topic = f"crypto-trades{settings.worker_topic_suffix}"
+        committed, input_ends = await committed_to_the_end(settings, settings.worker_app_id, trades_topic)
+        assert committed == input_ends
         expected = await user_documents(session, first)
         first.stop()
         ends = await end_offsets(settings, changelog)
