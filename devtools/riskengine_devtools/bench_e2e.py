@@ -40,7 +40,10 @@
    batch path, batching, waiting for the other input or the market context), *out* = processedAt to
    arrival (analysis, changelog and output round trips, fetch). Every run is printed, then per rate
    how many runs kept p99 within issue 16's target (50 ms at up to 1,000/s, 100 ms above); a run
-   whose outputs did not all arrive within :data:`DRAIN_S` of its last send did not.
+   whose outputs did not all arrive within :data:`DRAIN_S` of its last send did not. *state B/ev*
+   is what the worker's user agent wrote to its state store and changelog per input event during
+   the run (its ``/metrics``): a changed user's state is written whole once per batch, so it shows
+   what small batches of large states cost.
 6. Recovery (``--recovery-users``, default 100,000; 0 leaves it out): see
    :mod:`riskengine_devtools.bench_recovery`.
 
@@ -66,7 +69,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from riskengine.cli.unreachable import ServiceUnreachable, reaching, report
 from riskengine.connections import client_options
@@ -185,6 +190,8 @@ class LatencyRun:
     loop: str = ""
     run: int = 0
     rss: Memory | None = None
+    #: bytes of state the worker's user agent wrote per input event during the run (its /metrics)
+    state_bytes_per_event: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -379,10 +386,20 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                     # Latency, with that worker caught up: the simulator goes on, stamped with send times.
                     for trades_per_s in args.rates:
                         for number in range(1, args.latency_runs + 1):
+                            url = f"http://127.0.0.1:{stage[0].port}"
+                            before = await state_written(url)
                             run = await _latency(
                                 flow, catalog, flow_events, trades_per_s, args.seconds, f"{loop} {number}"
                             )
-                            latencies.append(replace(run, loop=loop, run=number, rss=stage[0].memory()))
+                            latencies.append(
+                                replace(
+                                    run,
+                                    loop=loop,
+                                    run=number,
+                                    rss=stage[0].memory(),
+                                    state_bytes_per_event=per_event(before, await state_written(url)),
+                                )
+                            )
                     _stop(stage)
             if args.recovery_users:
                 recovery = await _recovery(
@@ -508,7 +525,7 @@ def _report(
         print(
             f"{'loop':<8} {'trades/s':>8} {'run':>4} {'sent':>7} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} "
             f"{'p99 ms':>8} {'max ms':>8}   {'in p50':>7} {'in p99':>7} {'out p50':>8} {'out p99':>8} "
-            f"{'RSS':>8}"
+            f"{'RSS':>8} {'state B/ev':>10}"
         )
         for run in latencies:
             print(_latency_row(run))
@@ -546,11 +563,42 @@ def _latency_row(run: LatencyRun) -> str:
     p50, p95, p99 = _percentiles(total, 50, 95, 99)
     in50, in99 = _percentiles([value.to_processed for value in run.latencies], 50, 99)
     out50, out99 = _percentiles([value.total - value.to_processed for value in run.latencies], 50, 99)
+    state = "-" if run.state_bytes_per_event is None else f"{run.state_bytes_per_event:,.0f}"
     return (
         f"{run.loop:<8} {run.rate:>8,} {run.run:>4} {run.sent:>7,} {len(total):>9,} {p50:>8.1f} {p95:>8.1f} "
         f"{p99:>8.1f} {max(total):>8.1f}   {in50:>7.1f} {in99:>7.1f} {out50:>8.1f} {out99:>8.1f} "
-        f"{_mib(run.rss):>8}"
+        f"{_mib(run.rss):>8} {state:>10}"
     )
+
+
+async def state_written(url: str) -> tuple[float, float] | None:
+    """(state bytes written, input events batched) by the user agent of the worker at ``url``, from
+    its /metrics; None when it does not answer (the column then shows "-")."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/metrics", timeout=aiohttp.ClientTimeout(total=5)) as response,
+        ):
+            text = await response.text() if response.status == 200 else ""
+        sums = {
+            sample.name: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.labels.get("agent") == "user"
+            and sample.name in ("riskengine_changelog_bytes_sum", "riskengine_batch_size_sum")
+        }
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    if len(sums) < 2:
+        return None
+    return sums["riskengine_changelog_bytes_sum"], sums["riskengine_batch_size_sum"]
+
+
+def per_event(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """State bytes per input event between two :func:`state_written` readings (None: unknown)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _percentiles(values: list[float], *which: int) -> list[float]:

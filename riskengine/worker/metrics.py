@@ -5,8 +5,8 @@ Two kinds live here, both updated on the event loop (no locks needed):
 - plain counters and gauges (:class:`Metrics` attributes such as ``trades_in``), which ``/stats``
   shows as JSON and :class:`StatsCollector` turns into Prometheus families at scrape time;
 - histograms (``prometheus_client.Histogram``): processing time per batch and per trade, batch
-  sizes, delivery round trips, and the event-time lag of analyzed trades (wall clock at output
-  minus the trade's own timestamp).
+  sizes, delivery round trips, changelog bytes per batch, and the event-time lag of analyzed trades
+  (wall clock at output minus the trade's own timestamp).
 
 ``/metrics`` is :func:`exposition` of both, written by ``prometheus_client`` (the ecosystem's
 library) in the Prometheus text format. Each :class:`Metrics` has its own registry, so tests and
@@ -64,8 +64,11 @@ EVENT_TIME_LAG_BUCKETS = (
     900.0,
     3600.0,
 )
-#: Events per batch (the pipeline takes at most 2,000).
-BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+#: Events per batch (the pipeline takes at most pipeline.MAX_BATCH, 10,000).
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+#: Bytes of state envelopes a batch writes to its changelog: a user's envelope is written whole once
+#: per batch it changed in, so small batches of market makers' 20-40 KB states write most.
+CHANGELOG_BYTES_BUCKETS = (1_000, 10_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000)
 
 
 class Histograms(Collector):
@@ -100,6 +103,14 @@ class Histograms(Collector):
             buckets=BATCH_SECONDS_BUCKETS,
             registry=None,
         )
+        self.changelog_bytes = Histogram(
+            "riskengine_changelog_bytes",
+            "Bytes of state a batch writes to the state store and its changelog, by agent "
+            "(over riskengine_batch_size_sum: changelog bytes per event)",
+            ["agent"],
+            buckets=CHANGELOG_BYTES_BUCKETS,
+            registry=None,
+        )
         self.event_time_lag = Histogram(
             "riskengine_event_time_lag_seconds",
             "Wall clock when an analyzed trade is acknowledged minus the trade's own timestamp",
@@ -114,6 +125,7 @@ class Histograms(Collector):
             self.trade_seconds,
             self.batch_size,
             self.delivery_seconds,
+            self.changelog_bytes,
             self.event_time_lag,
         )
 

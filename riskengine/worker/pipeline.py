@@ -98,6 +98,7 @@ class BatchPipeline:
         self._batch_size = histograms.batch_size.labels(name)
         self._persist_seconds = histograms.delivery_seconds.labels(name, "persist")
         self._publish_seconds = histograms.delivery_seconds.labels(name, "publish")
+        self._changelog_bytes = histograms.changelog_bytes.labels(name)
         #: monotonic time each taken batch was taken at, in batch order (for the batch histogram)
         self._taken_at: asyncio.Queue[float] = asyncio.Queue()
         self.filling = self._new_batch()
@@ -206,6 +207,7 @@ class BatchPipeline:
                         persist_at = time.monotonic()
                         await self.commit.persist(batch)
                         self._persist_seconds.observe(time.monotonic() - persist_at)
+                        self._changelog_bytes.observe(sum(map(len, batch.changelog.values())))
                     else:
                         self._in_flight -= 1
                         continue

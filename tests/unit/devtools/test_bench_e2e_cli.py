@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from riskengine.worker.metrics import Metrics, exposition
 from riskengine_devtools import bench_e2e
+from tests.unit.worker.test_metrics import stats_of
 
 RISKENGINE = Path(sys.executable).parent / "riskengine"
 
@@ -78,3 +82,40 @@ def test_a_stage_is_ready_once_its_faust_worker_says_so(tmp_path: Path) -> None:
 
     assert child("[2026-12-03 07:05:46,993] [32030] [INFO] [^Worker]: Ready ").ready()
     assert not child("[2026-12-03 07:05:46,993] [32030] [INFO] [^Worker]: Starting... ").ready()
+
+
+def test_state_bytes_per_event_is_the_difference_of_two_readings() -> None:
+    assert bench_e2e.per_event((1_000.0, 10.0), (41_000.0, 30.0)) == 2_000.0
+    # Unknown when a reading is missing or no event was batched in between.
+    assert bench_e2e.per_event(None, (1.0, 1.0)) is None
+    assert bench_e2e.per_event((1.0, 5.0), (9.0, 5.0)) is None
+    row = bench_e2e._latency_row(replace(_run(1_000, [10.0] * 100), state_bytes_per_event=1_234.4))
+    assert row.endswith("     1,234"), row
+    assert bench_e2e._latency_row(_run(1_000, [10.0] * 100)).endswith("         -")
+
+
+async def test_state_written_reads_the_user_agents_sums_from_a_workers_metrics() -> None:
+    metrics = Metrics()
+    metrics.histograms.changelog_bytes.labels("user").observe(30_000)
+    metrics.histograms.changelog_bytes.labels("market").observe(999)
+    metrics.histograms.batch_size.labels("user").observe(12)
+    pages = {"/metrics": exposition(lambda: stats_of(metrics), metrics.histograms), "/bad": "not { metrics"}
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=pages[request.path]) if request.path in pages else web.Response(status=404)
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        assert await bench_e2e.state_written(f"http://127.0.0.1:{port}") == (30_000.0, 12.0)
+        # Not a worker, or not parseable: unknown, never a crash of the benchmark.
+        assert await bench_e2e.state_written(f"http://127.0.0.1:{port}/none") is None
+        assert await bench_e2e.state_written(f"http://127.0.0.1:{port}/bad") is None
+    finally:
+        await runner.cleanup()
+    assert await bench_e2e.state_written(f"http://127.0.0.1:{port}") is None  # nothing listening

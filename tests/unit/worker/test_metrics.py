@@ -92,6 +92,17 @@ async def test_metrics_parse_with_the_prometheus_parser_and_carry_the_histograms
     delivery = families["riskengine_delivery_seconds"]
     for step in ("persist", "publish"):
         assert sample(delivery, "riskengine_delivery_seconds_count", agent="user", step=step) == batches
+    changelog = families["riskengine_changelog_bytes"]
+    assert changelog.type == "histogram"
+    written = [
+        value
+        for (topic, _partition), records in worker.commit.producer.logs.items()  # type: ignore[attr-defined]
+        if topic == CHANGELOG
+        for _key, value, _headers in records
+    ]
+    assert written, "the run wrote no state"
+    assert sample(changelog, "riskengine_changelog_bytes_sum", agent="user") == sum(map(len, written))
+    assert sample(changelog, "riskengine_changelog_bytes_count", agent="user") == batches
     per_trade = families["riskengine_trade_processing_seconds"]
     assert per_trade.type == "histogram"
     assert sample(per_trade, "riskengine_trade_processing_seconds_count") == trades
