@@ -384,9 +384,9 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                     events_rate = rate * (flow_trades + flow_orders) / flow_trades
                     flows.append(FlowOutcome(loop, flow_trades, flow_orders, events_rate, stage[0].memory()))
                     # Latency, with that worker caught up: the simulator goes on, stamped with send times.
+                    url = f"http://127.0.0.1:{stage[0].port}"
                     for trades_per_s in args.rates:
                         for number in range(1, args.latency_runs + 1):
-                            url = f"http://127.0.0.1:{stage[0].port}"
                             before = await state_written(url)
                             run = await _latency(
                                 flow, catalog, flow_events, trades_per_s, args.seconds, f"{loop} {number}"

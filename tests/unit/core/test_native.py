@@ -35,8 +35,9 @@ REPO = Path(__file__).resolve().parents[3]
 def _stamp(tmp_path: Path, content: str) -> Path:
     """A build folder in ``tmp_path``: the stamp, and an (empty) extension file per module."""
     for source in compiled_sources():
-        compiled_module(source, tmp_path).parent.mkdir(parents=True, exist_ok=True)
-        compiled_module(source, tmp_path).touch()
+        extension = compiled_module(source, tmp_path)
+        extension.parent.mkdir(parents=True, exist_ok=True)
+        extension.touch()
     stamp = tmp_path / "STAMP.json"
     stamp.write_text(content)
     return stamp
