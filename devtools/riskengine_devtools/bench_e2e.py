@@ -43,7 +43,9 @@
    whose outputs did not all arrive within :data:`DRAIN_S` of its last send did not. *state B/ev*
    is what the worker's user agent wrote to its state store and changelog per input event during
    the run (its ``/metrics``): a changed user's state is written whole once per batch, so it shows
-   what small batches of large states cost.
+   what small batches of large states cost. *CPU us/ev* is the worker process's CPU time (all its
+   threads, user and system, from ``/proc/<pid>/stat``) during the run per input event it batched:
+   the per-event cost at that rate, less noisy than the latency on a shared machine.
 6. Recovery (``--recovery-users``, default 100,000; 0 leaves it out): see
    :mod:`riskengine_devtools.bench_recovery`.
 
@@ -134,6 +136,23 @@ class Memory:
     peak_kib: int
 
 
+def read_cpu_seconds(stat: str, ticks_per_second: int) -> float | None:
+    """User plus system CPU seconds of all a process's threads, from the text of ``/proc/<pid>/stat``
+    (None: not a stat line).
+
+    The command name (the second field) is in parentheses and may hold spaces and parentheses, so
+    the fields are counted from the last ``)``: utime and stime are the 14th and 15th fields.
+    """
+    _name, paren, rest = stat.rpartition(")")
+    fields = rest.split()
+    if not paren or len(fields) < 13:
+        return None
+    try:
+        return (int(fields[11]) + int(fields[12])) / ticks_per_second
+    except ValueError:
+        return None
+
+
 def read_memory(status: str) -> Memory | None:
     """VmRSS and VmHWM from the text of ``/proc/<pid>/status`` (None: not there, the process is gone)."""
     values: dict[str, int] = {}
@@ -192,6 +211,8 @@ class LatencyRun:
     rss: Memory | None = None
     #: bytes of state the worker's user agent wrote per input event during the run (its /metrics)
     state_bytes_per_event: float | None = None
+    #: the worker process's CPU time per input event during the run, in microseconds
+    cpu_us_per_event: float | None = None
 
     @property
     def complete(self) -> bool:
@@ -387,17 +408,19 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                     url = f"http://127.0.0.1:{stage[0].port}"
                     for trades_per_s in args.rates:
                         for number in range(1, args.latency_runs + 1):
-                            before = await state_written(url)
+                            before, cpu_before = await state_written(url), stage[0].cpu_seconds()
                             run = await _latency(
                                 flow, catalog, flow_events, trades_per_s, args.seconds, f"{loop} {number}"
                             )
+                            after, cpu_after = await state_written(url), stage[0].cpu_seconds()
                             latencies.append(
                                 replace(
                                     run,
                                     loop=loop,
                                     run=number,
                                     rss=stage[0].memory(),
-                                    state_bytes_per_event=per_event(before, await state_written(url)),
+                                    state_bytes_per_event=per_event(before, after),
+                                    cpu_us_per_event=cpu_per_event_us(cpu_before, cpu_after, before, after),
                                 )
                             )
                     _stop(stage)
@@ -525,7 +548,7 @@ def _report(
         print(
             f"{'loop':<8} {'trades/s':>8} {'run':>4} {'sent':>7} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} "
             f"{'p99 ms':>8} {'max ms':>8}   {'in p50':>7} {'in p99':>7} {'out p50':>8} {'out p99':>8} "
-            f"{'RSS':>8} {'state B/ev':>10}"
+            f"{'RSS':>8} {'state B/ev':>10} {'CPU us/ev':>9}"
         )
         for run in latencies:
             print(_latency_row(run))
@@ -564,10 +587,11 @@ def _latency_row(run: LatencyRun) -> str:
     in50, in99 = _percentiles([value.to_processed for value in run.latencies], 50, 99)
     out50, out99 = _percentiles([value.total - value.to_processed for value in run.latencies], 50, 99)
     state = "-" if run.state_bytes_per_event is None else f"{run.state_bytes_per_event:,.0f}"
+    cpu = "-" if run.cpu_us_per_event is None else f"{run.cpu_us_per_event:,.0f}"
     return (
         f"{run.loop:<8} {run.rate:>8,} {run.run:>4} {run.sent:>7,} {len(total):>9,} {p50:>8.1f} {p95:>8.1f} "
         f"{p99:>8.1f} {max(total):>8.1f}   {in50:>7.1f} {in99:>7.1f} {out50:>8.1f} {out99:>8.1f} "
-        f"{_mib(run.rss):>8} {state:>10}"
+        f"{_mib(run.rss):>8} {state:>10} {cpu:>9}"
     )
 
 
@@ -599,6 +623,19 @@ def per_event(before: tuple[float, float] | None, after: tuple[float, float] | N
     if before is None or after is None or after[1] <= before[1]:
         return None
     return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def cpu_per_event_us(
+    cpu_before: float | None,
+    cpu_after: float | None,
+    before: tuple[float, float] | None,
+    after: tuple[float, float] | None,
+) -> float | None:
+    """The worker's CPU microseconds per input event between two readings of its CPU seconds and of
+    :func:`state_written` (whose second value counts the events it batched); None: unknown."""
+    if cpu_before is None or cpu_after is None or before is None or after is None or after[1] <= before[1]:
+        return None
+    return (cpu_after - cpu_before) * 1e6 / (after[1] - before[1])
 
 
 def _percentiles(values: list[float], *which: int) -> list[float]:
@@ -721,6 +758,14 @@ class Child:
             return read_memory(Path(f"/proc/{self.process.pid}/status").read_text())
         except OSError:
             return None
+
+    def cpu_seconds(self) -> float | None:
+        """The process's CPU seconds so far, all threads (None once it has exited)."""
+        try:
+            stat = Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        return read_cpu_seconds(stat, os.sysconf("SC_CLK_TCK"))
 
     def stop(self) -> None:
         """End the process and wait for it."""

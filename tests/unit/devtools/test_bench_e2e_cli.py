@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,8 +92,49 @@ def test_state_bytes_per_event_is_the_difference_of_two_readings() -> None:
     assert bench_e2e.per_event(None, (1.0, 1.0)) is None
     assert bench_e2e.per_event((1.0, 5.0), (9.0, 5.0)) is None
     row = bench_e2e._latency_row(replace(_run(1_000, [10.0] * 100), state_bytes_per_event=1_234.4))
-    assert row.endswith("     1,234"), row
-    assert bench_e2e._latency_row(_run(1_000, [10.0] * 100)).endswith("         -")
+    assert row.endswith("     1,234         -"), row
+    assert bench_e2e._latency_row(_run(1_000, [10.0] * 100)).endswith("         -         -")
+
+
+def test_the_workers_cpu_per_event_is_its_cpu_time_over_the_events_it_batched() -> None:
+    # 0.5 CPU seconds over 2,000 events batched between the readings: 250 us per event.
+    assert bench_e2e.cpu_per_event_us(10.0, 10.5, (0.0, 1_000.0), (9.0, 3_000.0)) == 250.0
+    # Unknown when a reading is missing or no event was batched in between.
+    assert bench_e2e.cpu_per_event_us(None, 10.5, (0.0, 1_000.0), (9.0, 3_000.0)) is None
+    assert bench_e2e.cpu_per_event_us(10.0, None, (0.0, 1_000.0), (9.0, 3_000.0)) is None
+    assert bench_e2e.cpu_per_event_us(10.0, 10.5, None, (9.0, 3_000.0)) is None
+    assert bench_e2e.cpu_per_event_us(10.0, 10.5, (0.0, 3_000.0), (9.0, 3_000.0)) is None
+    row = bench_e2e._latency_row(replace(_run(1_000, [10.0] * 100), cpu_us_per_event=1_287.6))
+    assert row.endswith("         -     1,288"), row
+
+
+def test_cpu_seconds_are_read_from_proc_stat() -> None:
+    # utime 250 and stime 50 ticks at 100 a second; the name holds spaces and parentheses.
+    fields = ["S", "1", "2", "3", "0", "-1", "4194560", "10", "0", "0", "0", "250", "50", "7", "8"]
+    stat = "4242 (faust (worker) 1) " + " ".join(fields)
+    assert bench_e2e.read_cpu_seconds(stat, 100) == 3.0
+    assert bench_e2e.read_cpu_seconds("4242 (faust) S 1", 100) is None  # too few fields
+    assert bench_e2e.read_cpu_seconds("no stat line here", 100) is None
+    assert bench_e2e.read_cpu_seconds("1 (x) " + " ".join([*fields[:11], "u", "s"]), 100) is None
+    # This process's own counter parses and grows while it works.
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = bench_e2e.read_cpu_seconds(Path("/proc/self/stat").read_text(), ticks)
+    assert started is not None and started > 0
+    deadline = time.monotonic() + 10
+    now = started
+    while now <= started and time.monotonic() < deadline:
+        sum(range(100_000))
+        now = bench_e2e.read_cpu_seconds(Path("/proc/self/stat").read_text(), ticks) or 0.0
+    assert now > started
+
+
+def test_a_stages_cpu_seconds_are_unknown_once_it_has_exited(tmp_path: Path) -> None:
+    child = bench_e2e.Child(["sleep", "30"], {}, tmp_path / "sleep.log", None)
+    try:
+        assert child.cpu_seconds() is not None
+    finally:
+        child.stop()
+    assert child.cpu_seconds() is None
 
 
 async def test_state_written_reads_the_user_agents_sums_from_a_workers_metrics() -> None:
