@@ -618,11 +618,20 @@ async def state_written(url: str) -> tuple[float, float] | None:
     return sums["riskengine_changelog_bytes_sum"], sums["riskengine_batch_size_sum"]
 
 
-def per_event(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    """State bytes per input event between two :func:`state_written` readings (None: unknown)."""
+def _written_between(
+    before: tuple[float, float] | None, after: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """(state bytes, input events) the worker wrote and batched between two :func:`state_written`
+    readings; None when a reading is missing or no event was batched in between."""
     if before is None or after is None or after[1] <= before[1]:
         return None
-    return (after[0] - before[0]) / (after[1] - before[1])
+    return after[0] - before[0], after[1] - before[1]
+
+
+def per_event(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """State bytes per input event between two :func:`state_written` readings (None: unknown)."""
+    written = _written_between(before, after)
+    return None if written is None else written[0] / written[1]
 
 
 def cpu_per_event_us(
@@ -633,9 +642,10 @@ def cpu_per_event_us(
 ) -> float | None:
     """The worker's CPU microseconds per input event between two readings of its CPU seconds and of
     :func:`state_written` (whose second value counts the events it batched); None: unknown."""
-    if cpu_before is None or cpu_after is None or before is None or after is None or after[1] <= before[1]:
+    written = _written_between(before, after)
+    if written is None or cpu_before is None or cpu_after is None:
         return None
-    return (cpu_after - cpu_before) * 1e6 / (after[1] - before[1])
+    return (cpu_after - cpu_before) * 1e6 / written[1]
 
 
 def _percentiles(values: list[float], *which: int) -> list[float]:
