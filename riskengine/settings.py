@@ -122,6 +122,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _checkpoint_interval(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 60:
+        raise ValueError("must be at most 60 (events since a checkpoint are processed again after a crash)")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -283,6 +290,13 @@ class Settings:
         300.0,
         "seconds between snapshots of each worker's table partitions (POST /admin/snapshot: now); 0 disables",
         _non_negative_float,
+    )
+    worker_checkpoint_interval: float = _setting(
+        1.0,
+        "longest seconds between two writes of a changed user's whole state (between them, a small "
+        "output journal per partition; the worker also checkpoints whenever it runs out of events); "
+        "0: every batch",
+        _checkpoint_interval,
     )
     worker_snapshot_dir: Path = _setting(
         Path("snapshots"), "snapshot folder used instead of S3 when RISKENGINE_S3_BUCKET is empty", Path

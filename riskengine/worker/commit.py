@@ -13,6 +13,8 @@ when the one before it has completed for the whole batch:
 4. **Outputs and dead letters acknowledged.** The analyzed trades, alerts and dead letters are sent
    and acknowledged.
 5. **Events acked.** The batch's source events are acked; Faust commits their offsets from then on.
+   (The user agent acks at checkpoints only: a batch between two acks none, a checkpoint batch those
+   of every batch since the last one; see :mod:`riskengine.worker.agents.user_agent`.)
 
 Steps 1-3 are :meth:`CommitProtocol.persist`, steps 4-5 :meth:`CommitProtocol.publish`; the
 pipeline (:mod:`riskengine.worker.pipeline`) persists batches one at a time and publishes them in
@@ -118,8 +120,11 @@ class Batch:
     """A run of source events and what analyzing them produced, made durable together."""
 
     #: (event, what acks it: ``ack(event)``, see faust_compat.Acks), in arrival order (offset order
-    #: per partition)
+    #: per partition); after the analysis, the events it applied: their outputs are this batch's
     events: list[tuple[Any, Any]] = field(default_factory=list)
+    #: the events step 5 acks, when not ``events``: none between checkpoints, and at a checkpoint
+    #: those of every batch since the one before (see riskengine.worker.agents.user_agent)
+    acks: list[tuple[Any, Any]] | None = None
     #: (partition, key) -> the newest envelope of that user in this batch (a changelog record)
     changelog: dict[tuple[int, bytes], bytes] = field(default_factory=dict)
     #: analyzed trades, alerts and dead letters, in event order
@@ -130,6 +135,10 @@ class Batch:
     event_times: list[int] = field(default_factory=list)
     #: the rebalance generation the batch was started in (see :class:`Fence`)
     generation: int = 0
+
+    def to_ack(self) -> list[tuple[Any, Any]]:
+        """The events step 5 acks."""
+        return self.events if self.acks is None else self.acks
 
     def offsets(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> highest offset of the batch's events from it."""
@@ -256,7 +265,7 @@ class CommitProtocol:
             self.progress.advance(batch.offsets())
         # 5. Events acked.
         fence.check(batch, "step 5")
-        for event, stream in batch.events:
+        for event, stream in batch.to_ack():
             stream.ack(event)
 
     async def send(self, records: list[Record]) -> None:

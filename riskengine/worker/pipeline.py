@@ -7,10 +7,10 @@ by the batch path of :mod:`riskengine.worker.faust_compat`); :class:`BatchPipeli
 with two tasks:
 
 - *take*: take the filling batch when it is ready (below), have the agent analyze it (``analyze``
-  fills in the envelopes and records, leaves in ``events`` only those to ack, and returns how many
-  events it holds back for a later batch: while it holds any, a batch is taken again within
-  :data:`MAX_LINGER_S` even if nothing new arrived), then :meth:`CommitProtocol.persist` it
-  (steps 1-3);
+  fills in the envelopes and records, leaves in ``events`` only those it applied, sets what to ack,
+  and returns how many events it holds back or leaves unacked for a later batch: while there are
+  any, a batch is taken again within :data:`MAX_LINGER_S` even if nothing new arrived), then
+  :meth:`CommitProtocol.persist` it (steps 1-3);
 - *publish*: in batch order, :meth:`CommitProtocol.publish` it (steps 4-5) and count it.
 
 Batches size themselves ("smart batching"). The filling batch is ready as soon as the agent has no
@@ -202,7 +202,7 @@ class BatchPipeline:
                     held = await self.analyze(batch)
                     if held and self._retry_handle is None:
                         self._retry_handle = loop.call_later(MAX_LINGER_S, self._retry)
-                    if batch.events or batch.outputs or batch.changelog:
+                    if batch.events or batch.outputs or batch.changelog or batch.acks:
                         self._batch_size.observe(size)
                         persist_at = time.monotonic()
                         await self.commit.persist(batch)
@@ -250,11 +250,14 @@ class BatchPipeline:
         """Let go of a stale batch's events, unacked, and of what the agent derived meanwhile."""
         self._in_flight -= 1
         self.on_fenced()
-        if not batch.events:
+        if not batch.events and not batch.acks:
             return
         self.metrics.fenced_batches += 1
-        self.release([event.message for event, _stream in batch.events])
-        batch.events = []
+        # A checkpoint acks its own events with the earlier batches' ones: each let go once.
+        self.release(
+            list(dict.fromkeys(event.message for event, _stream in [*batch.events, *(batch.acks or ())]))
+        )
+        batch.events, batch.acks = [], None
         log.info("rebalance: a batch was fenced (%s); its events will come again", why)
 
     async def _fail(self, exc: BaseException) -> None:

@@ -366,6 +366,12 @@ def register_views(
     table = users.user_state.table
     keyed = {name: t for name, t in (state_tables or {}).items() if name in DOCUMENTS}
 
+    def user_value(user_id: str) -> bytes | None:
+        # Changed since the last checkpoint: the table has the state of that checkpoint.
+        key = user_id.encode()
+        live = users.analysis.live_value(key)
+        return live if live is not None else table.get(key)
+
     @app.page("/tables")
     async def tables(web: Any, request: Any) -> Any:
         if not may_inspect(context, request):
@@ -413,7 +419,7 @@ def register_views(
             return _denied(web, context)
         if not user_id or len(user_id) > MAX_USER_ID:
             return web.json({"error": "userId must be 1 to 128 characters"}, status=400)
-        raw = table.get(user_id.encode())
+        raw = user_value(user_id)
         if raw is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         try:
@@ -433,7 +439,7 @@ def register_views(
         except BadRequest as exc:
             return web.json({"error": str(exc)}, status=400)
         assert limit is not None
-        raw = table.get(user_id.encode())
+        raw = user_value(user_id)
         if raw is None:
             return web.json({"error": f"unknown user {user_id!r}"}, status=404)
         try:

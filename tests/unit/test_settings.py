@@ -50,6 +50,8 @@ def test_values_are_parsed_to_their_types():
         ("RISKENGINE_KAFKA_SSL_CAFILE", "/nonexistent/ca.pem", "does not exist"),
         ("RISKENGINE_LOG_LEVEL", "chatty", "debug, info"),
         ("RISKENGINE_STACK_START_TIMEOUT", "-1", "positive number"),
+        ("RISKENGINE_WORKER_CHECKPOINT_INTERVAL", "1e300", "at most 60"),
+        ("RISKENGINE_WORKER_CHECKPOINT_INTERVAL", "nan", ">= 0"),
     ],
 )
 def test_a_bad_value_names_the_setting(name, value, expected):

@@ -43,6 +43,7 @@ from riskengine.settings import Settings
 from riskengine.worker.repartition import CLOCK_KEY
 from riskengine.worker.snapshots import snapshot_store
 from riskengine.worker.tables.user_state import (
+    JOURNAL_KEY,
     MARKET_TABLE_NAME,
     PAIR_TABLE_NAME,
     TABLE_NAME,
@@ -366,7 +367,7 @@ async def final_states(settings: Settings) -> dict[str, dict[str, bytes]]:
     for table in (TABLE_NAME, MARKET_TABLE_NAME, PAIR_TABLE_NAME):
         records = await read_all(settings, f"{settings.worker_app_id}-{table}-changelog")
         tables[table] = last_values(
-            ((r.partition, r.offset, r.key, r.value) for r in records), skip=(CLOCK_KEY,)
+            ((r.partition, r.offset, r.key, r.value) for r in records), skip=(CLOCK_KEY, JOURNAL_KEY)
         )
     return tables
 

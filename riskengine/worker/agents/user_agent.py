@@ -34,12 +34,22 @@ order book finds inconsistent is counted by kind (``/stats`` ``orderIssues``), c
 is acked. Outputs are co-partitioned with their input (the partition murmur2 of the userId key
 gives, when the producer uses Kafka's default partitioner).
 
+Checkpoints: a changed user's envelope is not written with every batch but once its first change
+since the last write is ``RISKENGINE_WORKER_CHECKPOINT_INTERVAL`` old (for every changed user when
+the agent runs out of events or :data:`MAX_UNACKED` events wait), and an event is acked only once
+its user's state with it is written (in offset order per partition). Until then, each partition's
+:class:`~riskengine.worker.tables.user_state.OutputJournal` (written with every batch that leaves a
+state unwritten, before the batch's outputs are sent) records the offsets applied and the bytes of
+the outputs not yet known to be delivered.
+
 Re-delivery: an envelope carries, per input, the offset of the last event applied and the encoded
 bytes of the outputs not yet known to be delivered (the "pending outputs"). An event at or below
 its input's applied offset is already in the state: it is not applied again, its envelope goes to
 the changelog again and its stored output bytes are sent again when still pending, so a duplicate
-is byte-identical (same ``processedAt``). An event whose state never reached the changelog had no
-outputs sent, so it is processed as new.
+is byte-identical (same ``processedAt``). An event past it but within its partition's journal was
+applied by a worker whose state of the user is lost: it is applied again (every later event of the
+user comes again too, none being acked) and sends the journal's bytes, or nothing when they were
+delivered. Any other event had no outputs sent, so it is processed as new.
 
 Rules: the active version comes from the risk-rules topic, read by every worker (see
 :mod:`riskengine.worker.tables.reference_feed`); analyzed trades and alerts carry the
@@ -65,7 +75,6 @@ from riskengine.core import (
     Evaluation,
     OrderEvaluation,
     OrderEvent,
-    RiskAlert,
     Trade,
     UserState,
     ahead_of_clock,
@@ -118,17 +127,21 @@ from riskengine.worker.repartition import (
 from riskengine.worker.tables.user_state import (
     ALERT,
     ANALYZED,
+    JOURNAL_KEY,
     MARKET,
     ORDERS,
     PAIR,
     TRADES,
     AppliedEvents,
     Envelope,
+    OutputJournal,
     PartitionNotHeld,
     Pending,
     UserStateTable,
     decode_envelope,
+    decode_journal,
     encode_envelope,
+    encode_journal,
     with_pending,
 )
 
@@ -145,10 +158,16 @@ MAX_CONTEXT_WAIT_S = 120.0
 #: Held events of one input partition from which it is paused, and below which it is resumed.
 PAUSE_AT = 1_000
 RESUME_AT = 200
+#: Events applied and not acked from which every changed user is stored, whatever the interval
+#: (they are processed again after a crash, and their decoded events are kept for a rebuild).
+MAX_UNACKED = 20_000
 
 #: (event, the stream that acks it, what it decoded to or why it was rejected, wall-clock arrival)
 #: and the wall-clock ms of the last fetch response for its partition when it was queued
 Queued = tuple[Any, Any, "Trade | OrderEvent | EventRejected", float, int]
+#: (event, the stream that acks it, the key of the user whose state holds it (None: a dead letter),
+#: its number in application order)
+Unacked = tuple[Any, Any, bytes | None, int]
 
 
 class KeyMismatch(WorkerError, EventRejected):
@@ -210,10 +229,11 @@ class CachedUser(AppliedEvents):
 
     ``stored`` is the value last encoded for it (None: none yet); ``since`` the events applied after
     it (with the market context each trade was scored against), from which a state left
-    half-updated by a failed evaluation is rebuilt.
+    half-updated by a failed evaluation is rebuilt. ``dirty_at`` and ``dirty_from`` are the time
+    and the application number of its first change since ``stored`` (while it has one).
     """
 
-    __slots__ = ("offsets", "partition", "pending", "since", "state", "stored")
+    __slots__ = ("dirty_at", "dirty_from", "offsets", "partition", "pending", "since", "state", "stored")
 
     def __init__(
         self,
@@ -229,6 +249,8 @@ class CachedUser(AppliedEvents):
         self.state = state
         self.stored = stored
         self.since: list[tuple[Trade | OrderEvent, MarketContext | None]] = []
+        self.dirty_at = 0.0
+        self.dirty_from = 0
 
 
 class UserAnalysis:
@@ -261,9 +283,22 @@ class UserAnalysis:
         # interruption, so it is cleared at every rebalance (another worker may have written since).
         # Insertion order is recency: hits are re-inserted.
         self._states: dict[bytes, CachedUser] = {}
-        # key -> user changed in the current batch: encoded once, at the batch's end (encoding a
-        # state costs more than evaluating an event, and a busy account has many events per batch).
+        # key -> user changed since its envelope was last encoded, the first changed first: encoded
+        # once its first change is the checkpoint interval old (encoding a state costs more than
+        # evaluating an event, and its bytes are most of what a batch writes).
         self._dirty: dict[bytes, CachedUser] = {}
+        self._checkpoint_interval = context.settings.worker_checkpoint_interval
+        #: per input partition, the events applied and not acked yet, in application order: an event
+        #: is acked once its user's state with it is written (and the ones before it are acked)
+        self._unacked: dict[int, deque[Unacked]] = {}
+        self._unacked_count = 0
+        #: events applied so far (the last one's number)
+        self._applied_count = 0
+        #: partition -> its output journal (read from the table once per assignment: a journal
+        #: written before a crash covers events that will come again)
+        self._journals: dict[int, OutputJournal] = {}
+        #: partitions whose journal gained entries in the current batch
+        self._journals_changed: set[int] = set()
         #: per trades partition, the latest trade time admitted to the market (kept in the table
         #: under CLOCK_KEY, so the lateness rule survives a restart or a move to another worker)
         self._clocks = PartitionClocks()
@@ -295,6 +330,11 @@ class UserAnalysis:
         """
         self._states.clear()
         self._queues.clear()
+        self._dirty = {}
+        self._unacked = {}
+        self._unacked_count = 0
+        self._journals.clear()
+        self._journals_changed.clear()
         self._clocks = PartitionClocks()
         self._clocks_loaded.clear()
         self._clocks_changed.clear()
@@ -304,8 +344,17 @@ class UserAnalysis:
         self._applied_through.clear()
 
     def held_messages(self) -> list[Any]:
-        """The messages of the held events."""
-        return [item[0].message for queues in self._queues.values() for queue in queues for item in queue]
+        """The messages of the held events and of the applied ones not acked yet."""
+        held = [item[0].message for queues in self._queues.values() for queue in queues for item in queue]
+        return held + [item[0].message for unacked in self._unacked.values() for item in unacked]
+
+    def live_value(self, key: bytes) -> bytes | None:
+        """``key``'s envelope as it is now, when changed since the last checkpoint (else None: the
+        table has it)."""
+        user = self._dirty.get(key)
+        if user is None:
+            return None
+        return encode_envelope(Envelope(user.partition, user.offsets, encode_state(user.state), user.pending))
 
     def held(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> events received from it and held back, for those holding any."""
@@ -317,17 +366,21 @@ class UserAnalysis:
         return counts
 
     async def analyze(self, batch: Batch) -> int:
-        """Analyze ``batch`` and the events held from earlier ones; return how many are still held.
+        """Analyze ``batch`` and the events held from earlier ones; return how many events wait for a
+        later batch: held, or applied and not acked yet.
 
-        ``batch.events`` becomes the events to ack: those applied or dead-lettered, in offset order
-        per input partition. Never raises for one bad event: its dead letter takes its place in the
-        batch's outputs. Running a whole batch in one tight loop (rather than one event between
-        Faust's own per-event work) keeps the detection code hot in the CPU caches.
+        ``batch.events`` becomes the events applied or dead-lettered, in offset order per input
+        partition. Never raises for one bad event: its dead letter takes its place in the batch's
+        outputs. Running a whole batch in one tight loop (rather than one event between Faust's own
+        per-event work) keeps the detection code hot in the CPU caches.
+
+        Users' envelopes are written at checkpoints (:meth:`_checkpoint`), the output journals of
+        the partitions whose events sent outputs with every batch that leaves a user's state
+        unwritten; ``batch.acks`` becomes the events whose users' states are written.
         """
         now = time.time()
         processed_at = int(now * 1000)
         queues = self._queues
-        self._dirty = {}
         self._lags = {}
         now_ms = int(now * 1000)
         fetched: dict[tuple[str, int], int] = {}
@@ -350,29 +403,71 @@ class UserAnalysis:
             partition_queues[source].append((event, stream, item, now, fetched_ms))
         done: list[tuple[Any, Any]] = []
         held = 0
+        self._journals_changed.clear()
         for partition, (trades, orders) in queues.items():
             while trades or orders:
                 queue = self._next_queue(partition, trades, orders, now)
                 if queue is None:
                     break
                 event, stream, item, _arrived, _fetched = queue.popleft()
+                self._applied_count += 1
+                key: bytes | None = None
                 if isinstance(item, EventRejected):
                     source = TRADES if queue is trades else ORDERS
                     self._count_in(event.message, source)
                     batch.outputs.append(self._dead_letter(event.message, source, item))
                 else:
-                    self._apply(event.message, item, processed_at, batch)
+                    key = self._apply(event.message, item, processed_at, batch, now)
                 if queue is trades:
                     self._applied_through[partition] = event.message.offset + 1
                 done.append((event, stream))
+                unacked = self._unacked.get(partition)
+                if unacked is None:
+                    unacked = self._unacked[partition] = deque()
+                unacked.append((event, stream, key, self._applied_count))
             held += len(trades) + len(orders)
-        for key, user in self._dirty.items():
-            self._store(key, user, batch)
-        self._dirty = {}
+        self._unacked_count += len(done)
+        batch.acks = self._checkpoint(batch, now, everyone=not done or self._unacked_count >= MAX_UNACKED)
+        self._journals_changed.clear()
         self._announce(batch, now)
         batch.events = done
         self.metrics.held_events = held
-        return held
+        return held + self._unacked_count
+
+    def _checkpoint(self, batch: Batch, now: float, everyone: bool) -> list[tuple[Any, Any]]:
+        """Write the envelopes of the users first changed the checkpoint interval ago or earlier
+        (``everyone``: of every changed user; so when the worker ran out of events, or too many
+        wait for their ack), the journals an unwritten state needs; return the events to ack.
+
+        A user's envelope is written at most once per interval whatever its event rate, and the
+        writes are spread over the batches (users come due in the order they were first changed).
+        """
+        dirty = self._dirty
+        due = now - self._checkpoint_interval
+        while dirty:
+            key = next(iter(dirty))
+            user = dirty[key]
+            if not everyone and user.dirty_at > due:
+                break
+            del dirty[key]
+            self._store(key, user, batch)
+        if dirty:
+            for partition in sorted(self._journals_changed):
+                journal = self._journals[partition]
+                journal.prune((self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition)))
+                batch.changelog[(partition, JOURNAL_KEY)] = encode_journal(journal)
+        acks: list[tuple[Any, Any]] = []
+        for unacked in self._unacked.values():
+            while unacked:
+                event, stream, holder, number = unacked[0]
+                if holder is not None:
+                    unwritten = dirty.get(holder)
+                    if unwritten is not None and unwritten.dirty_from <= number:
+                        break  # its user's state with it is not written yet
+                unacked.popleft()
+                acks.append((event, stream))
+        self._unacked_count -= len(acks)
+        return acks
 
     def _next_queue(
         self, partition: int, trades: deque[Queued], orders: deque[Queued], now: float
@@ -483,12 +578,16 @@ class UserAnalysis:
         except (UnknownSchemaId, RegistryError) as missing:
             raise UnknownSchemaId(unknown.schema_id, f"{type(missing).__name__}: {missing}") from missing
 
-    def _apply(self, message: Any, item: Trade | OrderEvent, processed_at: int, batch: Batch) -> None:
-        """Evaluate ``item``; add its envelope (the changelog record) and its outputs to ``batch``."""
+    def _apply(
+        self, message: Any, item: Trade | OrderEvent, processed_at: int, batch: Batch, now: float
+    ) -> bytes | None:
+        """Evaluate ``item`` into its user's state and its outputs into ``batch``; the user's key (None:
+        it became a dead letter)."""
         source = TRADES if isinstance(item, Trade) else ORDERS
         self._count_in(message, source)
         try:
-            self._evaluate(message, source, item, processed_at, batch)
+            self._evaluate(message, source, item, processed_at, batch, now)
+            return cast(bytes, message.key)
         except PartitionNotHeld:
             raise  # not the event's fault: the batch is fenced (or the worker stops)
         except Exception as exc:  # Any failure of one event must become a dead letter, never a loss.
@@ -509,9 +608,10 @@ class UserAnalysis:
             failed = ProcessingFailed(f"{type(exc).__name__}: {exc}")
             failed.__cause__ = exc
             batch.outputs.append(self._dead_letter(message, source, failed))
+            return None
 
     def _evaluate(
-        self, message: Any, source: int, item: Trade | OrderEvent, processed_at: int, batch: Batch
+        self, message: Any, source: int, item: Trade | OrderEvent, processed_at: int, batch: Batch, now: float
     ) -> None:
         partition = message.partition
         offset = message.offset
@@ -522,48 +622,60 @@ class UserAnalysis:
             # goes out again (the local write may never have reached the broker), then any outputs
             # still pending.
             self.metrics.redelivered += 1
-            self._dirty[key] = user
-            if source == TRADES:  # the partition's market clock may be in the same position
-                self._clock_of(partition)
-                self._clocks_changed.add(partition)
-                # Its clock was at least its time: later executions are no earlier than that, less
-                # the lateness (the clock after it may be ahead: its value is not stored per trade).
-                promised = self._promise_clocks.get(partition, -(2**62))
-                self._promise_clocks[partition] = max(promised, cast(Trade, item).timestamp)
+            self._changed(key, user, now)
+            if source == TRADES:
+                self._trade_again(partition, cast(Trade, item))
             entry = user.pending_for(source, offset)
             if entry is not None:
                 self.metrics.resent += 1
                 batch.outputs.extend(self._records(partition, key, entry.outputs))
             return
+        journal = self._journal_of(partition)
+        # Applied since the last checkpoint by a worker that did not live to store this user: its
+        # outputs went out from a state that is lost. Apply it again, send the journal's bytes.
+        replayed = journal.covers(source, offset)
         outputs: list[tuple[int, bytes]] = []
-        alerts: tuple[RiskAlert, ...]
+        alert_records: list[dict[str, Any]] = []
         try:
             if isinstance(item, Trade):
                 started = time.perf_counter()
                 lateness = self.reference.rules.current.market_lateness_ms
                 market = self.reference.markets.for_trade(item.symbol, item.timestamp, lateness)
                 evaluation = self._run(user.state, item, market)
-                analyzed = evaluation.analyzed._replace(processed_at=processed_at)
-                outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
-                alerts = evaluation.alerts
-                batch.analyzed += 1
-                batch.event_times.append(item.timestamp)
-                self._trade_seconds.observe(time.perf_counter() - started)
-                outputs.extend(self._repartitioned(partition, item))
+                if not replayed:
+                    analyzed = evaluation.analyzed._replace(processed_at=processed_at)
+                    outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
+                    alert_records = [alert.to_record() for alert in evaluation.alerts]
+                    batch.analyzed += 1
+                    batch.event_times.append(item.timestamp)
+                    self._trade_seconds.observe(time.perf_counter() - started)
+                    outputs.extend(self._repartitioned(partition, item))
                 self._last_trade_at[partition] = time.time()
             else:
                 outcome = self._run(user.state, item)
-                alerts = outcome.alerts
-                if outcome.issue is not None:
-                    self.metrics.order_issues[outcome.issue] += 1
-                if outcome.late:
-                    self.metrics.late_order_events += 1
-            alert_records = [alert.to_record() for alert in alerts]
+                if not replayed:
+                    alert_records = [alert.to_record() for alert in outcome.alerts]
+                    if outcome.issue is not None:
+                        self.metrics.order_issues[outcome.issue] += 1
+                    if outcome.late:
+                        self.metrics.late_order_events += 1
             outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
         except Exception:
             # The core updates the state in place: rebuild it as it was before this event.
             user.state = self._rebuilt(user)
             raise
+        if replayed:
+            self.metrics.redelivered += 1
+            if source == TRADES:
+                self._trade_again(partition, cast(Trade, item))
+            kept = journal.entries.get((source, offset))
+            if kept is not None:
+                self.metrics.resent += 1
+                outputs = list(kept[1])
+        else:
+            journal.record(source, offset, key, tuple(outputs))
+            if outputs:
+                self._journals_changed.add(partition)
         user.since.append((item, market if isinstance(item, Trade) else None))
         user.partition = partition
         offsets = list(user.offsets)
@@ -572,11 +684,37 @@ class UserAnalysis:
         undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))
         entry = Pending(source, offset, tuple(outputs)) if outputs else None
         user.pending = with_pending(user.pending, entry, undelivered)
-        self._dirty[key] = user
+        self._changed(key, user, now)
         batch.outputs.extend(self._records(partition, key, outputs))
         for record in alert_records:
             self.metrics.alerts_by_pattern[record["patternType"]] += 1
             self.metrics.recent_alerts.append(record)
+
+    def _changed(self, key: bytes, user: CachedUser, now: float) -> None:
+        """``user``'s state holds the event just applied: its envelope is to be written."""
+        if key not in self._dirty:
+            user.dirty_at = now
+            user.dirty_from = self._applied_count
+            self._dirty[key] = user
+
+    def _trade_again(self, partition: int, trade: Trade) -> None:
+        """A trade applied before (re-delivered): the stored market clock of its partition may
+        already be past it, so its promise is only as far as its time."""
+        self._clock_of(partition)
+        self._clocks_changed.add(partition)
+        # Its clock was at least its time: later executions are no earlier than that, less the
+        # lateness (the clock after it may be ahead: its value is not stored per trade).
+        promised = self._promise_clocks.get(partition, -(2**62))
+        self._promise_clocks[partition] = max(promised, trade.timestamp)
+
+    def _journal_of(self, partition: int) -> OutputJournal:
+        """``partition``'s output journal, read from the table once per assignment."""
+        journal = self._journals.get(partition)
+        if journal is None:
+            raw = self.user_state.get(partition, JOURNAL_KEY)
+            journal = OutputJournal(partition) if raw is None else decode_journal(raw)
+            self._journals[partition] = journal
+        return journal
 
     @overload
     def _run(self, state: UserState, item: Trade, market: MarketContext | None = None) -> Evaluation: ...
@@ -1023,7 +1161,8 @@ class UserAgent:
             self._pipeline.wake()
 
     async def analyze(self, batch: Batch) -> int:
-        """The analysis, then pause input partitions running ahead and resume caught-up ones."""
+        """The analysis, then pause input partitions running ahead and resume caught-up ones; how many
+        events wait for a later batch (see :meth:`UserAnalysis.analyze`)."""
         held = await self.analysis.analyze(batch)
         if self.positions.wanted and (self._refreshing is None or self._refreshing.done()):
             self._refreshing = asyncio.ensure_future(self._refresh())

@@ -15,6 +15,12 @@ A table value is an *envelope* around the core's encoded :class:`~riskengine.cor
   :mod:`riskengine.worker.commit` for why);
 - the core's encoded state.
 
+Next to the users' envelopes, each partition holds an *output journal* under
+:data:`JOURNAL_KEY` (a key no userId can be: userIds have no surrounding spaces): the partition's
+offsets applied since the last checkpoint and the outputs among them not yet known to be delivered
+(:class:`OutputJournal`). Users' envelopes are written at checkpoints only, the journal with every
+batch that sends outputs; see :mod:`riskengine.worker.agents.user_agent` for how a re-delivery uses it.
+
 The agent writes the table's RocksDB store (through :class:`UserStateTable`) and its changelog
 topic itself, in batches (see :mod:`riskengine.worker.commit`); the records have the layout Faust's
 own changelog writes have (raw key and value), so Faust's recovery and standby replicas read them
@@ -57,13 +63,20 @@ SOURCES = (TRADES, ORDERS)
 
 TABLE_NAME = "user-state"
 
+#: First byte of a partition's output journal.
+JOURNAL_MAGIC = 0xE3
+#: The output journal's key in every partition of the user table.
+JOURNAL_KEY = b" output-journal"
+
 _HEAD = struct.Struct("<BiqqH")  # magic, partition, trades offset, orders offset, pending count
 _ENTRY = struct.Struct("<BqH")  # source, offset, outputs
 _OUTPUT = struct.Struct("<BI")  # kind, length
 _HEAD_V1 = struct.Struct("<BiqH")  # magic, partition, offset (trades), pending count
 _ENTRY_V1 = struct.Struct("<qH")  # offset, outputs
+_JOURNAL_HEAD = struct.Struct("<BiqqI")  # magic, partition, trades offset, orders offset, entries
+_JOURNAL_ENTRY = struct.Struct("<BqIH")  # source, offset, key length, outputs
 
-assert min(ENVELOPE_MAGIC_V1, ENVELOPE_MAGIC) > FORMAT_VERSION, "the magic must not collide with a state"
+assert min(ENVELOPE_MAGIC_V1, ENVELOPE_MAGIC, JOURNAL_MAGIC) > FORMAT_VERSION, "a magic must not be a state"
 
 
 class PartitionNotHeld(WorkerError):
@@ -157,18 +170,24 @@ def decode_envelope(data: bytes) -> Envelope:
                 source = TRADES
                 entry_offset, outputs = _ENTRY_V1.unpack_from(data, position)
                 position += _ENTRY_V1.size
-            items = []
-            for _ in range(outputs):
-                kind, length = _OUTPUT.unpack_from(data, position)
-                position += _OUTPUT.size
-                if position + length > len(data):
-                    raise EnvelopeError("truncated pending output")
-                items.append((kind, data[position : position + length]))
-                position += length
-            pending.append(Pending(source, entry_offset, tuple(items)))
+            items, position = _read_outputs(data, position, outputs)
+            pending.append(Pending(source, entry_offset, items))
     except struct.error as exc:
         raise EnvelopeError(f"truncated envelope: {exc}") from exc
     return Envelope(partition, (trades, orders), data[position:], tuple(pending))
+
+
+def _read_outputs(data: bytes, position: int, count: int) -> tuple[tuple[tuple[int, bytes], ...], int]:
+    """``count`` (kind, bytes) outputs from ``position``, and the position after them."""
+    items = []
+    for _ in range(count):
+        kind, length = _OUTPUT.unpack_from(data, position)
+        position += _OUTPUT.size
+        if position + length > len(data):
+            raise EnvelopeError("truncated output")
+        items.append((kind, data[position : position + length]))
+        position += length
+    return tuple(items), position
 
 
 def with_pending(
@@ -183,6 +202,87 @@ def with_pending(
     if entry is not None:
         kept.append(entry)
     return tuple(kept[-MAX_PENDING:])
+
+
+@dataclass
+class OutputJournal:
+    """One partition's events applied since the last checkpoint, and their undelivered outputs.
+
+    Between checkpoints a user's envelope is not rewritten after every batch (its state is most of
+    the bytes a batch writes): the journal records instead, per source, the highest offset applied
+    since the checkpoint, and the exact bytes of the outputs of those events not yet known to be
+    delivered, with their user's key. An event at or below a source's journal offset but past its
+    user's envelope offset had its outputs sent (or about to be) from a state that never became
+    durable: it is applied again, and its outputs are the journal's bytes (none when pruned as
+    delivered), never new ones.
+
+    A journal from before the last checkpoint is stale but harmless: every event it covers is also
+    covered by its user's envelope written at that checkpoint, and the envelope is consulted first.
+    """
+
+    partition: int
+    #: source index -> highest offset applied since the last checkpoint (-1: none)
+    offsets: list[int] = field(default_factory=lambda: [-1, -1])
+    #: (source, offset) -> (the user's key, the event's encoded outputs), in application order
+    entries: dict[tuple[int, int], tuple[bytes, tuple[tuple[int, bytes], ...]]] = field(default_factory=dict)
+
+    def covers(self, source: int, offset: int) -> bool:
+        """True if the event at ``source``'s ``offset`` was applied since the last checkpoint."""
+        return offset <= self.offsets[source]
+
+    def record(self, source: int, offset: int, key: bytes, outputs: tuple[tuple[int, bytes], ...]) -> None:
+        """The event at ``source``'s ``offset`` was applied, with ``outputs`` (may be empty)."""
+        if offset > self.offsets[source]:
+            self.offsets[source] = offset
+        if outputs:
+            self.entries[(source, offset)] = (key, outputs)
+
+    def prune(self, undelivered: tuple[int | None, int | None]) -> None:
+        """Drop the entries below ``undelivered`` (per source, as for :func:`with_pending`)."""
+        self.entries = {
+            where: entry
+            for where, entry in self.entries.items()
+            if (bound := undelivered[where[0]]) is None or where[1] >= bound
+        }
+
+
+def encode_journal(journal: OutputJournal) -> bytes:
+    """The table value for ``journal``."""
+    trades, orders = journal.offsets
+    parts = [_JOURNAL_HEAD.pack(JOURNAL_MAGIC, journal.partition, trades, orders, len(journal.entries))]
+    for (source, offset), (key, outputs) in journal.entries.items():
+        parts.append(_JOURNAL_ENTRY.pack(source, offset, len(key), len(outputs)))
+        parts.append(key)
+        for kind, data in outputs:
+            parts.append(_OUTPUT.pack(kind, len(data)))
+            parts.append(data)
+    return b"".join(parts)
+
+
+def decode_journal(data: bytes) -> OutputJournal:
+    """Read a journal value; :class:`EnvelopeError` when it is not one."""
+    if not data or data[0] != JOURNAL_MAGIC:
+        raise EnvelopeError("not an output journal")
+    try:
+        _magic, partition, trades, orders, count = _JOURNAL_HEAD.unpack_from(data)
+        position = _JOURNAL_HEAD.size
+        journal = OutputJournal(partition, [trades, orders])
+        for _ in range(count):
+            source, offset, key_length, outputs = _JOURNAL_ENTRY.unpack_from(data, position)
+            position += _JOURNAL_ENTRY.size
+            if source not in SOURCES:
+                raise EnvelopeError(f"unknown source {source} in a journal entry")
+            if position + key_length > len(data):
+                raise EnvelopeError("truncated journal key")
+            key = data[position : position + key_length]
+            position += key_length
+            items, position = _read_outputs(data, position, outputs)
+            journal.entries[(source, offset)] = (key, items)
+    except struct.error as exc:
+        raise EnvelopeError(f"truncated journal: {exc}") from exc
+    if position != len(data):
+        raise EnvelopeError("trailing bytes after the journal")
+    return journal
 
 
 def rocksdb_options(settings: Settings) -> dict[str, Any]:

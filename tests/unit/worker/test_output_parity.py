@@ -7,7 +7,8 @@ progress) must hash to :data:`PINNED`, the digest the code gave before the batch
 packed repartition records (issue 16; computed at commit 30174b1 with this test's
 ``test_the_outputs_on_a_generated_run_are_the_ones_pinned``). The repartition topics and the
 changelogs are internal (their format changed on purpose) and are left out; what the market and
-pair agents make of them is in.
+pair agents make of them is in. The digest is the same whether users' states are written with every
+batch or between output journals (the checkpoint interval).
 
 When an intended change of the detection moves the digest, run this test, check that the change
 is the intended one, and pin the new digest with the commit that explains it.
@@ -28,6 +29,7 @@ from riskengine.worker.agents.user_agent import UserAnalysis
 from riskengine.worker.agents.watermarked_agent import MARKET, PAIRS, WatermarkedAnalysis
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Fence, Record
 from riskengine.worker.repartition import marker_value
+from riskengine.worker.tables.user_state import JOURNAL_KEY
 from tests.unit.worker.test_user_agent import Inputs, worker_context
 from tests.unit.worker.worker_fakes import (
     FakeEvent,
@@ -56,9 +58,12 @@ def _digest(records: list[Record]) -> tuple[str, int]:
     return digest.hexdigest(), len(records)
 
 
-async def _user_outputs(events: list[FakeEvent]) -> tuple[list[Record], list[Record]]:
-    """The per-user analysis over ``events`` in batches: (outputs for users, repartitioned records)."""
-    context = worker_context()
+async def _user_outputs(
+    events: list[FakeEvent], checkpoint_interval: float
+) -> tuple[list[Record], list[Record], int]:
+    """The per-user analysis over ``events`` in batches: (outputs for users, repartitioned records,
+    output journals written)."""
+    context = worker_context(checkpoint_interval)
     journal = Journal()
     store = FakeStore(journal, set(range(PARTITIONS)), "user-state-changelog")
     producer = FakeProducer(journal)
@@ -68,14 +73,17 @@ async def _user_outputs(events: list[FakeEvent]) -> tuple[list[Record], list[Rec
     stream = FakeStream(journal)
     outputs: list[Record] = []
     repartitioned: list[Record] = []
+    journals = 0
     for start in range(0, len(events), BATCH):
         batch = Batch(events=[(event, stream) for event in events[start : start + BATCH]])
-        assert await analysis.analyze(batch) == 0
+        await analysis.analyze(batch)
+        assert analysis.held() == {}
         await commit.persist(batch)
         await commit.publish(batch)
+        journals += sum(1 for _partition, key in batch.changelog if key == JOURNAL_KEY)
         for record in batch.outputs:
             (repartitioned if record[0] in INTERNAL else outputs).append(record)
-    return outputs, repartitioned
+    return outputs, repartitioned, journals
 
 
 async def _keyed_outputs(core: Any, topic: str, records: list[Record]) -> list[Record]:
@@ -121,10 +129,16 @@ def _run_events(context: Any) -> list[FakeEvent]:
     return events
 
 
-async def test_the_outputs_on_a_generated_run_are_the_ones_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("checkpoint_interval", [0.0, 1.0], ids=["every-batch", "journal"])
+async def test_the_outputs_on_a_generated_run_are_the_ones_pinned(
+    monkeypatch: pytest.MonkeyPatch, checkpoint_interval: float
+) -> None:
+    # With the clock fixed, a 1 s interval never elapses: every batch after the first writes output
+    # journals instead of the users' envelopes.
     monkeypatch.setattr(time, "time", lambda: NOW_S)
     events = _run_events(worker_context())
-    outputs, repartitioned = await _user_outputs(events)
+    outputs, repartitioned, journals = await _user_outputs(events, checkpoint_interval)
+    assert (journals > 0) == (checkpoint_interval > 0)
     market = await _keyed_outputs(MARKET, "risk-market-events", repartitioned)
     pairs = await _keyed_outputs(PAIRS, "risk-pair-events", repartitioned)
     found = _digest([*outputs, *market, *pairs])

@@ -43,7 +43,7 @@ from riskengine.worker.metrics import Metrics
 from riskengine.worker.pipeline import BatchPipeline
 from riskengine.worker.repartition import CLOCK_KEY, Marker, unframe
 from riskengine.worker.repartition import decode as decode_repartitioned
-from riskengine.worker.tables.user_state import ALERT, ANALYZED, decode_envelope
+from riskengine.worker.tables.user_state import ALERT, ANALYZED, JOURNAL_KEY, decode_envelope
 from tests.unit.core.builders import MINUTE, SECOND, order, run_flow, trade
 from tests.unit.worker.worker_fakes import (
     FakeEvent,
@@ -58,9 +58,15 @@ CHANGELOG = "riskengine-user-state-changelog"
 OUTPUT_TOPICS = ("risk-analyzed-trades", "risk-alerts", "crypto-trades-dlq", "crypto-orders-dlq")
 
 
-def worker_context() -> WorkerContext:
-    """A worker context whose schema catalog holds every contract under ids 1, 2, ... (no registry)."""
-    context = WorkerContext.from_settings(Settings.from_env({}))
+def worker_context(checkpoint_interval: float | None = None) -> WorkerContext:
+    """A worker context whose schema catalog holds every contract under ids 1, 2, ... (no registry);
+    ``checkpoint_interval``: the setting's value (None: its default)."""
+    environ = (
+        {}
+        if checkpoint_interval is None
+        else {"RISKENGINE_WORKER_CHECKPOINT_INTERVAL": str(checkpoint_interval)}
+    )
+    context = WorkerContext.from_settings(Settings.from_env(environ))
     for schema_id, name in enumerate(RECORD_TOPICS, start=1):
         context.catalog.add(schema_id, expanded_schema(name), writes=name)
     # No market agent here: every market partition is past any trade (no context is awaited).
@@ -136,10 +142,14 @@ class Inputs:
 
 
 class Worker:
-    """One incarnation of a worker: its analysis and commit protocol over a store and a broker."""
+    """One incarnation of a worker: its analysis and commit protocol over a store and a broker.
 
-    def __init__(self, store: FakeStore, producer: FakeProducer) -> None:
-        self.context = worker_context()
+    ``checkpoint_interval`` 0 (unless given): every batch writes its users' states and acks its
+    events, so a test about anything else sees them after one batch.
+    """
+
+    def __init__(self, store: FakeStore, producer: FakeProducer, *, checkpoint_interval: float = 0.0) -> None:
+        self.context = worker_context(checkpoint_interval)
         self.store = store
         self.producer = producer
         self.progress = DeliveryProgress()
@@ -149,7 +159,8 @@ class Worker:
 
     async def process(self, taken: list[FakeEvent], stream: FakeStream) -> Batch:
         batch = Batch(events=[(event, stream) for event in taken])
-        assert await self.analysis.analyze(batch) == 0
+        await self.analysis.analyze(batch)
+        assert self.analysis.held() == {}
         await self.commit.persist(batch)
         await self.commit.publish(batch)
         return batch
@@ -212,6 +223,128 @@ async def test_redelivery_after_an_output_failure_sends_byte_identical_outputs(m
     assert len(again.acked) == len(taken)
 
 
+def where(message: FakeMessage) -> tuple[str, int, int]:
+    return message.topic, message.partition, message.offset
+
+
+def restored_from_changelog(journal: Journal, producer: FakeProducer, held: set[int]) -> FakeStore:
+    """A successor's store: the table as Faust restores it from the changelog."""
+    restored = FakeStore(journal, held, CHANGELOG)
+    for (partition, key), value in producer.latest_values(CHANGELOG).items():
+        restored.values.setdefault(partition, {})[key] = value
+    return restored
+
+
+@pytest.mark.parametrize("reread", ["unacked", "all"])
+async def test_a_crash_between_checkpoints_resends_the_journals_bytes_and_rebuilds_the_state(
+    monkeypatch, reread
+):
+    journal = Journal()
+    first = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=1.0)
+    clock = [2_000_000_000.0]  # 2033: after every test event (none is ahead of the clock)
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    taken = events_of(first.context.catalog, input_trades())
+    parts = [taken[:4], taken[4:10], taken[10:16], taken[16:]]
+    stream = FakeStream(journal)
+    batches = []
+    # The users of the first batch come due in the second; the others are changed within the interval.
+    for part, at in zip(parts[:-1], (0.0, 1.0, 1.1), strict=True):
+        clock[0] = 2_000_000_000.0 + at
+        batches.append(await first.process(part, stream))
+    written = [{key for _p, key in batch.changelog} - {CLOCK_KEY} for batch in batches]
+    assert written[0] == {JOURNAL_KEY} and batches[0].to_ack() == []
+    assert written[1] and JOURNAL_KEY not in written[1] and batches[1].to_ack() != []
+    assert written[2] == {JOURNAL_KEY}
+    first.producer.failing.update(OUTPUT_TOPICS)
+    before = len(first.producer.attempted)
+    clock[0] += 0.1
+    with pytest.raises(DeliveryFailed):
+        await first.process(parts[-1], stream)
+    lost = sorted((t, p, k, v) for t, p, k, v, _h in first.producer.attempted[before:] if t in OUTPUT_TOPICS)
+    assert any(t == "risk-analyzed-trades" for t, _p, _k, _v in lost)
+
+    # The worker died. Its successor restores the table from the changelog (some users' envelopes,
+    # the partitions' journals) and a second later re-reads the events after the committed offsets
+    # (or all of them: Faust commits acked offsets only every few seconds). Whatever it sends must be
+    # bytes the first one sent (same processedAt), and all of the last batch's outputs, never
+    # acknowledged, must go out.
+    clock[0] += 1.0
+    second = Worker(restored_from_changelog(journal, first.producer, {0, 1}), FakeProducer(journal))
+    acked = set(stream.events)
+    rest = [event for event in taken if reread == "all" or event not in acked]
+    assert 0 < len(rest) < len(taken) or reread == "all"
+    again = FakeStream(journal)
+    await second.process(rest, again)
+    resent = outputs_of(second.producer)
+    assert set(lost) <= set(resent) <= set(outputs_of(first.producer, attempted=True))
+    assert second.context.metrics.redelivered == len(rest)
+    assert sorted(again.acked) == sorted((e.message.partition, e.message.offset) for e in rest)
+    assert late_for_the_market(second.producer, second.context.names.market_events) == []
+
+    # The states are those of one uninterrupted run.
+    one = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal))
+    await one.process(taken, FakeStream(journal))
+    for user in (b"u-1", b"u-2", b"u-3"):
+        partition = 0 if user == b"u-1" else 1
+        assert (
+            decode_envelope(second.store.values[partition][user]).state
+            == decode_envelope(one.store.values[partition][user]).state
+        )
+
+
+def user_of(event: FakeEvent) -> bytes:
+    assert event.message.key is not None
+    return event.message.key
+
+
+async def test_a_users_state_is_written_once_per_interval_and_its_events_acked_with_it(monkeypatch):
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=1.0)
+    clock = [2_000_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    taken = events_of(worker.context.catalog, input_trades())
+    stream = FakeStream(journal)
+    first = await worker.process(taken[:4], stream)
+    # Within the interval: the outputs go out with the partitions' journals, no state, no ack.
+    assert first.to_ack() == [] and len(first.events) == 4 and first.outputs
+    assert {key for _p, key in first.changelog} == {JOURNAL_KEY, CLOCK_KEY}
+    # Let go at a rebalance, as held events are: they come again.
+    assert sorted(map(where, worker.analysis.held_messages())) == sorted(where(e.message) for e in taken[:4])
+    assert worker.analysis.live_value(b"u-1") is not None  # the views show the state as it is now
+    clock[0] += 0.5
+    second = await worker.process(taken[4:12], stream)
+    assert second.to_ack() == [] and {key for _p, key in second.changelog} <= {JOURNAL_KEY, CLOCK_KEY}
+    clock[0] += 0.5  # the users of the first batch come due, with all their events since
+    third = await worker.process(taken[12:16], stream)
+    early = {user_of(e) for e in taken[:4]}
+    assert early <= {key for _p, key in third.changelog}
+    acked = [event for event, _s in third.to_ack()]
+    assert acked and {user_of(e) for e in acked} <= early and set(taken[:4]) <= set(acked)
+    # Out of events: every changed user is written, every event acked.
+    last = Batch()
+    await worker.analysis.analyze(last)
+    assert {user_of(e) for e in taken[:16]} <= {key for _p, key in [*third.changelog, *last.changelog]}
+    assert worker.analysis.held_messages() == [] and worker.analysis.live_value(b"u-1") is None
+    every_ack = [event for batch in (first, second, third, last) for event, _s in batch.to_ack()]
+    assert sorted(where(e.message) for e in every_ack) == sorted(where(e.message) for e in taken[:16])
+
+
+async def test_the_pipeline_acks_events_between_checkpoints_once_it_runs_out_of_events():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=60)
+    taken = events_of(worker.context.catalog, input_trades())
+    stream = FakeStream(journal)
+    pipeline, failures = running_pipeline(worker)
+    for event in taken:
+        pipeline.add(event, stream, more_waiting=event is not taken[-1])
+    await acked(stream, len(taken))
+    await pipeline.stop()
+    assert failures == [] and sorted(stream.acked) == sorted(
+        (e.message.partition, e.message.offset) for e in taken
+    )
+    assert {b"u-1", b"u-2", b"u-3"} <= {key for values in worker.store.values.values() for key in values}
+
+
 async def test_redelivery_after_a_changelog_failure_resends_what_the_local_store_holds(monkeypatch):
     journal = Journal()
     store = FakeStore(journal, {0, 1}, CHANGELOG)
@@ -225,7 +358,7 @@ async def test_redelivery_after_a_changelog_failure_resends_what_the_local_store
         output if kind in (ANALYZED, ALERT) else unframe(output)[1]
         for values in store.values.values()
         for key, value in values.items()
-        if key != CLOCK_KEY
+        if key not in (CLOCK_KEY, JOURNAL_KEY)
         for entry in decode_envelope(value).pending
         for kind, output in entry.outputs
     )
@@ -640,7 +773,7 @@ async def test_a_rebalance_with_a_batch_in_flight_fences_it_and_its_redelivery_m
     # Partition 1: nothing written or sent after the rebalance began but what was in flight.
     partition_1 = [r for r in producer.attempted if r[1] == 1 and r[0] in (CHANGELOG, *OUTPUT_TOPICS)]
     assert partition_1 and all(producer.attempted.index(r) < sent_before for r in partition_1)
-    assert journal.kinds().count("offset") == 1  # partition 0's, in the new generation
+    assert {what for kind, what in journal.entries if kind == "offset"} == {0}  # in the new generation
 
 
 def late_for_the_market(producer: FakeProducer, topic: str) -> list[tuple[str, int]]:

@@ -1,4 +1,5 @@
-"""The state table's envelope: round trip, the migrations from older layouts, pending pruning."""
+"""The state table's envelope: round trip, the migrations from older layouts, pending pruning; the
+partitions' output journals."""
 
 import struct
 
@@ -22,9 +23,12 @@ from riskengine.worker.tables.user_state import (
     TRADES,
     Envelope,
     EnvelopeError,
+    OutputJournal,
     Pending,
     decode_envelope,
+    decode_journal,
     encode_envelope,
+    encode_journal,
     with_pending,
 )
 
@@ -92,3 +96,46 @@ def test_pending_drops_delivered_entries_per_source_and_is_bounded():
     assert with_pending(entries, None, undelivered=(None, None)) == entries
     many = tuple(Pending(TRADES, n, ()) for n in range(MAX_PENDING + 10))
     assert len(with_pending(many, Pending(TRADES, 999, ()), undelivered=(None, None))) == MAX_PENDING
+
+
+def a_journal() -> OutputJournal:
+    journal = OutputJournal(4)
+    journal.record(TRADES, 10, b"u-1", ((ANALYZED, b"analyzed"), (ALERT, b"alert")))
+    journal.record(ORDERS, 3, b"u-2", ())  # applied, nothing sent
+    journal.record(ORDERS, 5, "ü-3".encode(), ((ALERT, b"spoofing"),))
+    journal.record(TRADES, 12, b"u-1", ((ANALYZED, b""),))
+    return journal
+
+
+def test_a_journal_round_trip_keeps_offsets_and_outputs_with_their_users():
+    journal = a_journal()
+    decoded = decode_journal(encode_journal(journal))
+    assert decoded == journal
+    assert decoded.offsets == [12, 5]
+    assert decoded.entries[(ORDERS, 5)] == ("ü-3".encode(), ((ALERT, b"spoofing"),))
+    assert (ORDERS, 3) not in decoded.entries  # nothing to send again
+    assert decoded.covers(TRADES, 12) and decoded.covers(TRADES, 0) and decoded.covers(ORDERS, 3)
+    assert not decoded.covers(TRADES, 13) and not decoded.covers(ORDERS, 6)
+    assert not OutputJournal(4).covers(TRADES, 0)
+
+
+def test_a_journal_drops_delivered_entries_per_source():
+    journal = a_journal()
+    journal.prune((11, None))
+    assert list(journal.entries) == [(ORDERS, 5), (TRADES, 12)]
+    journal.prune((13, 6))
+    assert journal.entries == {} and journal.offsets == [12, 5]  # still covers what it applied
+
+
+@pytest.mark.parametrize("cut", [0, 1, 10, 26, 30, 45, -1])
+def test_a_truncated_or_foreign_journal_is_rejected(cut):
+    raw = encode_journal(a_journal())
+    with pytest.raises(EnvelopeError):
+        decode_journal(raw[:cut] if cut >= 0 else raw + b"x")
+    with pytest.raises(EnvelopeError):
+        decode_journal(encode_envelope(Envelope(1, (1, 1), b"")))
+
+
+def test_a_journal_is_not_an_envelope():
+    with pytest.raises(EnvelopeError, match="unknown table value format"):
+        decode_envelope(encode_journal(a_journal()))

@@ -177,15 +177,17 @@ class FakeEvent:
 
 class FakeStream:
     """Acks events as :class:`riskengine.worker.faust_compat.Acks` does; remembers (partition, offset)
-    in ack order."""
+    and the events, in ack order."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.acked: list[tuple[int, int]] = []
+        self.events: list[FakeEvent] = []
 
     def ack(self, event: FakeEvent) -> bool:
         where = (event.message.partition, event.message.offset)
         self.acked.append(where)
+        self.events.append(event)
         self.journal.add("ack", where)
         return True
 
