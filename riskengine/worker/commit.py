@@ -13,8 +13,8 @@ when the one before it has completed for the whole batch:
 4. **Outputs and dead letters acknowledged.** The analyzed trades, alerts and dead letters are sent
    and acknowledged.
 5. **Events acked.** The batch's source events are acked; Faust commits their offsets from then on.
-   (The user agent acks at checkpoints only: a batch between two acks none, a checkpoint batch those
-   of every batch since the last one; see :mod:`riskengine.worker.agents.user_agent`.)
+   (The user agent acks an event only once its user's state with it is written, which may be in a
+   later batch: see "Checkpoints" in :mod:`riskengine.worker.agents.user_agent`.)
 
 Steps 1-3 are :meth:`CommitProtocol.persist`, steps 4-5 :meth:`CommitProtocol.publish`; the
 pipeline (:mod:`riskengine.worker.pipeline`) persists batches one at a time and publishes them in
@@ -122,8 +122,8 @@ class Batch:
     #: (event, what acks it: ``ack(event)``, see faust_compat.Acks), in arrival order (offset order
     #: per partition); after the analysis, the events it applied: their outputs are this batch's
     events: list[tuple[Any, Any]] = field(default_factory=list)
-    #: the events step 5 acks, when not ``events``: none between checkpoints, and at a checkpoint
-    #: those of every batch since the one before (see riskengine.worker.agents.user_agent)
+    #: the events step 5 acks, when not ``events`` (the user agent: those, of this batch or earlier
+    #: ones, whose users' states are written; see riskengine.worker.agents.user_agent)
     acks: list[tuple[Any, Any]] | None = None
     #: (partition, key) -> the newest envelope of that user in this batch (a changelog record)
     changelog: dict[tuple[int, bytes], bytes] = field(default_factory=dict)

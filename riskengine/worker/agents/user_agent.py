@@ -134,6 +134,7 @@ from riskengine.worker.tables.user_state import (
     TRADES,
     AppliedEvents,
     Envelope,
+    EnvelopeError,
     OutputJournal,
     PartitionNotHeld,
     Pending,
@@ -161,6 +162,11 @@ RESUME_AT = 200
 #: Events applied and not acked from which every changed user is stored, whatever the interval
 #: (they are processed again after a crash, and their decoded events are kept for a rebuild).
 MAX_UNACKED = 20_000
+#: Largest output journal written: a batch whose journals would be larger writes every changed
+#: user's state instead. A backlog's batches (thousands of events, many per user) write each state
+#: once for many events anyway, and one partition's outputs of such a batch exceed what one record
+#: may hold (the producer's and the broker's 1 MiB).
+MAX_JOURNAL_BYTES = 256 * 1024
 
 #: (event, the stream that acks it, what it decoded to or why it was rejected, wall-clock arrival)
 #: and the wall-clock ms of the last fetch response for its partition when it was queued
@@ -349,7 +355,7 @@ class UserAnalysis:
         return held + [item[0].message for unacked in self._unacked.values() for item in unacked]
 
     def live_value(self, key: bytes) -> bytes | None:
-        """``key``'s envelope as it is now, when changed since the last checkpoint (else None: the
+        """``key``'s envelope as it is now, when changed since it was last written (else None: the
         table has it)."""
         user = self._dirty.get(key)
         if user is None:
@@ -437,7 +443,8 @@ class UserAnalysis:
     def _checkpoint(self, batch: Batch, now: float, everyone: bool) -> list[tuple[Any, Any]]:
         """Write the envelopes of the users first changed the checkpoint interval ago or earlier
         (``everyone``: of every changed user; so when the worker ran out of events, or too many
-        wait for their ack), the journals an unwritten state needs; return the events to ack.
+        wait for their ack, or a journal would be over :data:`MAX_JOURNAL_BYTES`), the journals an
+        unwritten state needs; return the events to ack.
 
         A user's envelope is written at most once per interval whatever its event rate, and the
         writes are spread over the batches (users come due in the order they were first changed).
@@ -452,10 +459,17 @@ class UserAnalysis:
             del dirty[key]
             self._store(key, user, batch)
         if dirty:
+            journals = {}
             for partition in sorted(self._journals_changed):
                 journal = self._journals[partition]
                 journal.prune((self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition)))
-                batch.changelog[(partition, JOURNAL_KEY)] = encode_journal(journal)
+                journals[(partition, JOURNAL_KEY)] = encode_journal(journal)
+            if any(len(value) > MAX_JOURNAL_BYTES for value in journals.values()):
+                for key, user in dirty.items():
+                    self._store(key, user, batch)
+                dirty.clear()
+            else:
+                batch.changelog.update(journals)
         acks: list[tuple[Any, Any]] = []
         for unacked in self._unacked.values():
             while unacked:
@@ -631,7 +645,7 @@ class UserAnalysis:
                 batch.outputs.extend(self._records(partition, key, entry.outputs))
             return
         journal = self._journal_of(partition)
-        # Applied since the last checkpoint by a worker that did not live to store this user: its
+        # Applied before by a worker that did not live to write this user's state with it: its
         # outputs went out from a state that is lost. Apply it again, send the journal's bytes.
         replayed = journal.covers(source, offset)
         outputs: list[tuple[int, bytes]] = []
@@ -712,7 +726,16 @@ class UserAnalysis:
         journal = self._journals.get(partition)
         if journal is None:
             raw = self.user_state.get(partition, JOURNAL_KEY)
-            journal = OutputJournal(partition) if raw is None else decode_journal(raw)
+            journal = OutputJournal(partition)
+            if raw is not None:
+                try:
+                    journal = decode_journal(raw)
+                except EnvelopeError as exc:
+                    # Scoring goes on: a re-delivered event it covered is processed as new, so its
+                    # duplicate may differ (processedAt), but nothing is lost.
+                    log.error(
+                        "the output journal of partition %d is unreadable (%s); ignored", partition, exc
+                    )
             self._journals[partition] = journal
         return journal
 

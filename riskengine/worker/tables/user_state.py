@@ -16,10 +16,11 @@ A table value is an *envelope* around the core's encoded :class:`~riskengine.cor
 - the core's encoded state.
 
 Next to the users' envelopes, each partition holds an *output journal* under
-:data:`JOURNAL_KEY` (a key no userId can be: userIds have no surrounding spaces): the partition's
-offsets applied since the last checkpoint and the outputs among them not yet known to be delivered
-(:class:`OutputJournal`). Users' envelopes are written at checkpoints only, the journal with every
-batch that sends outputs; see :mod:`riskengine.worker.agents.user_agent` for how a re-delivery uses it.
+:data:`JOURNAL_KEY` (a key no userId can be: userIds have no surrounding spaces): the highest
+offsets the partition's owner applied and the outputs not yet known to be delivered
+(:class:`OutputJournal`). A changed user's envelope is written at most once per checkpoint interval,
+the journal with every batch that sends outputs while a state is unwritten; see
+:mod:`riskengine.worker.agents.user_agent` for how a re-delivery uses it.
 
 The agent writes the table's RocksDB store (through :class:`UserStateTable`) and its changelog
 topic itself, in batches (see :mod:`riskengine.worker.commit`); the records have the layout Faust's
@@ -206,28 +207,26 @@ def with_pending(
 
 @dataclass
 class OutputJournal:
-    """One partition's events applied since the last checkpoint, and their undelivered outputs.
+    """How far one partition's events were applied, and their outputs not yet known to be delivered.
 
-    Between checkpoints a user's envelope is not rewritten after every batch (its state is most of
-    the bytes a batch writes): the journal records instead, per source, the highest offset applied
-    since the checkpoint, and the exact bytes of the outputs of those events not yet known to be
-    delivered, with their user's key. An event at or below a source's journal offset but past its
-    user's envelope offset had its outputs sent (or about to be) from a state that never became
-    durable: it is applied again, and its outputs are the journal's bytes (none when pruned as
-    delivered), never new ones.
-
-    A journal from before the last checkpoint is stale but harmless: every event it covers is also
-    covered by its user's envelope written at that checkpoint, and the envelope is consulted first.
+    A user's envelope is not rewritten after every batch (its state is most of the bytes a batch
+    writes) but at most once per checkpoint interval: the journal records meanwhile, per source, the
+    highest offset applied, and the exact bytes of the outputs not yet known to be delivered, with
+    their user's key. An event at or below a source's journal offset but past its user's envelope
+    offset had its outputs sent (or about to be) from a state that never became durable: it is
+    applied again, and its outputs are the journal's bytes (none when pruned as delivered), never
+    new ones. An event at or below its user's envelope offset is in the state: the envelope is
+    consulted first, so a journal behind the envelopes (written before they were) is harmless.
     """
 
     partition: int
-    #: source index -> highest offset applied since the last checkpoint (-1: none)
+    #: source index -> highest offset applied (-1: none)
     offsets: list[int] = field(default_factory=lambda: [-1, -1])
     #: (source, offset) -> (the user's key, the event's encoded outputs), in application order
     entries: dict[tuple[int, int], tuple[bytes, tuple[tuple[int, bytes], ...]]] = field(default_factory=dict)
 
     def covers(self, source: int, offset: int) -> bool:
-        """True if the event at ``source``'s ``offset`` was applied since the last checkpoint."""
+        """True if the event at ``source``'s ``offset`` was applied (by this or an earlier owner)."""
         return offset <= self.offsets[source]
 
     def record(self, source: int, offset: int, key: bytes, outputs: tuple[tuple[int, bytes], ...]) -> None:

@@ -292,6 +292,36 @@ async def test_a_crash_between_checkpoints_resends_the_journals_bytes_and_rebuil
         )
 
 
+async def test_a_batch_whose_journal_would_be_too_large_writes_the_states_instead(monkeypatch):
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=1.0)
+    clock = [2_000_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    taken = events_of(worker.context.catalog, input_trades())
+    small = await worker.process(taken[:2], FakeStream(journal))
+    assert JOURNAL_KEY in {key for _p, key in small.changelog}
+    # A backlog's batch: one partition's outputs over the bound (the broker's limit is 1 MiB).
+    monkeypatch.setattr(user_agent, "MAX_JOURNAL_BYTES", 1_000)
+    large = await worker.process(taken[2:], FakeStream(journal))
+    written = {key for _p, key in large.changelog}
+    assert JOURNAL_KEY not in written and {b"u-1", b"u-2", b"u-3"} <= written
+    assert sorted(where(e.message) for e, _s in large.to_ack()) == sorted(where(e.message) for e in taken)
+
+
+async def test_an_unreadable_journal_is_logged_and_scoring_goes_on(caplog):
+    journal = Journal()
+    store = FakeStore(journal, {0, 1}, CHANGELOG)
+    store.values[0] = {JOURNAL_KEY: b"\xe3 truncated"}
+    worker = Worker(store, FakeProducer(journal))
+    taken = events_of(worker.context.catalog, input_trades())
+    await worker.process(taken, FakeStream(journal))
+    assert len(worker.producer.records("risk-analyzed-trades")) == sum(
+        isinstance(i, Trade) for _p, i in input_trades()
+    )
+    assert worker.producer.records("crypto-trades-dlq") == []
+    assert "output journal of partition 0 is unreadable" in caplog.text
+
+
 def user_of(event: FakeEvent) -> bytes:
     assert event.message.key is not None
     return event.message.key
