@@ -293,9 +293,8 @@ class Settings:
     )
     worker_checkpoint_interval: float = _setting(
         1.0,
-        "longest seconds between two writes of a changed user's whole state (between them, a small "
-        "output journal per partition; the worker also checkpoints whenever it runs out of events); "
-        "0: every batch",
+        "seconds a busy user's whole state may wait to be written again (meanwhile a small output "
+        "journal per partition; all are written whenever the worker runs out of events); 0: every batch",
         _checkpoint_interval,
     )
     worker_snapshot_dir: Path = _setting(

@@ -34,10 +34,11 @@ order book finds inconsistent is counted by kind (``/stats`` ``orderIssues``), c
 is acked. Outputs are co-partitioned with their input (the partition murmur2 of the userId key
 gives, when the producer uses Kafka's default partitioner).
 
-Checkpoints: a changed user's envelope is not written with every batch but once its first change
-since the last write is ``RISKENGINE_WORKER_CHECKPOINT_INTERVAL`` old (for every changed user when
-the agent runs out of events or :data:`MAX_UNACKED` events wait), and an event is acked only once
-its user's state with it is written (in offset order per partition). Until then, each partition's
+Checkpoints: a changed user's envelope is written with the batch that changes it only when it was
+not written for ``RISKENGINE_WORKER_CHECKPOINT_INTERVAL``, else once that change is an interval
+old (for every changed user when the agent runs out of events, :data:`MAX_UNACKED` events wait or a
+journal would pass :data:`MAX_JOURNAL_BYTES`), and an event is acked only once its user's state
+with it is written (in offset order per partition). Until then, each partition's
 :class:`~riskengine.worker.tables.user_state.OutputJournal` (written with every batch that leaves a
 state unwritten, before the batch's outputs are sent) records the offsets applied and the bytes of
 the outputs not yet known to be delivered.
@@ -163,9 +164,7 @@ RESUME_AT = 200
 #: (they are processed again after a crash, and their decoded events are kept for a rebuild).
 MAX_UNACKED = 20_000
 #: Largest output journal written: a batch whose journals would be larger writes every changed
-#: user's state instead. A backlog's batches (thousands of events, many per user) write each state
-#: once for many events anyway, and one partition's outputs of such a batch exceed what one record
-#: may hold (the producer's and the broker's 1 MiB).
+#: user's state instead (one record may hold at most 1 MiB, the producer's and the broker's limit).
 MAX_JOURNAL_BYTES = 256 * 1024
 
 #: (event, the stream that acks it, what it decoded to or why it was rejected, wall-clock arrival)
@@ -235,11 +234,22 @@ class CachedUser(AppliedEvents):
 
     ``stored`` is the value last encoded for it (None: none yet); ``since`` the events applied after
     it (with the market context each trade was scored against), from which a state left
-    half-updated by a failed evaluation is rebuilt. ``dirty_at`` and ``dirty_from`` are the time
-    and the application number of its first change since ``stored`` (while it has one).
+    half-updated by a failed evaluation is rebuilt. ``stored_at`` is when ``stored`` was encoded
+    (0: not by this worker), ``dirty_at`` and ``dirty_from`` the time and the application number of
+    its first change since (while it has one).
     """
 
-    __slots__ = ("dirty_at", "dirty_from", "offsets", "partition", "pending", "since", "state", "stored")
+    __slots__ = (
+        "dirty_at",
+        "dirty_from",
+        "offsets",
+        "partition",
+        "pending",
+        "since",
+        "state",
+        "stored",
+        "stored_at",
+    )
 
     def __init__(
         self,
@@ -255,6 +265,7 @@ class CachedUser(AppliedEvents):
         self.state = state
         self.stored = stored
         self.since: list[tuple[Trade | OrderEvent, MarketContext | None]] = []
+        self.stored_at = 0.0
         self.dirty_at = 0.0
         self.dirty_from = 0
 
@@ -293,6 +304,10 @@ class UserAnalysis:
         # once its first change is the checkpoint interval old (encoding a state costs more than
         # evaluating an event, and its bytes are most of what a batch writes).
         self._dirty: dict[bytes, CachedUser] = {}
+        #: changed users not written for an interval before their change: written at the batch's end
+        self._quiet: list[bytes] = []
+        #: the current batch's time (wall clock, s)
+        self._now = 0.0
         self._checkpoint_interval = context.settings.worker_checkpoint_interval
         #: per input partition, the events applied and not acked yet, in application order: an event
         #: is acked once its user's state with it is written (and the ones before it are acked)
@@ -337,6 +352,7 @@ class UserAnalysis:
         self._states.clear()
         self._queues.clear()
         self._dirty = {}
+        self._quiet = []
         self._unacked = {}
         self._unacked_count = 0
         self._journals.clear()
@@ -388,6 +404,7 @@ class UserAnalysis:
         processed_at = int(now * 1000)
         queues = self._queues
         self._lags = {}
+        self._now = now
         now_ms = int(now * 1000)
         fetched: dict[tuple[str, int], int] = {}
         for event, stream in batch.events:
@@ -442,14 +459,22 @@ class UserAnalysis:
 
     def _checkpoint(self, batch: Batch, now: float, everyone: bool) -> list[tuple[Any, Any]]:
         """Write the envelopes of the users first changed the checkpoint interval ago or earlier
-        (``everyone``: of every changed user; so when the worker ran out of events, or too many
-        wait for their ack, or a journal would be over :data:`MAX_JOURNAL_BYTES`), the journals an
-        unwritten state needs; return the events to ack.
+        (``everyone``: of every changed user; so when the worker ran out of events, too many events
+        wait for their ack, or a journal would be over :data:`MAX_JOURNAL_BYTES`) and of those not
+        written for an interval (the first change after a quiet spell is written at once: a user
+        changed once costs one write and no journal), the journals an unwritten state needs;
+        return the events to ack.
 
-        A user's envelope is written at most once per interval whatever its event rate, and the
-        writes are spread over the batches (users come due in the order they were first changed).
+        So a user's envelope is written at most about twice per interval whatever its event rate,
+        and the deferred writes spread over the batches (users come due in the order they were
+        first changed).
         """
         dirty = self._dirty
+        for key in self._quiet:
+            quiet = dirty.pop(key, None)
+            if quiet is not None:
+                self._store(key, quiet, batch)
+        self._quiet = []
         due = now - self._checkpoint_interval
         while dirty:
             key = next(iter(dirty))
@@ -462,7 +487,8 @@ class UserAnalysis:
             journals = {}
             for partition in sorted(self._journals_changed):
                 journal = self._journals[partition]
-                journal.prune((self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition)))
+                undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))
+                journal.prune(undelivered, dirty)
                 journals[(partition, JOURNAL_KEY)] = encode_journal(journal)
             if any(len(value) > MAX_JOURNAL_BYTES for value in journals.values()):
                 for key, user in dirty.items():
@@ -470,6 +496,10 @@ class UserAnalysis:
                 dirty.clear()
             else:
                 batch.changelog.update(journals)
+        if not dirty:
+            # Every event applied is in a written state, whose envelope keeps its pending outputs.
+            for journal in self._journals.values():
+                journal.entries.clear()
         acks: list[tuple[Any, Any]] = []
         for unacked in self._unacked.values():
             while unacked:
@@ -705,11 +735,14 @@ class UserAnalysis:
             self.metrics.recent_alerts.append(record)
 
     def _changed(self, key: bytes, user: CachedUser, now: float) -> None:
-        """``user``'s state holds the event just applied: its envelope is to be written."""
+        """``user``'s state holds the event just applied: its envelope is to be written, at this
+        batch's end if it was not written for an interval, else an interval after this change."""
         if key not in self._dirty:
             user.dirty_at = now
             user.dirty_from = self._applied_count
             self._dirty[key] = user
+            if now - user.stored_at >= self._checkpoint_interval:
+                self._quiet.append(key)
 
     def _trade_again(self, partition: int, trade: Trade) -> None:
         """A trade applied before (re-delivered): the stored market clock of its partition may
@@ -796,6 +829,7 @@ class UserAnalysis:
         """Encode ``user``'s envelope into ``batch``'s changelog (once per user and batch)."""
         envelope = Envelope(user.partition, user.offsets, encode_state(user.state), user.pending)
         user.stored = encode_envelope(envelope)
+        user.stored_at = self._now
         user.since.clear()
         batch.changelog[(user.partition, key)] = user.stored
 

@@ -31,7 +31,7 @@ unchanged.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,12 +236,13 @@ class OutputJournal:
         if outputs:
             self.entries[(source, offset)] = (key, outputs)
 
-    def prune(self, undelivered: tuple[int | None, int | None]) -> None:
-        """Drop the entries below ``undelivered`` (per source, as for :func:`with_pending`)."""
+    def prune(self, undelivered: tuple[int | None, int | None], unwritten: Container[bytes]) -> None:
+        """Drop the entries below ``undelivered`` (per source, as for :func:`with_pending`) and those
+        of users not ``unwritten``: their states hold the events, their envelopes the outputs."""
         self.entries = {
             where: entry
             for where, entry in self.entries.items()
-            if (bound := undelivered[where[0]]) is None or where[1] >= bound
+            if entry[0] in unwritten and ((bound := undelivered[where[0]]) is None or where[1] >= bound)
         }
 
 

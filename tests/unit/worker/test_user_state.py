@@ -119,11 +119,14 @@ def test_a_journal_round_trip_keeps_offsets_and_outputs_with_their_users():
     assert not OutputJournal(4).covers(TRADES, 0)
 
 
-def test_a_journal_drops_delivered_entries_per_source():
+def test_a_journal_drops_delivered_entries_per_source_and_those_of_written_users():
+    everyone = {b"u-1", b"u-2", "ü-3".encode()}
     journal = a_journal()
-    journal.prune((11, None))
+    journal.prune((11, None), everyone)
     assert list(journal.entries) == [(ORDERS, 5), (TRADES, 12)]
-    journal.prune((13, 6))
+    journal.prune((None, None), {b"u-1"})  # ü-3's state is written: its envelope has its outputs
+    assert list(journal.entries) == [(TRADES, 12)]
+    journal.prune((13, 6), everyone)
     assert journal.entries == {} and journal.offsets == [12, 5]  # still covers what it applied
 
 
