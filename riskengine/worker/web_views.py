@@ -367,7 +367,7 @@ def register_views(
     keyed = {name: t for name, t in (state_tables or {}).items() if name in DOCUMENTS}
 
     def user_value(user_id: str) -> bytes | None:
-        # Changed since the last checkpoint: the table has the state of that checkpoint.
+        # Changed since it was last written: the table has it as it was then.
         key = user_id.encode()
         live = users.analysis.live_value(key)
         return live if live is not None else table.get(key)

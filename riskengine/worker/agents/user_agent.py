@@ -270,6 +270,11 @@ class CachedUser(AppliedEvents):
         self.dirty_from = 0
 
 
+def _envelope_of(user: CachedUser) -> bytes:
+    """The table value of ``user`` as it is now."""
+    return encode_envelope(Envelope(user.partition, user.offsets, encode_state(user.state), user.pending))
+
+
 class UserAnalysis:
     """Analyzes batches of trades and order events against the users' states; no Faust."""
 
@@ -306,7 +311,7 @@ class UserAnalysis:
         self._dirty: dict[bytes, CachedUser] = {}
         #: changed users not written for an interval before their change: written at the batch's end
         self._quiet: list[bytes] = []
-        #: the current batch's time (wall clock, s)
+        #: the current batch's time (wall clock, s): when its changed users were changed or written
         self._now = 0.0
         self._checkpoint_interval = context.settings.worker_checkpoint_interval
         #: per input partition, the events applied and not acked yet, in application order: an event
@@ -374,9 +379,7 @@ class UserAnalysis:
         """``key``'s envelope as it is now, when changed since it was last written (else None: the
         table has it)."""
         user = self._dirty.get(key)
-        if user is None:
-            return None
-        return encode_envelope(Envelope(user.partition, user.offsets, encode_state(user.state), user.pending))
+        return None if user is None else _envelope_of(user)
 
     def held(self) -> dict[tuple[str, int], int]:
         """(topic, partition) -> events received from it and held back, for those holding any."""
@@ -440,7 +443,7 @@ class UserAnalysis:
                     self._count_in(event.message, source)
                     batch.outputs.append(self._dead_letter(event.message, source, item))
                 else:
-                    key = self._apply(event.message, item, processed_at, batch, now)
+                    key = self._apply(event.message, item, processed_at, batch)
                 if queue is trades:
                     self._applied_through[partition] = event.message.offset + 1
                 done.append((event, stream))
@@ -451,7 +454,6 @@ class UserAnalysis:
             held += len(trades) + len(orders)
         self._unacked_count += len(done)
         batch.acks = self._checkpoint(batch, now, everyone=not done or self._unacked_count >= MAX_UNACKED)
-        self._journals_changed.clear()
         self._announce(batch, now)
         batch.events = done
         self.metrics.held_events = held
@@ -622,15 +624,13 @@ class UserAnalysis:
         except (UnknownSchemaId, RegistryError) as missing:
             raise UnknownSchemaId(unknown.schema_id, f"{type(missing).__name__}: {missing}") from missing
 
-    def _apply(
-        self, message: Any, item: Trade | OrderEvent, processed_at: int, batch: Batch, now: float
-    ) -> bytes | None:
+    def _apply(self, message: Any, item: Trade | OrderEvent, processed_at: int, batch: Batch) -> bytes | None:
         """Evaluate ``item`` into its user's state and its outputs into ``batch``; the user's key (None:
         it became a dead letter)."""
         source = TRADES if isinstance(item, Trade) else ORDERS
         self._count_in(message, source)
         try:
-            self._evaluate(message, source, item, processed_at, batch, now)
+            self._evaluate(message, source, item, processed_at, batch)
             return cast(bytes, message.key)
         except PartitionNotHeld:
             raise  # not the event's fault: the batch is fenced (or the worker stops)
@@ -655,7 +655,7 @@ class UserAnalysis:
             return None
 
     def _evaluate(
-        self, message: Any, source: int, item: Trade | OrderEvent, processed_at: int, batch: Batch, now: float
+        self, message: Any, source: int, item: Trade | OrderEvent, processed_at: int, batch: Batch
     ) -> None:
         partition = message.partition
         offset = message.offset
@@ -666,7 +666,7 @@ class UserAnalysis:
             # goes out again (the local write may never have reached the broker), then any outputs
             # still pending.
             self.metrics.redelivered += 1
-            self._changed(key, user, now)
+            self._changed(key, user)
             if source == TRADES:
                 self._trade_again(partition, cast(Trade, item))
             entry = user.pending_for(source, offset)
@@ -728,20 +728,20 @@ class UserAnalysis:
         undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))
         entry = Pending(source, offset, tuple(outputs)) if outputs else None
         user.pending = with_pending(user.pending, entry, undelivered)
-        self._changed(key, user, now)
+        self._changed(key, user)
         batch.outputs.extend(self._records(partition, key, outputs))
         for record in alert_records:
             self.metrics.alerts_by_pattern[record["patternType"]] += 1
             self.metrics.recent_alerts.append(record)
 
-    def _changed(self, key: bytes, user: CachedUser, now: float) -> None:
+    def _changed(self, key: bytes, user: CachedUser) -> None:
         """``user``'s state holds the event just applied: its envelope is to be written, at this
         batch's end if it was not written for an interval, else an interval after this change."""
         if key not in self._dirty:
-            user.dirty_at = now
+            user.dirty_at = self._now
             user.dirty_from = self._applied_count
             self._dirty[key] = user
-            if now - user.stored_at >= self._checkpoint_interval:
+            if self._now - user.stored_at >= self._checkpoint_interval:
                 self._quiet.append(key)
 
     def _trade_again(self, partition: int, trade: Trade) -> None:
@@ -827,8 +827,7 @@ class UserAnalysis:
 
     def _store(self, key: bytes, user: CachedUser, batch: Batch) -> None:
         """Encode ``user``'s envelope into ``batch``'s changelog (once per user and batch)."""
-        envelope = Envelope(user.partition, user.offsets, encode_state(user.state), user.pending)
-        user.stored = encode_envelope(envelope)
+        user.stored = _envelope_of(user)
         user.stored_at = self._now
         user.since.clear()
         batch.changelog[(user.partition, key)] = user.stored

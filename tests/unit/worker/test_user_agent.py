@@ -235,22 +235,29 @@ def restored_from_changelog(journal: Journal, producer: FakeProducer, held: set[
     return restored
 
 
+def checkpointing_worker(monkeypatch) -> tuple[Journal, Worker, list[float], list[FakeEvent]]:
+    """A worker whose busy users' states wait a second to be written, on a clock the test moves
+    (``clock[0]``; 2033: after every test event, none is ahead of it), and the input events."""
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=1.0)
+    clock = [2_000_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    return journal, worker, clock, events_of(worker.context.catalog, input_trades())
+
+
 @pytest.mark.parametrize("reread", ["unacked", "all"])
 async def test_a_crash_between_checkpoints_resends_the_journals_bytes_and_rebuilds_the_state(
     monkeypatch, reread
 ):
-    journal = Journal()
-    first = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=1.0)
-    clock = [2_000_000_000.0]  # 2033: after every test event (none is ahead of the clock)
-    monkeypatch.setattr(time, "time", lambda: clock[0])
-    taken = events_of(first.context.catalog, input_trades())
+    journal, first, clock, taken = checkpointing_worker(monkeypatch)
     parts = [taken[:4], taken[4:10], taken[10:16], taken[16:]]
     stream = FakeStream(journal)
     batches = []
+    start = clock[0]
     # The first batch writes its users (each one's first change); the second defers those it changes
     # again, which come due in the third; the last batch is within the interval again.
     for part, at in zip(parts[:-1], (0.0, 0.5, 1.6), strict=True):
-        clock[0] = 2_000_000_000.0 + at
+        clock[0] = start + at
         batches.append(await first.process(part, stream))
     written = [{key for _p, key in batch.changelog} - {CLOCK_KEY} for batch in batches]
     assert JOURNAL_KEY not in written[0] and len(batches[0].to_ack()) == len(parts[0])
@@ -294,11 +301,7 @@ async def test_a_crash_between_checkpoints_resends_the_journals_bytes_and_rebuil
 
 
 async def test_a_batch_whose_journal_would_be_too_large_writes_the_states_instead(monkeypatch):
-    journal = Journal()
-    worker = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=1.0)
-    clock = [2_000_000_000.0]
-    monkeypatch.setattr(time, "time", lambda: clock[0])
-    taken = events_of(worker.context.catalog, input_trades())
+    journal, worker, clock, taken = checkpointing_worker(monkeypatch)
     await worker.process(taken[:4], FakeStream(journal))  # the users' first changes, written
     clock[0] += 0.1
     small = await worker.process(taken[4:6], FakeStream(journal))
@@ -332,11 +335,7 @@ def user_of(event: FakeEvent) -> bytes:
 
 
 async def test_a_users_state_is_written_once_per_interval_and_its_events_acked_with_it(monkeypatch):
-    journal = Journal()
-    worker = Worker(FakeStore(journal, {0, 1}, CHANGELOG), FakeProducer(journal), checkpoint_interval=1.0)
-    clock = [2_000_000_000.0]
-    monkeypatch.setattr(time, "time", lambda: clock[0])
-    taken = events_of(worker.context.catalog, input_trades())
+    journal, worker, clock, taken = checkpointing_worker(monkeypatch)
     stream = FakeStream(journal)
     users = {b"u-1", b"u-2", b"u-3"}
     first = await worker.process(taken[:4], stream)
