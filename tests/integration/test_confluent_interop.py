@@ -35,7 +35,9 @@ from .worker_harness import WorkerProcess, isolated, publish_sample_profiles, ru
 
 
 def registry(settings: Settings) -> SchemaRegistryClient:
-    return SchemaRegistryClient({"url": settings.schema_registry_url})
+    # With no timeout (the client's default) a response lost on a kept-alive connection hung a CI run
+    # for good (the registry had logged its 404 answer); a timed-out request is retried by the client.
+    return SchemaRegistryClient({"url": settings.schema_registry_url, "timeout": 10})
 
 
 def produce_with_confluent(settings: Settings, schema_file: Path, trades: list[dict[str, Any]]) -> None:
