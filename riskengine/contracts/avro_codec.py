@@ -58,6 +58,9 @@ MAGIC_BYTE = 0
 #: restart's brief refusal without holding a batch for long. The wait is backpressure: the batch
 #: that met the unknown id is held, not dead-lettered, while the registry may come back.
 FETCH_RETRY_DELAYS_S: tuple[float, ...] = (0.2, 0.4, 0.8)
+#: Wait before a refused compatibility update is checked and tried again (another worker starting
+#: at the same moment was setting it).
+COMPATIBILITY_RETRY_S = 0.5
 #: Timeout of one fetch request (the client's 10 s would hold a batch 40 s against a hung registry).
 FETCH_TIMEOUT_S = 2.0
 #: Ids the registry answered 404 for are not asked for again during this many seconds (a poison
@@ -425,13 +428,34 @@ class SchemaCatalog(SchemaCache):
         return schema_id
 
     async def set_compatibility(self, subject: str, level: str = "BACKWARD") -> None:
-        """Set ``subject``'s compatibility level."""
+        """Set ``subject``'s compatibility level.
+
+        Workers starting together on a new subject set it at the same moment, and the registry
+        refuses all but one (Apicurio: "Unable to update level", three catalogs at once failed in 10
+        of 10 tries): a refusal is accepted when the subject has the level by then, else the update
+        is tried once more.
+        """
         try:
-            await self._client.update_compatibility(level, subject)
-        except ClientError as exc:
-            raise RegistryError(f"{subject}: setting compatibility {level}: {exc.message}") from exc
+            try:
+                await self._client.update_compatibility(level, subject)
+            except ClientError as exc:
+                await asyncio.sleep(COMPATIBILITY_RETRY_S)
+                if await self._compatibility_of(subject) == level:
+                    return
+                try:
+                    await self._client.update_compatibility(level, subject)
+                except ClientError:
+                    raise RegistryError(f"{subject}: setting compatibility {level}: {exc.message}") from exc
         except httpx.HTTPError as exc:
             raise RegistryError(f"schema registry unreachable while configuring {subject}: {exc}") from exc
+
+    async def _compatibility_of(self, subject: str) -> str | None:
+        """``subject``'s own compatibility level; None when it has none (or it cannot be read)."""
+        try:
+            level: str = await self._client.get_compatibility(subject)
+        except ClientError:
+            return None
+        return level
 
     async def warm(self, subjects: Iterable[str] | None = None) -> int:
         """Load every version of the given subjects (default: the engine's) so old writers decode.
