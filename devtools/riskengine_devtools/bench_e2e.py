@@ -11,7 +11,10 @@
      (:func:`riskengine.worker.app.app_options`, and the same garbage-collector tuning) that sends each
      event's key and value to an output topic, so its cost per event includes the send the engine
      also makes, but no table and no logic;
-   - ``engine``: ``faust -A riskengine worker``, output ``risk-analyzed-trades``.
+   - ``engine``: ``faust -A riskengine worker``, output ``risk-analyzed-trades``, on topics of its
+     own holding the same profiles and trades: an engine stage on the topics of the one before it
+     found that stage's market contexts (so it never waited for its own), and its market agent
+     read that stage's executions first (the uvloop row started 6-9 s late with twice the memory).
 
    This process consumes each output topic and times from the moment the stage's Faust worker
    says it is ready (its log's "Worker]: Ready": start-up and group join are outside the window;
@@ -20,12 +23,13 @@
    their minute), then sends a burst, and a window from its first output flattered it 2-5 times.
    The engine's resident memory (VmRSS) is read from /proc before it stops.
 3. Scaling (first loop only; ``--no-scaling`` leaves it out): the same pre-produced trades consumed
-   by two engine workers in one consumer group (the 6-partition topics split between them), timed
-   as the one worker is: from the moment both say they are ready to the N-th output, so the group
-   join and its rebalance count against two workers. Not over the middle half of the outputs: the
-   join holds the trades back, they then come in a burst of large batches (a user's state written
-   once for several of its trades), and the middle half fell into it (ratios of 2.4-4.5 on this
-   2-core machine shared with the broker).
+   by two engine workers in one consumer group (the 6-partition topics split between them; topics
+   of their own, as every engine stage), timed as the one worker is: from the moment both say they
+   are ready (or the first output, if earlier) to the N-th output, so the group join and its
+   rebalance count against two workers. With ``RISKENGINE_WORKER_STANDBY_REPLICAS`` (printed; 1 by
+   default) each worker also keeps a standby copy of the other's tables. Earlier versions timed
+   both over the middle half of the outputs, on the one worker's topics: the two workers found its
+   market contexts there and never waited for their own (ratios of 2.4-4.5 on 2 cores).
 4. Order flow (``--order-flow-trades``, per loop): the engine on its own topics holding a simulator
    run (``riskengine generate``'s generator: trades with their order events, about 2.2 per trade,
    and the accounts' profiles), timed from the worker's ready to the last analyzed trade; events/s counts
@@ -199,6 +203,8 @@ class Scaling:
     one: float
     two: float
     trades: int
+    #: RISKENGINE_WORKER_STANDBY_REPLICAS of both runs
+    standby_replicas: int
 
 
 @dataclass(frozen=True)
@@ -326,12 +332,11 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
     token = secrets.token_hex(4)
     base = replace(settings, worker_app_id=f"riskengine-bench-{token}", worker_topic_suffix=f"-bench-{token}")
 
-    names = topic_names(base)
-    # Each loop's order-flow row has topics of its own: the other rows' stages must not see its
-    # events, and the next loop's worker must not find the latency phase's events before its own.
+    # Every engine stage has topics of its own (see the module doc, 2): each order-flow row's too, so
+    # the next loop's worker does not find the latency phase's events before its own.
     flows_on = {loop: replace(base, worker_topic_suffix=f"-bench-{token}-flow-{loop}") for loop in loops}
     outputs = {path: output_topic(path, base) for path in ("raw", "passthrough")}
-    specs = topic_specs(base) + [
+    specs = [
         TopicSpec(name, base.topic_partitions, base.topic_replication_factor, {}) for name in outputs.values()
     ]
     if args.order_flow_trades:
@@ -361,30 +366,41 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
             await ensure_topics(base, specs)
             catalog = SchemaCatalog.for_settings(base)
             await catalog.register()
-            stream = build_stream(args.users, args.trades, args.seed)
-            await _produce_reference(base, catalog, stream.reference.profiles, names.user_profiles)
-            await _preproduce(base, catalog, iter(stream), args.trades, names.trades)
+            await _trades_topics(base, catalog, args)
             for loop in loops:
-                one_worker = 0.0
-                for path, out in (*outputs.items(), ("engine", names.analyzed_trades)):
+                for path, out in outputs.items():
                     rate, stage = await _measure(
                         base, out, args.trades, f"{path}[{loop}]", launch(path, path, loop)
                     )
-                    if path == "engine":
-                        one_worker = rate
-                    rss = stage[0].memory() if path == "engine" else None
-                    results.append(Outcome(loop, path, rate, args.trades, rss))
+                    results.append(Outcome(loop, path, rate, args.trades, None))
                     _stop(stage)
+                engine = await _trades_topics(
+                    replace(base, worker_topic_suffix=f"-bench-{token}-{loop}"), catalog, args
+                )
+                one_worker, stage = await _measure(
+                    engine,
+                    topic_names(engine).analyzed_trades,
+                    args.trades,
+                    f"engine[{loop}]",
+                    launch("engine", "engine", loop, engine),
+                )
+                results.append(Outcome(loop, "engine", one_worker, args.trades, stage[0].memory()))
+                _stop(stage)
                 if not args.no_scaling and loop == loops[0]:
-                    workers = [launch(f"scaling-{n}", "engine", loop, base, "scaling") for n in (1, 2)]
+                    pair = await _trades_topics(
+                        replace(base, worker_topic_suffix=f"-bench-{token}-scaling"), catalog, args
+                    )
+                    workers = [launch(f"scaling-{n}", "engine", loop, pair, "scaling") for n in (1, 2)]
 
                     def both(workers: list[Callable[[], list[Child]]] = workers) -> list[Child]:
                         return [child for start in workers for child in start()]
 
                     two_workers, stage = await _measure(
-                        base, names.analyzed_trades, args.trades, f"two-workers[{loop}]", both
+                        pair, topic_names(pair).analyzed_trades, args.trades, f"two-workers[{loop}]", both
                     )
-                    scaling = Scaling(loop, one_worker, two_workers, args.trades)
+                    scaling = Scaling(
+                        loop, one_worker, two_workers, args.trades, base.worker_standby_replicas
+                    )
                     _stop(stage)
                 if args.order_flow_trades:
                     flow = flows_on[loop]
@@ -519,7 +535,7 @@ def _report(
         print()
         print(
             f"scaling: the same {scaling.trades:,} trades, the engine in one and in two worker processes, "
-            "from ready to the last output"
+            f"from ready to the last output, {scaling.standby_replicas} standby replica(s)"
         )
         print(f"{'loop':<8} {'one worker/s':>13} {'two workers/s':>14} {'ratio':>7}")
         print(
@@ -672,6 +688,17 @@ async def _produce_reference(settings: Settings, catalog: SchemaCatalog, profile
     finally:
         await producer.stop()
     _say(f"produced {len(profiles):,} profiles")
+
+
+async def _trades_topics(settings: Settings, catalog: SchemaCatalog, args: argparse.Namespace) -> Settings:
+    """``settings`` with its topics created, holding the generator's profiles and ``--trades`` trades
+    (the same for every call), produced before anything is timed."""
+    await ensure_topics(settings, topic_specs(settings))
+    names = topic_names(settings)
+    stream = build_stream(args.users, args.trades, args.seed)
+    await _produce_reference(settings, catalog, stream.reference.profiles, names.user_profiles)
+    await _preproduce(settings, catalog, iter(stream), args.trades, names.trades)
+    return settings
 
 
 async def _preproduce(
