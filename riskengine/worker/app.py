@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 quiet_libraries()
 
 
+#: Longest interval between two heartbeats of the worker's group member (seconds).
+MAX_HEARTBEAT_S = 3.0
+
+
 def broker_credentials(settings: Settings) -> Any:
     """Faust credentials for SSL / SASL from the settings, or None for PLAINTEXT."""
     context = ssl_context(settings)
@@ -104,7 +108,9 @@ def app_options(settings: Settings) -> dict[str, Any]:
         # pending outputs a busy user's state carries).
         broker_commit_interval=1.0,
         broker_session_timeout=settings.worker_session_timeout,
-        broker_heartbeat_interval=settings.worker_session_timeout / 10,
+        # A member learns that the group rebalances from a heartbeat: a joining worker waited up to
+        # an interval (6 s at session/10) while the others went on alone. Kafka's own default is 3 s.
+        broker_heartbeat_interval=min(MAX_HEARTBEAT_S, settings.worker_session_timeout / 10),
         logging_config=faust_logging_config(settings),
     )
 
