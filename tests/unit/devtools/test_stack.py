@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiohttp.web import Application, AppRunner, Request, Response, TCPSite, json_response
 
 from riskengine.cli import build_parser
 from riskengine.settings import Settings
@@ -428,6 +429,50 @@ async def test_a_crash_during_start_up_shows_the_log(settings: Settings, paths: 
     assert "bad config: no such file" in report
     assert str(crash.log_file) in report
     assert not crash.pid_file.exists()
+
+
+async def _registry_stand_in(readiness: list[int]) -> tuple[AppRunner, int]:
+    """An HTTP server on a port and the next one, answering like Apicurio while its storage replays:
+    the API on the first, Quarkus' readiness check (``readiness[0]``) on the second."""
+
+    async def subjects(request: Request) -> Response:
+        return json_response([])
+
+    async def ready(request: Request) -> Response:
+        return json_response({"status": "UP" if readiness[0] == 200 else "DOWN"}, status=readiness[0])
+
+    app = Application()
+    app.router.add_get("/apis/ccompat/v7/subjects", subjects)
+    app.router.add_get("/health/ready", ready)
+    runner = AppRunner(app)
+    await runner.setup()
+    for _ in range(20):
+        port = _free_port()
+        try:
+            await TCPSite(runner, "127.0.0.1", port).start()
+            await TCPSite(runner, "127.0.0.1", port + 1).start()
+        except OSError:
+            continue
+        return runner, port
+    await runner.cleanup()
+    raise AssertionError("no two adjacent free ports")
+
+
+async def test_the_registry_is_not_ready_while_its_readiness_check_is_down(
+    settings: Settings, paths: StackPaths
+) -> None:
+    readiness = [503]
+    runner, port = await _registry_stand_in(readiness)
+    try:
+        registry = SchemaRegistry(
+            replace(settings, schema_registry_url=f"http://127.0.0.1:{port}/apis/ccompat/v7"), paths
+        )
+        assert registry.management == Address("127.0.0.1", port + 1)
+        assert not await registry.probe()
+        readiness[0] = 200
+        assert await registry.probe()
+    finally:
+        await runner.cleanup()
 
 
 # --- wiring ---------------------------------------------------------------------------------
