@@ -292,7 +292,7 @@ class Settings:
         _non_negative_float,
     )
     worker_checkpoint_interval: float = _setting(
-        1.0,
+        5.0,
         "seconds a busy user's whole state may wait to be written again (meanwhile a small output "
         "journal per partition; all are written whenever the worker runs out of events); 0: every batch",
         _checkpoint_interval,

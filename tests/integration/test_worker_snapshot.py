@@ -158,6 +158,12 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         await produce_and_wait(settings, catalog, before, len(before))
+        # The outputs are out before every user's state is written (checkpoints): wait until every
+        # trade is acked, so committed, so its user's state is in the changelog, for a snapshot at
+        # the changelog's end.
+        trades_topic = f"crypto-trades{settings.worker_topic_suffix}"
+        committed, input_ends = await committed_to_the_end(settings, settings.worker_app_id, trades_topic)
+        assert committed == input_ends
 
         async with session.post(f"{first.url}/admin/snapshot", json={}) as response:
             assert response.status == 401, "the admin endpoint must require the token"
@@ -178,7 +184,6 @@ async def test_snapshot_wipe_restore_resumes_with_the_same_state(snapshot_setup)
         await produce_and_wait(settings, catalog, tail_trades, len(before) + len(tail_trades))
         # Outputs go out (step 4) before the inputs are acked (step 5) and committed: a stop in
         # between re-delivers the tail to the next worker, which would write it to the changelog twice.
-        trades_topic = f"crypto-trades{settings.worker_topic_suffix}"
         committed, input_ends = await committed_to_the_end(settings, settings.worker_app_id, trades_topic)
         assert committed == input_ends
         expected = await user_documents(session, first)
