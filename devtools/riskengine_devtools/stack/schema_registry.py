@@ -126,7 +126,7 @@ class SchemaRegistry(Service):
 
         The HTTP listener opens before the kafkasql storage has replayed its journal topic: until
         then the API lists what was replayed so far and a write waits for the replay (10 s after
-        the listener opened, with the 6,144 journal records a month of benchmarks left here, so
+        the listener opened, with the 6,144 journal records this machine's earlier runs left, so
         the set-up's PUT timed out). The readiness check (``PersistenceSimpleReadinessCheck``)
         answers 503 until the replay is done.
         """
