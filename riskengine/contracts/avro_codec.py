@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import fastavro
 import httpx
@@ -44,6 +44,8 @@ from riskengine.core import (
     Trade,
     parse_order_event,
     parse_trade,
+    read_order_event,
+    read_trade,
 )
 from riskengine.errors import ContractError, EventRejected, FatalError
 from riskengine.settings import Settings
@@ -353,11 +355,29 @@ class SchemaCache:
 
     def decode_trade(self, payload: bytes | None) -> Trade:
         """Decode and validate a crypto-trades value; every failure is a :class:`DecodeError`."""
+        if self._own_schema(payload, "CryptoTrade"):
+            trade = read_trade(cast(bytes, payload), _HEADER.size)
+            if trade is not None:
+                return trade
         return self._decode_valid(payload, "CryptoTrade", parse_trade, InvalidTrade)
 
     def decode_order_event(self, payload: bytes | None) -> OrderEvent:
         """Decode and validate a crypto-orders value; every failure is a :class:`DecodeError`."""
+        if self._own_schema(payload, "OrderEvent"):
+            event = read_order_event(cast(bytes, payload), _HEADER.size)
+            if event is not None:
+                return event
         return self._decode_valid(payload, "OrderEvent", parse_order_event, InvalidOrderEvent)
+
+    def _own_schema(self, payload: bytes | None, name: str) -> bool:
+        """Whether ``payload`` was written with this process's version of ``name``: then the core's
+        readers (:mod:`riskengine.core.event_reader`) may build the event straight from its body;
+        whatever they do not accept takes the general way, which names the fault."""
+        if payload is None or len(payload) < _HEADER.size:
+            return False
+        magic, schema_id = _HEADER.unpack_from(payload)
+        own: bool = magic == MAGIC_BYTE and schema_id == self._writer_ids.get(name)
+        return own
 
     def _decode_valid(
         self,

@@ -15,6 +15,7 @@ from .native import BUILD, CoreBuild, use_compiled
 use_compiled(__path__)  # before any other module of the package is imported
 
 from .evaluate import Evaluation, OrderEvaluation, evaluate_many, evaluate_order, evaluate_trade
+from .event_reader import read_order_event, read_trade
 from .models import (
     AccountType,
     BehavioralAnalysis,
@@ -105,4 +106,6 @@ __all__ = [
     "parse_order_event",
     "parse_profile",
     "parse_trade",
+    "read_order_event",
+    "read_trade",
 ]

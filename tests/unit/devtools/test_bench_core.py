@@ -61,6 +61,7 @@ def test_a_generated_run_with_order_events(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "order events/s" in out and "state sizes" in out and "state encode per user: median" in out
     assert "SPOOFING=" in out or "LAYERING=" in out or "QUOTE_STUFFING=" in out
+    assert "decode CryptoTrade (" in out and "decode OrderEvent (" in out and "with the core's reader" in out
 
 
 def test_a_missing_run_is_reported(tmp_path, capsys):
