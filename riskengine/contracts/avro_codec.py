@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 import fastavro
 import httpx
@@ -278,12 +278,9 @@ class SchemaCache:
         ``trade_value``: the wire-format message the trade was decoded from; when its writer schema is
         this process's ``CryptoTrade``, its body becomes ``originalTrade`` as it is.
         """
-        own_trade = self._writer_ids.get("CryptoTrade")
         original = None
-        if trade_value is not None and own_trade is not None:
-            magic, schema_id = _HEADER.unpack_from(trade_value)
-            if magic == MAGIC_BYTE and schema_id == own_trade:
-                original = trade_value[_HEADER.size :]
+        if trade_value is not None and self._own_schema(trade_value, "CryptoTrade"):
+            original = trade_value[_HEADER.size :]
         header = _HEADER.pack(MAGIC_BYTE, self._writer_ids["RiskAnalyzedTrade"])
         return header + analyzed_body(analyzed, original)
 
@@ -355,25 +352,26 @@ class SchemaCache:
 
     def decode_trade(self, payload: bytes | None) -> Trade:
         """Decode and validate a crypto-trades value; every failure is a :class:`DecodeError`."""
-        if self._own_schema(payload, "CryptoTrade"):
-            trade = read_trade(cast(bytes, payload), _HEADER.size)
+        if payload is not None and self._own_schema(payload, "CryptoTrade"):
+            trade = read_trade(payload, _HEADER.size)
             if trade is not None:
                 return trade
         return self._decode_valid(payload, "CryptoTrade", parse_trade, InvalidTrade)
 
     def decode_order_event(self, payload: bytes | None) -> OrderEvent:
         """Decode and validate a crypto-orders value; every failure is a :class:`DecodeError`."""
-        if self._own_schema(payload, "OrderEvent"):
-            event = read_order_event(cast(bytes, payload), _HEADER.size)
+        if payload is not None and self._own_schema(payload, "OrderEvent"):
+            event = read_order_event(payload, _HEADER.size)
             if event is not None:
                 return event
         return self._decode_valid(payload, "OrderEvent", parse_order_event, InvalidOrderEvent)
 
-    def _own_schema(self, payload: bytes | None, name: str) -> bool:
-        """Whether ``payload`` was written with this process's version of ``name``: then the core's
-        readers (:mod:`riskengine.core.event_reader`) may build the event straight from its body;
-        whatever they do not accept takes the general way, which names the fault."""
-        if payload is None or len(payload) < _HEADER.size:
+    def _own_schema(self, payload: bytes, name: str) -> bool:
+        """Whether ``payload`` was written with this process's version of ``name``: then its body is
+        that schema's as it is (an analyzed trade's ``originalTrade``; the core's readers,
+        :mod:`riskengine.core.event_reader`, build the event straight from it, and whatever they do
+        not accept takes the general way, which names the fault)."""
+        if len(payload) < _HEADER.size:
             return False
         magic, schema_id = _HEADER.unpack_from(payload)
         own: bool = magic == MAGIC_BYTE and schema_id == self._writer_ids.get(name)
