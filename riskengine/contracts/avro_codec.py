@@ -352,19 +352,13 @@ class SchemaCache:
 
     def decode_trade(self, payload: bytes | None) -> Trade:
         """Decode and validate a crypto-trades value; every failure is a :class:`DecodeError`."""
-        if payload is not None and self._own_schema(payload, "CryptoTrade"):
-            trade = read_trade(payload, _HEADER.size)
-            if trade is not None:
-                return trade
-        return self._decode_valid(payload, "CryptoTrade", parse_trade, InvalidTrade)
+        return self._decode_valid(payload, "CryptoTrade", read_trade, parse_trade, InvalidTrade)
 
     def decode_order_event(self, payload: bytes | None) -> OrderEvent:
         """Decode and validate a crypto-orders value; every failure is a :class:`DecodeError`."""
-        if payload is not None and self._own_schema(payload, "OrderEvent"):
-            event = read_order_event(payload, _HEADER.size)
-            if event is not None:
-                return event
-        return self._decode_valid(payload, "OrderEvent", parse_order_event, InvalidOrderEvent)
+        return self._decode_valid(
+            payload, "OrderEvent", read_order_event, parse_order_event, InvalidOrderEvent
+        )
 
     def _own_schema(self, payload: bytes, name: str) -> bool:
         """Whether ``payload`` was written with this process's version of ``name``: then its body is
@@ -381,9 +375,17 @@ class SchemaCache:
         self,
         payload: bytes | None,
         name: str,
+        read: Callable[[bytes, int], P | None],
         parse: Callable[[Mapping[str, Any]], P],
         invalid: type[InvalidTrade] | type[InvalidOrderEvent],
     ) -> P:
+        """``payload``'s event: by the core's reader ``read`` when written with this process's own
+        schema and accepted there, else the general way (:meth:`decode`, then ``parse``), which
+        names what is wrong as a :class:`DecodeError`."""
+        if payload is not None and self._own_schema(payload, name):
+            event = read(payload, _HEADER.size)
+            if event is not None:
+                return event
         try:
             record = self.decode(payload, name)
         except UnresolvableRecord as exc:

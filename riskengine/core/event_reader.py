@@ -38,6 +38,7 @@ from .models import (
     RiskLevel,
     Side,
     Trade,
+    is_symbol,
 )
 
 #: The enums' symbols in their schemas' order (pinned against the schema files by the test).
@@ -95,19 +96,20 @@ class _Body:
         self.position = end
         return text
 
-    def optional_identifier(self) -> str | None:
+    def present(self) -> bool:
+        """The branch of a ``["null", T]`` union: whether a T follows."""
         branch = self.long()
-        if branch == 0:
-            return None
-        if branch != 1:
+        if branch not in (0, 1):
             raise _Unread
-        return self.identifier()
+        return branch == 1
+
+    def optional_identifier(self) -> str | None:
+        return self.identifier() if self.present() else None
 
     def symbol(self) -> str:
         """A ``BASE/QUOTE`` symbol."""
         text = self.identifier()
-        base, slash, quote = text.partition("/")
-        if not slash or not base or not quote or "/" in quote:
+        if not is_symbol(text):
             raise _Unread
         return text
 
@@ -162,13 +164,7 @@ def read_trade(data: bytes, start: int) -> Trade | None:
         timestamp = body.timestamp()
         exchange = body.identifier()
         order_type = body.identifier()
-        branch = body.long()
-        if branch == 0:
-            risk_level = None
-        elif branch == 1:
-            risk_level = RISK_LEVELS[body.index(len(RISK_LEVELS))]
-        else:
-            return None
+        risk_level = RISK_LEVELS[body.index(len(RISK_LEVELS))] if body.present() else None
         counterparty = body.optional_identifier()
         order_id = body.optional_identifier()
         body.finish()

@@ -227,6 +227,12 @@ def ahead_of_clock(timestamp: int, clock_ms: int, max_skew_ms: int) -> str | Non
     )
 
 
+def is_symbol(text: str) -> bool:
+    """Whether ``text`` is a ``BASE/QUOTE`` symbol such as ``BTC/USDT``."""
+    base, slash, quote = text.partition("/")
+    return bool(slash and base and quote) and "/" not in quote
+
+
 def _string(record: Mapping[str, Any], name: str, error: _Invalid) -> str:
     if name not in record:
         raise error(name, "missing")
@@ -306,8 +312,7 @@ def parse_trade(record: Mapping[str, Any]) -> Trade:
     user_id = _string(record, "userId", InvalidTrade)
     customer_id = _string(record, "customerId", InvalidTrade)
     symbol = _string(record, "symbol", InvalidTrade)
-    base, slash, quote = symbol.partition("/")
-    if not slash or not base or not quote or "/" in quote:
+    if not is_symbol(symbol):
         raise InvalidTrade("symbol", f"must be BASE/QUOTE such as BTC/USDT, got {symbol!r}")
     if "side" not in record:
         raise InvalidTrade("side", "missing")
@@ -415,8 +420,7 @@ def parse_order_event(record: Mapping[str, Any]) -> OrderEvent:
     order_id = _string(record, "orderId", InvalidOrderEvent)
     user_id = _string(record, "userId", InvalidOrderEvent)
     symbol = _string(record, "symbol", InvalidOrderEvent)
-    base, slash, quote = symbol.partition("/")
-    if not slash or not base or not quote or "/" in quote:
+    if not is_symbol(symbol):
         raise InvalidOrderEvent("symbol", f"must be BASE/QUOTE such as BTC/USDT, got {symbol!r}")
     side_value = record.get("side")
     if side_value not in Side.__members__:

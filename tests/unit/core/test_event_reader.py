@@ -36,20 +36,14 @@ from riskengine.core.event_reader import ORDER_EVENT_TYPES, RISK_LEVELS, SIDES
 from riskengine.core.models import MAX_ID_LENGTH, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from riskengine.producer.events import EventKind
 from riskengine.producer.simulator import SimulationConfig, Simulator
+from tests.unit.contracts.test_analyzed_writer import TRADE_SCHEMA, fastavro_body
 
-TRADE_SCHEMA = fastavro.parse_schema(expanded_schema("CryptoTrade"))
 ORDER_SCHEMA = fastavro.parse_schema(expanded_schema("OrderEvent"))
 #: A wire-format header (magic byte, schema id 7): the readers start after it.
 HEADER = b"\x00" + struct.pack(">I", 7)
 
 Reader = Callable[[bytes, int], Trade | OrderEvent | None]
 Parser = Callable[[Any], Trade | OrderEvent]
-
-
-def body(schema: Any, record: dict[str, Any]) -> bytes:
-    out = io.BytesIO()
-    fastavro.schemaless_writer(out, schema, record)
-    return out.getvalue()
 
 
 def general(schema: Any, parse: Parser, data: bytes) -> Trade | OrderEvent | None:
@@ -101,7 +95,7 @@ def test_every_simulated_event_is_read_as_the_general_way_reads_it() -> None:
     kinds = {kind for kind, _ in records}
     assert kinds == {"trade", "order"}
     for kind, record in records:
-        data = body(KINDS[kind][0], record)
+        data = fastavro_body(KINDS[kind][0], record)
         event = read(kind, data)
         assert event is not None, record
         assert event == expected(kind, data)
@@ -222,7 +216,7 @@ VALID_ORDER = {
 @example({**VALID_TRADE, "tradeId": "t-1 "})
 @example({**VALID_TRADE, "counterpartyUserId": ""})
 def test_a_trade_body_is_read_exactly_as_the_general_way_reads_it(record: dict[str, Any]) -> None:
-    data = body(TRADE_SCHEMA, record)
+    data = fastavro_body(TRADE_SCHEMA, record)
     assert read("trade", data) == expected("trade", data)
 
 
@@ -233,16 +227,16 @@ def test_a_trade_body_is_read_exactly_as_the_general_way_reads_it(record: dict[s
 @example({**VALID_ORDER, "remainingQuantity": math.inf})
 @example({**VALID_ORDER, "exchange": "x" * (MAX_ID_LENGTH + 1)})
 def test_an_order_event_body_is_read_exactly_as_the_general_way_reads_it(record: dict[str, Any]) -> None:
-    data = body(ORDER_SCHEMA, record)
+    data = fastavro_body(ORDER_SCHEMA, record)
     assert read("order", data) == expected("order", data)
 
 
 def test_the_examples_reach_both_outcomes() -> None:
     """The property tests above mean something only if both readings happen among the inputs."""
-    assert read("trade", body(TRADE_SCHEMA, VALID_TRADE)) is not None
-    assert read("order", body(ORDER_SCHEMA, VALID_ORDER)) is not None
-    assert read("trade", body(TRADE_SCHEMA, {**VALID_TRADE, "price": math.nan})) is None
-    assert read("order", body(ORDER_SCHEMA, {**VALID_ORDER, "remainingQuantity": -1e16})) is None
+    assert read("trade", fastavro_body(TRADE_SCHEMA, VALID_TRADE)) is not None
+    assert read("order", fastavro_body(ORDER_SCHEMA, VALID_ORDER)) is not None
+    assert read("trade", fastavro_body(TRADE_SCHEMA, {**VALID_TRADE, "price": math.nan})) is None
+    assert read("order", fastavro_body(ORDER_SCHEMA, {**VALID_ORDER, "remainingQuantity": -1e16})) is None
 
 
 @settings(max_examples=1500, deadline=None)
@@ -257,7 +251,7 @@ def test_bytes_that_are_not_a_written_body_are_never_read_as_another_event(
 ) -> None:
     """Overwritten bytes, a body cut short or extended, spliced varints: the reader gives the general
     way's event or None (then the general way names the fault), never an event of its own."""
-    data = bytearray(body(KINDS[kind][0], VALID_TRADE if kind == "trade" else VALID_ORDER))
+    data = bytearray(fastavro_body(KINDS[kind][0], VALID_TRADE if kind == "trade" else VALID_ORDER))
     for position, value in changes:
         data[position % len(data)] = value
     mutated = bytes(data[: len(data) + cut] if cut < 0 else data + tail[:cut])
@@ -269,12 +263,12 @@ def test_bytes_that_are_not_a_written_body_are_never_read_as_another_event(
     "kind, data",
     [
         # a varint of eleven bytes where the tradeId's length belongs
-        ("trade", b"\x80" * 10 + b"\x01" + body(TRADE_SCHEMA, VALID_TRADE)[1:]),
+        ("trade", b"\x80" * 10 + b"\x01" + fastavro_body(TRADE_SCHEMA, VALID_TRADE)[1:]),
         # a length of 2**60 bytes
         ("trade", b"\x80\x80\x80\x80\x80\x80\x80\x80\x20" + b"t"),
         ("order", b""),
-        ("order", body(ORDER_SCHEMA, VALID_ORDER) + b"\x00"),
-        ("order", body(ORDER_SCHEMA, VALID_ORDER)[:-1]),
+        ("order", fastavro_body(ORDER_SCHEMA, VALID_ORDER) + b"\x00"),
+        ("order", fastavro_body(ORDER_SCHEMA, VALID_ORDER)[:-1]),
     ],
     ids=["long-varint", "huge-length", "empty", "trailing-byte", "truncated"],
 )
@@ -307,14 +301,14 @@ def test_the_codec_reads_its_own_schemas_events_with_the_core_and_others_the_gen
     rng = random.Random(3)
     for kind, record in simulated_records(300):
         if kind == "trade":
-            own = b"\x00" + struct.pack(">I", 7) + body(TRADE_SCHEMA, record)
+            own = b"\x00" + struct.pack(">I", 7) + fastavro_body(TRADE_SCHEMA, record)
             assert cache.decode_trade(own) == parse_trade(record)
             assert calls.pop() == "trade"
             if rng.random() < 0.2:
-                other = b"\x00" + struct.pack(">I", 9) + body(TRADE_SCHEMA, record)
+                other = b"\x00" + struct.pack(">I", 9) + fastavro_body(TRADE_SCHEMA, record)
                 assert cache.decode_trade(other) == parse_trade(record)
                 assert not calls
         else:
-            own = b"\x00" + struct.pack(">I", 8) + body(ORDER_SCHEMA, record)
+            own = b"\x00" + struct.pack(">I", 8) + fastavro_body(ORDER_SCHEMA, record)
             assert cache.decode_order_event(own) == parse_order_event(record)
             assert calls.pop() == "order"
