@@ -156,8 +156,8 @@ def create_app(settings: Settings) -> RiskApp:
     context = WorkerContext.from_settings(settings)
     app = RiskApp(context)
     users = UserAgent(app, context, app.user_state)
-    market_agent(app, context, app.market_state)
-    pair_agent(app, context, app.pair_state)
+    market_agent(app, context, app.market_state, users.trade_ends)
+    pair_agent(app, context, app.pair_state, users.trade_ends)
     snapshots = Snapshotter(app, snapshot_store(settings))
     if settings.worker_snapshot_interval:
         app.timer(settings.worker_snapshot_interval, name="table-snapshots")(snapshots.on_timer)

@@ -13,8 +13,9 @@ its promise, then per kind:
   the buying owner and the pair;
 - a progress marker (``P``): nothing more; to every partition of both topics, at most every
   :data:`MARKER_INTERVAL_S` per source partition while it has trades;
-- an idle marker (``I``): nothing more; every :data:`IDLE_MARKER_S` while a source partition has
-  been read to its end and had no trade for :data:`IDLE_AFTER_S`.
+- an idle marker (``I``): in place of the promise, the trades partition's end offset (every trade
+  before it applied); every :data:`IDLE_MARKER_S` while a source partition has been read to its
+  end and had no trade for :data:`IDLE_AFTER_S`.
 
 Records of the JSON format before it (``{"trade": ..., "source": p, "promise": w}``,
 ``{"source": p, "promise": w}``, ``{"source": p, "idle": true}``) are still read: a user's stored
@@ -24,8 +25,13 @@ pending outputs may hold them, and they are re-sent as stored.
 ``market.allowed.lateness.seconds``: no later execution from that partition has an earlier event
 time. A source partition's records reach each target partition in the order sent, so a target
 knows every execution before the smallest promise of all sources (its watermark; idle sources do
-not count) and can release them in (timestamp, tradeId) order. An execution from a source that was
-idle and arrives behind the watermark is late at the target: counted, kept out of the state.
+not count) and can release them in (timestamp, tradeId) order.
+
+An idle source promises nothing, so it counts only while its trades partition's end is still the
+one its marker carried: a trade written there since (its owner hung, or its execution still on the
+way) holds the watermark until the source speaks again. Only a trade written after the target
+last asked can still arrive behind the watermark: late at the target, counted, kept out of the
+state.
 """
 
 from __future__ import annotations
@@ -73,6 +79,9 @@ class Marker:
 
     source: int
     promise: int | None
+    #: of an idle marker: the trades partition's end offset then (every trade before it applied);
+    #: 0 in the records of older workers, which did not say (so trusted only on an empty partition)
+    end: int = 0
 
 
 #: The first byte of a packed record (a JSON record starts with ``{``).
@@ -86,8 +95,6 @@ _SIDES = tuple(Side)
 _SIDE_CODES = {side: code for code, side in enumerate(_SIDES)}
 _LEVELS = (None, *RiskLevel)
 _LEVEL_CODES = {level: code for code, level in enumerate(_LEVELS)}
-#: promise of an idle marker (it promises nothing)
-_NO_PROMISE = 0
 
 
 def execution_value(
@@ -126,11 +133,15 @@ def execution_value(
     return b"".join(parts)
 
 
-def marker_value(source: int, promise: int | None) -> bytes:
-    """The value of a progress marker, or of an idle marker when ``promise`` is None."""
-    if promise is None:
-        return _HEADER.pack(FORMAT, b"I", source, _NO_PROMISE)
+def marker_value(source: int, promise: int) -> bytes:
+    """The value of a progress marker."""
     return _HEADER.pack(FORMAT, b"P", source, promise)
+
+
+def idle_marker_value(source: int, end: int) -> bytes:
+    """The value of an idle marker: every trade of partition ``source`` before offset ``end`` is
+    applied (the field of a progress marker's promise holds the end)."""
+    return _HEADER.pack(FORMAT, b"I", source, end)
 
 
 def decode(value: bytes | None) -> Execution | Marker:
@@ -152,7 +163,7 @@ def _unpack(value: bytes) -> Execution | Marker:
         return Marker(source, promise)
     if kind == b"I":
         _exact(value, _HEADER.size)
-        return Marker(source, None)
+        return Marker(source, None, promise)
     if kind != b"E":
         raise RepartitionError(f"not a repartition record: unknown kind {kind!r}")
     at = _HEADER.size
@@ -198,7 +209,7 @@ def document(record: Execution | Marker) -> dict[str, Any]:
     """``record`` as the JSON document of the format before :data:`FORMAT` (for ``riskengine tail``)."""
     if isinstance(record, Marker):
         if record.promise is None:
-            return {"source": record.source, "idle": True}
+            return {"source": record.source, "idle": True, "end": record.end}
         return {"source": record.source, "promise": record.promise}
     found: dict[str, Any] = {
         "trade": record.trade.to_record(),
@@ -221,7 +232,9 @@ def _decode_json(value: bytes | None) -> Execution | Marker:
     document = json.loads(value or b"")
     source = int(document["source"])
     if "trade" not in document:
-        return Marker(source, None if document.get("idle") else int(document["promise"]))
+        if document.get("idle"):
+            return Marker(source, None, int(document.get("end", 0)))
+        return Marker(source, int(document["promise"]))
     return Execution(
         parse_trade(document["trade"]),
         source,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import warnings
 from collections import defaultdict
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,6 +27,8 @@ from riskengine.contracts.avro_codec import SchemaCatalog
 from riskengine.core import OrderEvent, Trade
 from riskengine.core.market_feed import kafka_partition
 from riskengine.settings import Settings
+from riskengine.worker.repartition import Marker
+from riskengine.worker.repartition import decode as decode_repartitioned
 from riskengine_devtools.chaos.flow import (
     START as START,
 )
@@ -175,23 +178,29 @@ async def test_takeover_of_partitions_never_committed(crash_workers):
     Faust drops records fetched while a rebalance is under way and relies on seeking back to the
     committed offsets; these partitions have none, so the trades used to be skipped for good.
 
-    Only the frozen worker's users trade. Before it froze, it declared its empty partitions idle
-    (as it should); trades of the survivor's partitions would then move the markets past the
-    frozen partitions' trades, which become late for the market when the survivor reads them
-    (a limitation of idleness: README "Idle partitions, a known limitation").
+    Before it froze, the second worker declared its empty partitions idle (as it should). The
+    survivor's users trade too and move the markets on; the market and pair agents see the frozen
+    partitions' ends grow past their idle markers and wait for them, so those trades are not late
+    when the survivor reads them (once they were: README "Idle partitions").
     """
     settings, catalog, workers = crash_workers
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         owned = await owned_partitions(session, workers, settings.topic_partitions)
-    workers[1].freeze()
     frozen = {int(partition) for partition in owned[1]}
 
-    def on_frozen(user: str) -> bool:
-        return kafka_partition(user.encode(), settings.topic_partitions) in frozen
+    def idle_sources(records: list[Any]) -> set[int]:
+        markers = (decode_repartitioned(record.value) for record in records)
+        return {m.source for m in markers if isinstance(m, Marker) and m.promise is None}
 
+    # Frozen only once it has told the market agents its partitions are idle.
+    said = await collect(
+        settings, f"risk-market-events{settings.worker_topic_suffix}", lambda rs: idle_sources(rs) >= frozen
+    )
+    assert idle_sources(said) >= frozen
+    workers[1].freeze()
     trades, orders = generated_flow(2000)
-    trades = [t for t in trades if on_frozen(t.user_id)]
-    orders = [o for o in orders if on_frozen(o.user_id)]
+    assert any(kafka_partition(t.user_id.encode(), settings.topic_partitions) in frozen for t in trades)
+    assert any(kafka_partition(t.user_id.encode(), settings.topic_partitions) not in frozen for t in trades)
     await send_in_event_time(settings, catalog, in_event_time(trades, orders))
     workers[1].kill()
     await assert_same_as_one_process(settings, catalog, trades, orders, workers)

@@ -122,6 +122,7 @@ from riskengine.worker.repartition import (
     encode_clock,
     execution_value,
     frame,
+    idle_marker_value,
     marker_value,
     target_partition,
     unframe,
@@ -917,7 +918,7 @@ class UserAnalysis:
                 continue
             self._last_marker_at[partition] = now
             self._last_promise[partition] = promise
-            batch.outputs.extend(self._markers(partition, promise))
+            batch.outputs.extend(self._markers(marker_value(partition, promise)))
         self._clocks_changed.clear()
 
     def _first_held_trade(self, partition: int) -> Trade | None:
@@ -926,9 +927,8 @@ class UserAnalysis:
             return None
         return next((item[2] for item in queues[0] if isinstance(item[2], Trade)), None)
 
-    def _markers(self, source: int, promise: int | None) -> list[Record]:
-        """A marker of ``source`` for every partition of both repartition topics."""
-        value = marker_value(source, promise)
+    def _markers(self, value: bytes) -> list[Record]:
+        """A marker for every partition of both repartition topics."""
         names = self.names
         return [
             (topic, target, None, value, None)
@@ -943,7 +943,9 @@ class UserAnalysis:
         IDLE_MARKER_S: every trade up to the partition's end is applied (``ends(partition)``: its
         fetched end and its committed offset), nothing is held, and no trade came for IDLE_AFTER_S.
         Applied, not merely received: after a rebalance the received ones were dropped, and a source
-        declared idle behind its own trades would make them late for the market."""
+        declared idle behind its own trades would make them late for the market. The marker carries
+        the offset applied through, which the market and pair agents hold against the partition's
+        end."""
         records: list[Record] = []
         for partition in assigned:
             queues = self._queues.get(partition)
@@ -958,7 +960,7 @@ class UserAnalysis:
             if end is None or applied < end:
                 continue
             self._last_idle_at[partition] = now
-            records.extend(self._markers(partition, None))
+            records.extend(self._markers(idle_marker_value(partition, applied)))
         return records
 
     def _dead_letter(self, message: Any, source: int, rejected: EventRejected) -> Record:
@@ -1113,6 +1115,11 @@ class OffsetsReader:
         found = await self._started().end_offsets([TopicPartition(t, p) for t, p in partitions])
         return {(tp.topic, tp.partition): int(offset) for tp, offset in found.items()}
 
+    @property
+    def started(self) -> bool:
+        """Whether requests can be sent (between :meth:`start` and :meth:`stop`)."""
+        return self._consumer is not None
+
     async def starts(self, partitions: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """(topic, partition) -> the offset of its first event on the broker."""
         found = await self._started().beginning_offsets([TopicPartition(t, p) for t, p in partitions])
@@ -1185,6 +1192,19 @@ class UserAgent:
                 await commit.send(records)
             except WorkerError as exc:  # Best effort: the next tick says it again.
                 log.warning("could not send idle markers: %s", exc)
+
+    async def trade_ends(self, partitions: Sequence[int]) -> dict[int, int]:
+        """The trades partitions' ends on the broker now, which the market and pair agents hold the
+        idle markers against; {} while that is not known (not started, or the request failed)."""
+        if not self.offsets.started:
+            return {}
+        trades = self.context.names.trades
+        try:
+            found = await self.offsets.ends([(trades, partition) for partition in partitions])
+        except Exception as exc:  # The idle sources are not trusted until a later batch asks again.
+            log.warning("could not ask the broker for the trades partitions' ends: %r", exc)
+            return {}
+        return {partition: end for (_topic, partition), end in found.items()}
 
     def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Faust resumes every assigned partition after a rebalance; the holds start afresh.

@@ -15,7 +15,11 @@ with a state table of their own (changelog, recovery and standbys by Faust) and 
 2. the partition's watermark is the smallest promise of all :data:`sources` input partitions
    (none before every source has spoken; idle sources do not count; all idle: everything goes);
    the buffered executions before it are released in (timestamp, tradeId) order, each applied to
-   its key's state by the core, whose alerts become outputs (keyed by symbol, or by owner pair);
+   its key's state by the core, whose alerts become outputs (keyed by symbol, or by owner pair).
+   A source is idle only while its trades partition still ends where its idle marker said (the
+   broker is asked, one request per batch for the sources idle anywhere): a trade written there
+   since holds the watermark until the source speaks again, so a hung owner or a takeover does not
+   make that trade late;
 3. the records are acked in offset order as far as every earlier one is done (a held execution
    holds back the acks after it, so a crash re-delivers it); the changed states are encoded once.
 
@@ -31,7 +35,7 @@ import asyncio
 import heapq
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -61,6 +65,8 @@ S = TypeVar("S")
 STATE_CACHE_SIZE = 20_000
 #: The key of a market partition's progress records on risk-market-context (no symbol has spaces).
 PROGRESS_KEY = b" progress"
+#: the end of a trades partition the broker did not give: beyond any idle marker's
+_UNKNOWN = 2**63
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,8 @@ class KeyedCore(Generic[S]):
 
 
 Outcome = tuple[bool, tuple[RiskAlert, ...], tuple[MarketContext, ...]]
+#: trades partitions -> their end offsets on the broker now (missing: not known)
+TradeEnds = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
 
 
 def _evaluate_market(state: MarketState, execution: Execution, rules: Rules) -> Outcome:
@@ -129,6 +137,10 @@ class _Feed:
 
     #: source partition -> its promise (None: idle)
     promises: dict[int, int | None] = field(default_factory=dict)
+    #: idle source partition -> the trades partition's end its last idle marker carried
+    idle_ends: dict[int, int] = field(default_factory=dict)
+    #: an idle source's trades partition has grown since its marker (as asked for this batch)
+    idle_moved: bool = False
     #: (timestamp, tradeId, arrival number, execution, its queue entry)
     buffer: list[tuple[int, str, int, Execution, list[Any]]] = field(default_factory=list)
     buffered: set[tuple[int, str]] = field(default_factory=set)
@@ -154,9 +166,12 @@ class WatermarkedAnalysis(Generic[S]):
         context: WorkerContext,
         table: StateStore,
         sources: int,
+        trade_ends: TradeEnds,
         untrack: Callable[[list[Any]], None] = lambda messages: None,
     ) -> None:
         self.core = core
+        #: asks the broker for trades partitions' ends (riskengine.worker.agents.user_agent.OffsetsReader)
+        self.trade_ends = trade_ends
         #: tells Faust to stop waiting for messages dropped unacked (riskengine.worker.faust_compat)
         self.untrack = untrack
         self.context = context
@@ -179,10 +194,23 @@ class WatermarkedAnalysis(Generic[S]):
 
     def watermark(self, feed: _Feed) -> float:
         """The smallest promise of all sources (see the module docstring)."""
-        if len(feed.promises) < self.sources:
+        if len(feed.promises) < self.sources or feed.idle_moved:
             return float("-inf")
         active = [promise for promise in feed.promises.values() if promise is not None]
         return min(active) if active else float("inf")
+
+    async def _check_idle_sources(self) -> None:
+        """Ask the broker for the ends of the trades partitions some target partition holds idle
+        (one request), and mark the target partitions where one of them has moved since."""
+        feeds = self._feeds.values()
+        idle = sorted({s for feed in feeds for s, promise in feed.promises.items() if promise is None})
+        ends = await self.trade_ends(idle) if idle else {}
+        for feed in feeds:
+            feed.idle_moved = any(
+                promise is None and ends.get(source, _UNKNOWN) > feed.idle_ends.get(source, 0)
+                for source, promise in feed.promises.items()
+            )
+            self.counters["idle_held"] += feed.idle_moved
 
     async def analyze(self, batch: Batch) -> int:
         """Buffer the batch's records, release what the watermarks allow; return how many wait."""
@@ -205,6 +233,8 @@ class WatermarkedAnalysis(Generic[S]):
                 continue
             if isinstance(record, Marker):
                 feed.promises[record.source] = record.promise
+                if record.promise is None:
+                    feed.idle_ends[record.source] = record.end
                 entry[2] = True
                 continue
             known = feed.promises.get(record.source)
@@ -218,6 +248,7 @@ class WatermarkedAnalysis(Generic[S]):
             feed.arrivals += 1
             heapq.heappush(feed.buffer, (trade.timestamp, trade.trade_id, feed.arrivals, record, entry))
             feed.buffered.add(order)
+        await self._check_idle_sources()
         outputs: list[Record] = []
         done: list[tuple[Any, Any]] = []
         for partition, feed in feeds.items():
@@ -352,7 +383,13 @@ class WatermarkedAgent(Generic[S]):
     """The Faust side: the repartition topic, the agent that collects its records, the pipeline."""
 
     def __init__(
-        self, app: TransportApp, context: WorkerContext, table: StateTable, core: KeyedCore[S], topic: str
+        self,
+        app: TransportApp,
+        context: WorkerContext,
+        table: StateTable,
+        core: KeyedCore[S],
+        topic: str,
+        trade_ends: TradeEnds,
     ) -> None:
         self.app = app
         self.context = context
@@ -361,7 +398,12 @@ class WatermarkedAgent(Generic[S]):
         self.name = core.name
         settings: Settings = context.settings
         self.analysis = WatermarkedAnalysis(
-            core, context, table, settings.topic_partitions, lambda messages: untrack(app.consumer, messages)
+            core,
+            context,
+            table,
+            settings.topic_partitions,
+            trade_ends,
+            lambda messages: untrack(app.consumer, messages),
         )
         self.topic = app.topic(topic, key_type=bytes, value_type=bytes, partitions=settings.topic_partitions)
         self._pipeline: BatchPipeline | None = None
@@ -448,12 +490,14 @@ class WatermarkedAgent(Generic[S]):
 
 
 def market_agent(
-    app: TransportApp, context: WorkerContext, table: StateTable
+    app: TransportApp, context: WorkerContext, table: StateTable, trade_ends: TradeEnds
 ) -> WatermarkedAgent[MarketState]:
     """The per-symbol market agent."""
-    return WatermarkedAgent(app, context, table, MARKET, context.names.market_events)
+    return WatermarkedAgent(app, context, table, MARKET, context.names.market_events, trade_ends)
 
 
-def pair_agent(app: TransportApp, context: WorkerContext, table: StateTable) -> WatermarkedAgent[PairState]:
+def pair_agent(
+    app: TransportApp, context: WorkerContext, table: StateTable, trade_ends: TradeEnds
+) -> WatermarkedAgent[PairState]:
     """The account-pair agent."""
-    return WatermarkedAgent(app, context, table, PAIRS, context.names.pair_events)
+    return WatermarkedAgent(app, context, table, PAIRS, context.names.pair_events, trade_ends)

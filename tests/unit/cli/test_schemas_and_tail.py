@@ -16,7 +16,7 @@ from riskengine.contracts.avro_codec import SchemaCache
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import INPUT_CONTRACTS, RECORD_TOPICS, compatibility, record_subjects
 from riskengine.settings import Settings
-from riskengine.worker.repartition import execution_value, marker_value
+from riskengine.worker.repartition import execution_value, idle_marker_value
 from tests.unit.core.builders import trade
 
 
@@ -102,5 +102,5 @@ def test_tail_lines_decode_avro_and_show_anything_else_readably():
         "owner": "c-1",
         "pair": "c-1|c-2",
     }
-    idle = json.loads(record_line(message(marker_value(2, None)), cache.decode_as_written))["value"]
-    assert idle == {"source": 2, "idle": True}
+    idle = json.loads(record_line(message(idle_marker_value(2, 41)), cache.decode_as_written))["value"]
+    assert idle == {"source": 2, "idle": True, "end": 41}

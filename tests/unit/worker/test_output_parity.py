@@ -28,7 +28,7 @@ from riskengine.producer.simulator import SimulationConfig, Simulator
 from riskengine.worker.agents.user_agent import UserAnalysis
 from riskengine.worker.agents.watermarked_agent import MARKET, PAIRS, WatermarkedAnalysis
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Fence, Record
-from riskengine.worker.repartition import marker_value
+from riskengine.worker.repartition import idle_marker_value
 from riskengine.worker.tables.user_state import JOURNAL_KEY
 from tests.unit.worker.test_user_agent import Inputs, worker_context
 from tests.unit.worker.worker_fakes import (
@@ -37,6 +37,7 @@ from tests.unit.worker.worker_fakes import (
     FakeProducer,
     FakeStore,
     FakeStream,
+    FakeTradeEnds,
     Journal,
 )
 
@@ -91,12 +92,12 @@ async def _keyed_outputs(core: Any, topic: str, records: list[Record]) -> list[R
     idle (which releases what is left)."""
     context = worker_context()
     store = FakeStore(Journal(), set(range(PARTITIONS)), f"{core.name}-changelog")
-    analysis = WatermarkedAnalysis(core, context, store, PARTITIONS)
+    analysis = WatermarkedAnalysis(core, context, store, PARTITIONS, FakeTradeEnds())
     stream = FakeStream(Journal())
     offsets: dict[int, int] = {}
     events = []
     idle = [
-        (topic, target, None, marker_value(source, None), None)
+        (topic, target, None, idle_marker_value(source, 0), None)
         for source in range(PARTITIONS)
         for target in range(PARTITIONS)
     ]

@@ -19,6 +19,7 @@ from riskengine.worker.repartition import (
     RepartitionError,
     decode,
     execution_value,
+    idle_marker_value,
     marker_value,
 )
 from riskengine_devtools.bench_core import build_stream
@@ -53,10 +54,12 @@ def test_a_packed_execution_reads_back_as_the_json_one_did_for_every_generated_t
 def test_markers_read_back_including_negative_promises_and_idle_ones():
     assert decode(marker_value(5, -5_000)) == Marker(5, -5_000)
     assert decode(marker_value(0, 1_767_225_600_000)) == Marker(0, 1_767_225_600_000)
-    assert decode(marker_value(2, None)) == Marker(2, None)
-    # The JSON records an older worker wrote (pending outputs re-sent as stored).
+    assert decode(idle_marker_value(2, 1_234)) == Marker(2, None, 1_234)
+    assert decode(idle_marker_value(2, 2**63 - 1)) == Marker(2, None, 2**63 - 1)
+    # The JSON records an older worker wrote (pending outputs re-sent as stored): an idle one says
+    # no end, which counts as 0 (trusted only while its trades partition is empty).
     assert decode(b'{"source":3,"promise":7}') == Marker(3, 7)
-    assert decode(b'{"source":3,"idle":true}') == Marker(3, None)
+    assert decode(b'{"source":3,"idle":true}') == Marker(3, None, 0)
 
 
 def test_a_truncated_or_padded_packed_record_is_refused():

@@ -41,7 +41,7 @@ from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, Deli
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.metrics import Metrics
 from riskengine.worker.pipeline import BatchPipeline
-from riskengine.worker.repartition import CLOCK_KEY, Marker, unframe
+from riskengine.worker.repartition import CLOCK_KEY, IDLE_AFTER_S, Marker, unframe
 from riskengine.worker.repartition import decode as decode_repartitioned
 from riskengine.worker.tables.user_state import ALERT, ANALYZED, JOURNAL_KEY, decode_envelope
 from tests.unit.core.builders import MINUTE, SECOND, order, run_flow, trade
@@ -974,3 +974,19 @@ async def test_an_event_far_ahead_of_the_clock_is_dead_lettered_and_moves_no_sta
     assert "WASH_TRADING" in alert_patterns(worker.producer, worker.context.catalog)
     state = decode_envelope(worker.store.values[0][b"u-1"]).state
     assert decode_state(state).watermark == wash[-1].timestamp
+
+
+async def test_an_idle_marker_carries_the_offset_its_trades_partition_is_applied_through():
+    journal = Journal()
+    worker = Worker(FakeStore(journal, {0}, CHANGELOG), FakeProducer(journal))
+    made = [trade(n * SECOND, user=f"u-{n}", trade_id=f"t-{n}") for n in range(3)]
+    await worker.process(trade_events(worker.context.catalog, [(0, t) for t in made]), FakeStream(journal))
+    quiet = time.time() + IDLE_AFTER_S + 1
+    # A fourth trade on the broker, not applied: not idle.
+    assert worker.analysis.idle_markers([0], lambda partition: (4, None), quiet) == []
+    records = worker.analysis.idle_markers([0], lambda partition: (3, None), quiet)
+    names, partitions = worker.context.names, worker.context.settings.topic_partitions
+    assert {(topic, target) for topic, target, *_ in records} == {
+        (topic, target) for topic in (names.market_events, names.pair_events) for target in range(partitions)
+    }
+    assert {decode_repartitioned(record[3]) for record in records} == {Marker(0, None, 3)}

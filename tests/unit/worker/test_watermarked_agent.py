@@ -12,11 +12,11 @@ from riskengine.core.market import (
 from riskengine.core.market_feed import evaluate_cross_account
 from riskengine.worker.agents.watermarked_agent import MARKET, WatermarkedAnalysis
 from riskengine.worker.commit import Batch
-from riskengine.worker.repartition import execution_value, marker_value
+from riskengine.worker.repartition import execution_value, idle_marker_value, marker_value
 
 from ..core.builders import MINUTE, SECOND, trade
 from .test_user_agent import worker_context
-from .worker_fakes import FakeEvent, FakeMessage, FakeStore, FakeStream, Journal
+from .worker_fakes import FakeEvent, FakeMessage, FakeStore, FakeStream, FakeTradeEnds, Journal
 
 SOURCES = 3
 TOPIC = "risk-market-events"
@@ -39,13 +39,16 @@ class Feed:
     ) -> tuple[FakeEvent, FakeStream]:
         return self.event(execution_value(record, source, record.timestamp - lateness))
 
-    def marker(self, source: int, promise: int | None) -> tuple[FakeEvent, FakeStream]:
+    def marker(self, source: int, promise: int | None, end: int = 0) -> tuple[FakeEvent, FakeStream]:
+        """A progress marker, or an idle one (``promise`` None) with its trades partition's end."""
+        if promise is None:
+            return self.event(idle_marker_value(source, end))
         return self.event(marker_value(source, promise))
 
 
-def analysis() -> tuple[WatermarkedAnalysis[MarketState], FakeStore]:
+def analysis(ends: FakeTradeEnds | None = None) -> tuple[WatermarkedAnalysis[MarketState], FakeStore]:
     store = FakeStore(Journal(), {0}, "market-state-changelog")
-    return WatermarkedAnalysis(MARKET, worker_context(), store, SOURCES), store
+    return WatermarkedAnalysis(MARKET, worker_context(), store, SOURCES, ends or FakeTradeEnds()), store
 
 
 async def run(
@@ -135,3 +138,52 @@ async def test_a_record_behind_the_released_time_is_late_and_a_redelivery_change
     sent = [topic for topic, *_ in batch.outputs if topic != "risk-market-context"]
     assert sent == [], "outputs first: a re-delivery sends no alert again (contexts and progress only)"
     assert batch.changelog, "but its state goes to the changelog again"
+
+
+async def test_an_idle_source_counts_only_while_its_trades_partition_ends_where_its_marker_said() -> None:
+    """Source 2 said idle with its trades partition at offset 7; the other sources promise past an
+    execution of source 0. If the partition still ends at 7, the execution goes; if a trade was
+    written there since (its owner hung, or its execution is on the way) or the broker does not
+    answer, the execution waits, and the trade's execution, earlier in event time, is not late."""
+    later = trade(2 * MINUTE, "BUY", 100.0, quantity=1.0, user="u-a", trade_id="t-later")
+    earlier = trade(MINUTE, "BUY", 100.0, quantity=1.0, user="u-b", trade_id="t-earlier")
+
+    def first_batch(feed: Feed) -> list[tuple[FakeEvent, FakeStream]]:
+        return [
+            feed.marker(2, None, end=7),
+            feed.execution(later, 0),
+            feed.marker(0, later.timestamp + MINUTE),
+            feed.marker(1, later.timestamp + MINUTE),
+        ]
+
+    still = FakeTradeEnds({2: 7})
+    analyzer, _store = analysis(still)
+    feed = Feed()
+    batch = await run(analyzer, first_batch(feed))
+    assert analyzer.counters["released"] == 1 and acked(batch) == [0, 1, 2, 3]
+    assert still.asked == [[2]], "one request, for the idle source only"
+
+    for ends in (FakeTradeEnds({2: 8}), FakeTradeEnds({2: None})):
+        analyzer, _store = analysis(ends)
+        feed = Feed()
+        batch = await run(analyzer, first_batch(feed))
+        assert analyzer.held() == 1 and acked(batch) == [0], ends
+        assert analyzer.counters["idle_held"] == 1
+        # The source's execution comes, then its promise moves on: both go, in event time, none late.
+        batch = await run(analyzer, [feed.execution(earlier, 2), feed.marker(2, later.timestamp + 1)])
+        assert acked(batch) == [1, 2, 3, 4, 5]
+        assert analyzer.counters["released"] == 2 and analyzer.counters["late"] == 0
+        (state_bytes,) = batch.changelog.values()
+        assert decode_market_state(state_bytes).executions == 2
+
+    # A fresh idle marker with the partition's new end: trusted again.
+    moved = FakeTradeEnds({2: 8})
+    analyzer, _store = analysis(moved)
+    feed = Feed()
+    await run(analyzer, first_batch(feed))
+    batch = await run(analyzer, [feed.marker(2, None, end=8)])
+    assert analyzer.held() == 0 and acked(batch) == [1, 2, 3, 4]
+    # No source idle: nothing to ask.
+    analyzer, _store = analysis(moved)
+    await run(analyzer, [Feed().marker(source, MINUTE) for source in range(SOURCES)])
+    assert len(moved.asked) == 2

@@ -201,3 +201,18 @@ def events(topic: str, values: list[tuple[int, bytes, bytes]], first_offset: int
         next_offset[partition] = offset + 1
         made.append(FakeEvent(FakeMessage(topic, partition, offset, key, value)))
     return made
+
+
+@dataclass
+class FakeTradeEnds:
+    """The trades partitions' ends as the broker gives them to the market and pair agents: 0 (an
+    empty partition) unless set in ``ends``; ``None`` in ``ends``: the broker does not answer."""
+
+    ends: dict[int, int | None] = field(default_factory=dict)
+    #: the partitions of each request
+    asked: list[list[int]] = field(default_factory=list)
+
+    async def __call__(self, partitions: Any) -> dict[int, int]:
+        self.asked.append(list(partitions))
+        found = {partition: self.ends.get(partition, 0) for partition in partitions}
+        return {partition: end for partition, end in found.items() if end is not None}
