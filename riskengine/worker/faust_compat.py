@@ -18,7 +18,8 @@ The reaches:
   API writes one key per call and needs a current event.
 - ``faust.transport.consumer.Consumer._committed_offset`` and ``._is_changelog_tp``: which stream
   partitions have a committed offset after Faust's post-rebalance seek (see
-  :class:`Consumer.perform_seek` for why that seek needs correcting).
+  :class:`Consumer.perform_seek` for why that seek needs correcting), and which fetched partitions
+  are changelogs, sought back when their records are dropped.
 - ``aiokafka.AIOKafkaConsumer._client``: ``force_metadata_update`` on a group-less consumer whose
   topics were created moments ago (their partitions are otherwise unknown until the next periodic
   refresh).
@@ -113,7 +114,8 @@ SURFACE: tuple[Reach, ...] = (
         "faust.transport.consumer.Consumer",
         "_is_changelog_tp",
         "method",
-        "tells table changelog partitions (never rewound here) from stream partitions",
+        "tells table changelog partitions from stream partitions: the seek after a rebalance leaves "
+        "changelogs to Faust's recovery, and a dropped round's changelog records are fetched again",
     ),
     Reach(
         "faust.app.base.App",
@@ -326,7 +328,7 @@ class Consumer(driver.Consumer):
 
     After every rebalance Faust seeks each stream partition back to its committed offset, because
     records fetched during the rebalance may have been dropped. Two faults in that step lost
-    trades in the crash tests:
+    trades in the crash tests, and a third lost a standby's state:
 
     1. *The seek did not stop the flow.* Faust resumes the stream partitions, then seeks, then
        clears the agents' input queues. Records fetched before the seek kept reaching the queue
@@ -341,6 +343,8 @@ class Consumer(driver.Consumer):
        3,000 trades in one crash test). Such partitions are now sought to their beginning, which is
        where ``auto_offset_reset`` (``earliest``, see :func:`riskengine.worker.app.app_options`)
        put them.
+    3. *A changelog partition's records dropped with the flow stopped were not fetched again*
+       (:meth:`_fetch_changelogs_again`): a standby lost the keys written before it started.
 
     A trade read again after the seek is recognized by its offset and not applied twice (see
     :mod:`riskengine.worker.agents.trade_analysis`).
@@ -395,6 +399,7 @@ class Consumer(driver.Consumer):
                 if records is None or self.should_stop:
                     continue
                 if not self.flow_active:
+                    await self._fetch_changelogs_again(records)
                     await self._seek_while_stopped()
                     continue
                 generation = self.app.consumer_generation_id
@@ -421,6 +426,25 @@ class Consumer(driver.Consumer):
         except Exception as exc:
             log.exception("Drain messages raised: %r", exc)
             raise
+
+    async def _fetch_changelogs_again(self, records: Mapping[Any, list[Any]]) -> None:
+        """Seek each changelog partition of a dropped round back to its first dropped record.
+
+        A stream partition's dropped records come again from the seek to its committed offset; a
+        changelog partition has none, and its fetch would go on after them. A standby's first
+        records were lost that way when they came while :meth:`perform_seek` held the flow: its
+        later records moved the persisted offset past the gap, and the worker that took the
+        partition over recovered from there without the keys before it (the chaos ``sequence``
+        scenario; ``tests/integration/test_worker_standby.py``). Seeking back only repeats records
+        the recovery has seen (it skips offsets it has already taken), even when its own seek
+        came between.
+        """
+        for tp, fetched in records.items():
+            if fetched and self._is_changelog_tp(tp):
+                try:
+                    await self.seek_wait({tp: fetched[0].offset})
+                except IllegalStateError:
+                    log.info("%s/%s revoked before the seek", tp.topic, tp.partition)
 
     async def _seek_while_stopped(self) -> None:
         try:
