@@ -12,11 +12,13 @@ import inspect
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import IllegalStateError
 
 from riskengine.settings import Settings
 from riskengine.worker import faust_compat
@@ -315,3 +317,30 @@ def test_the_drain_loop_the_batch_path_replaces_is_the_one_checked():
         assert part in source, _upgrade_hint(reach)
     assert "consumer_generation_id" in inspect.getsource(Consumer.getmany), _upgrade_hint(reach)
     assert "self.track_message" not in source  # streams track what they take: the batch path does it
+
+
+async def test_a_changelog_partitions_dropped_records_are_fetched_again(app, monkeypatch):
+    """A fetch round dropped while the flow is stopped: each changelog partition is sought back to
+    its first dropped record (stream partitions are left to the seek to their committed offsets);
+    one revoked meanwhile is skipped."""
+    user_state = UserStateTable(app, replace(Settings.from_env({}), topic_partitions=2))
+    changelog = [faust.types.TP(user_state.changelog_topic, partition) for partition in (0, 1)]
+    stream = faust.types.TP("crypto-trades", 0)
+    consumer: Any = app.consumer
+    assert consumer._is_changelog_tp(changelog[0]) and not consumer._is_changelog_tp(stream)
+    sought: list[dict[Any, int]] = []
+
+    async def seek_wait(partitions: dict[Any, int]) -> None:
+        if changelog[1] in partitions:
+            raise IllegalStateError("revoked")
+        sought.append(partitions)
+
+    monkeypatch.setattr(consumer, "seek_wait", seek_wait)
+
+    def records(*offsets: int) -> list[Any]:
+        return [SimpleNamespace(offset=offset) for offset in offsets]
+
+    await consumer._fetch_changelogs_again(
+        {changelog[0]: records(40, 41, 42), changelog[1]: records(7), stream: records(3, 4)}
+    )
+    assert sought == [{changelog[0]: 40}]
