@@ -18,8 +18,10 @@ The reaches:
   API writes one key per call and needs a current event.
 - ``faust.transport.consumer.Consumer._committed_offset`` and ``._is_changelog_tp``: which stream
   partitions have a committed offset after Faust's post-rebalance seek (see
-  :class:`Consumer.perform_seek` for why that seek needs correcting), and which fetched partitions
-  are changelogs, sought back when their records are dropped.
+  :class:`Consumer.perform_seek` for why that seek needs correcting).
+- ``faust.tables.manager.TableManager.recovery`` (public, but not declared on ``TableManagerT``):
+  the standby partitions and the offsets the recovery took, which :meth:`Consumer.resume_flow`
+  seeks the standbys back to.
 - ``aiokafka.AIOKafkaConsumer._client``: ``force_metadata_update`` on a group-less consumer whose
   topics were created moments ago (their partitions are otherwise unknown until the next periodic
   refresh).
@@ -114,8 +116,7 @@ SURFACE: tuple[Reach, ...] = (
         "faust.transport.consumer.Consumer",
         "_is_changelog_tp",
         "method",
-        "tells table changelog partitions from stream partitions: the seek after a rebalance leaves "
-        "changelogs to Faust's recovery, and a dropped round's changelog records are fetched again",
+        "tells table changelog partitions (never rewound here) from stream partitions",
     ),
     Reach(
         "faust.app.base.App",
@@ -344,11 +345,49 @@ class Consumer(driver.Consumer):
        where ``auto_offset_reset`` (``earliest``, see :func:`riskengine.worker.app.app_options`)
        put them.
     3. *A changelog partition's records dropped with the flow stopped were not fetched again*
-       (:meth:`_fetch_changelogs_again`): a standby lost the keys written before it started.
+       (:meth:`resume_flow`): a standby lost the keys written before it started.
 
     A trade read again after the seek is recognized by its offset and not applied twice (see
     :mod:`riskengine.worker.agents.trade_analysis`).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._standby_seeks: set[asyncio.Future[None]] = set()
+
+    def resume_flow(self) -> None:
+        """Resume the flow, and fetch the standbys' changelogs again from what the recovery took.
+
+        A fetch round that comes while the flow is stopped is dropped (Faust's loop and
+        :meth:`_drain_messages` alike); a stream partition's records come again from the seek to
+        its committed offset, a changelog partition's did not. A standby that had just started
+        reading a changelog from the beginning lost its first records while :meth:`perform_seek`
+        held the flow, its later records moved the persisted offset past the gap, and the worker
+        that took the partition over recovered without the keys before it (the chaos ``sequence``
+        scenario). The offsets are taken now, before any record of the resumed flow is taken, so
+        the seek repeats records the recovery skips (it takes an offset once) and never leaves one
+        out. Active changelog partitions are the recovery's own (paused once it is done).
+        """
+        super().resume_flow()
+        tables: Any = self.app.tables  # TableManagerT does not declare its recovery
+        recovery = tables.recovery
+        targets = {}
+        for tp in recovery.standby_tps - recovery.active_tps:
+            taken = recovery.standby_offsets.get(tp)
+            targets[tp] = 0 if taken is None or taken < 0 else taken + 1
+        if targets:
+            seeking = asyncio.ensure_future(self._seek_standbys(targets))
+            self._standby_seeks.add(seeking)  # a reference until it is done
+            seeking.add_done_callback(self._standby_seeks.discard)
+
+    async def _seek_standbys(self, targets: dict[Any, int]) -> None:
+        for tp, offset in targets.items():
+            try:
+                await self.seek_wait({tp: offset})
+            except IllegalStateError:
+                log.info("%s/%s revoked before the seek", tp.topic, tp.partition)
+            except Exception as exc:  # the next resumption seeks again
+                log.warning("could not seek the standby %s/%s: %r", tp.topic, tp.partition, exc)
 
     async def perform_seek(self) -> None:
         """Stop the flow, then seek every stream partition to its committed offset or beginning."""
@@ -399,7 +438,6 @@ class Consumer(driver.Consumer):
                 if records is None or self.should_stop:
                     continue
                 if not self.flow_active:
-                    await self._fetch_changelogs_again(records)
                     await self._seek_while_stopped()
                     continue
                 generation = self.app.consumer_generation_id
@@ -426,25 +464,6 @@ class Consumer(driver.Consumer):
         except Exception as exc:
             log.exception("Drain messages raised: %r", exc)
             raise
-
-    async def _fetch_changelogs_again(self, records: Mapping[Any, list[Any]]) -> None:
-        """Seek each changelog partition of a dropped round back to its first dropped record.
-
-        A stream partition's dropped records come again from the seek to its committed offset; a
-        changelog partition has none, and its fetch would go on after them. A standby's first
-        records were lost that way when they came while :meth:`perform_seek` held the flow: its
-        later records moved the persisted offset past the gap, and the worker that took the
-        partition over recovered from there without the keys before it (the chaos ``sequence``
-        scenario; ``tests/integration/test_worker_standby.py``). Seeking back only repeats records
-        the recovery has seen (it skips offsets it has already taken), even when its own seek
-        came between.
-        """
-        for tp, fetched in records.items():
-            if fetched and self._is_changelog_tp(tp):
-                try:
-                    await self.seek_wait({tp: fetched[0].offset})
-                except IllegalStateError:
-                    log.info("%s/%s revoked before the seek", tp.topic, tp.partition)
 
     async def _seek_while_stopped(self) -> None:
         try:

@@ -7,12 +7,12 @@ says which private attribute moved, instead of a lost trade in a crash test.
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib
 import inspect
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -319,28 +319,34 @@ def test_the_drain_loop_the_batch_path_replaces_is_the_one_checked():
     assert "self.track_message" not in source  # streams track what they take: the batch path does it
 
 
-async def test_a_changelog_partitions_dropped_records_are_fetched_again(app, monkeypatch):
-    """A fetch round dropped while the flow is stopped: each changelog partition is sought back to
-    its first dropped record (stream partitions are left to the seek to their committed offsets);
-    one revoked meanwhile is skipped."""
-    user_state = UserStateTable(app, replace(Settings.from_env({}), topic_partitions=2))
-    changelog = [faust.types.TP(user_state.changelog_topic, partition) for partition in (0, 1)]
-    stream = faust.types.TP("crypto-trades", 0)
+async def test_resuming_the_flow_fetches_each_standby_again_from_what_the_recovery_took(app, monkeypatch):
+    """A standby's records dropped while the flow was stopped come again: on resuming, each standby
+    changelog partition is sought to the offset after the last one the recovery took (the start
+    when it took none); active ones are the recovery's own; a revoked one is skipped."""
+    user_state = UserStateTable(app, replace(Settings.from_env({}), topic_partitions=4))
+    tps = [faust.types.TP(user_state.changelog_topic, partition) for partition in range(4)]
+    recovery: Any = app.tables.recovery
+    recovery.standby_tps.update(tps[:3])
+    recovery.active_tps.add(tps[2])
+    recovery.standby_offsets.update({tps[0]: 41, tps[1]: -1, tps[2]: 9})
     consumer: Any = app.consumer
-    assert consumer._is_changelog_tp(changelog[0]) and not consumer._is_changelog_tp(stream)
-    sought: list[dict[Any, int]] = []
+    sought: dict[Any, int] = {}
 
     async def seek_wait(partitions: dict[Any, int]) -> None:
-        if changelog[1] in partitions:
+        if tps[3] in partitions:
             raise IllegalStateError("revoked")
-        sought.append(partitions)
+        sought.update(partitions)
 
     monkeypatch.setattr(consumer, "seek_wait", seek_wait)
-
-    def records(*offsets: int) -> list[Any]:
-        return [SimpleNamespace(offset=offset) for offset in offsets]
-
-    await consumer._fetch_changelogs_again(
-        {changelog[0]: records(40, 41, 42), changelog[1]: records(7), stream: records(3, 4)}
-    )
-    assert sought == [{changelog[0]: 40}]
+    consumer.stop_flow()
+    consumer.resume_flow()
+    assert consumer.flow_active
+    await asyncio.gather(*consumer._standby_seeks)
+    assert sought == {tps[0]: 42, tps[1]: 0}
+    # Taken offsets are read at the resumption, not when the seek runs.
+    recovery.standby_offsets[tps[0]] = 50
+    recovery.standby_tps.add(tps[3])
+    consumer.resume_flow()
+    recovery.standby_offsets[tps[0]] = 60
+    await asyncio.gather(*consumer._standby_seeks)
+    assert sought == {tps[0]: 51, tps[1]: 0}
