@@ -6,8 +6,9 @@ execution is between two owners, to ``risk-pair-events`` keyed by the owner pair
 its batch (step 4 of :mod:`riskengine.worker.commit`, kept among the envelope's pending outputs,
 so none is lost to a crash). These topics are written and read by the worker alone, two records
 per trade, so their values are packed binary (:data:`FORMAT`; JSON cost a fifth of a trade's
-processing, writing and reading it back): a format byte, the record kind, the source partition and
-its promise, then per kind:
+processing, writing and reading it back; the codec, :mod:`riskengine.core.execution_record`, runs
+compiled with the core): a format byte, the record kind, the source partition and its promise, then
+per kind:
 
 - an execution (``E``): the trade's fields (the ``CryptoTrade`` record's), on the pair topic with
   the buying owner and the pair;
@@ -38,13 +39,42 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from riskengine.core import Trade, parse_trade
+from riskengine.core import parse_trade
+from riskengine.core.execution_record import (
+    FORMAT,
+    Execution,
+    ExecutionRecordError,
+    Marker,
+    execution_value,
+    idle_marker_value,
+    marker_value,
+    read_record,
+)
 from riskengine.core.market_feed import kafka_partition
-from riskengine.core.models import RiskLevel, Side
 from riskengine.errors import WorkerError
+
+__all__ = [
+    "CLOCK_KEY",
+    "FORMAT",
+    "IDLE_AFTER_S",
+    "IDLE_MARKER_S",
+    "MARKER_INTERVAL_S",
+    "Execution",
+    "Marker",
+    "RepartitionError",
+    "decode",
+    "decode_clock",
+    "document",
+    "encode_clock",
+    "execution_value",
+    "frame",
+    "idle_marker_value",
+    "marker_value",
+    "target_partition",
+    "unframe",
+]
 
 #: Shortest time between two progress markers of one source partition.
 MARKER_INTERVAL_S = 0.2
@@ -62,147 +92,16 @@ class RepartitionError(WorkerError):
     """A record on a repartition topic that the worker did not write."""
 
 
-@dataclass(frozen=True, slots=True)
-class Execution:
-    """An execution record: the trade, its source partition, the source's promise, pair fields."""
-
-    trade: Trade
-    source: int
-    promise: int
-    owner: str | None = None
-    pair: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """A progress marker (``promise`` set) or an idle marker (``promise`` None)."""
-
-    source: int
-    promise: int | None
-    #: of an idle marker: the trades partition's end offset then (every trade before it applied);
-    #: 0 in the records of older workers, which did not say (so trusted only on an empty partition)
-    end: int = 0
-
-
-#: The first byte of a packed record (a JSON record starts with ``{``).
-FORMAT = 1
-_HEADER = struct.Struct("<Bciq")
-_EXECUTION = struct.Struct("<qdddBB")
-_LENGTH = struct.Struct("<H")
-#: The length that stands for None in an optional string.
-_NONE = 0xFFFF
-_SIDES = tuple(Side)
-_SIDE_CODES = {side: code for code, side in enumerate(_SIDES)}
-_LEVELS = (None, *RiskLevel)
-_LEVEL_CODES = {level: code for code, level in enumerate(_LEVELS)}
-
-
-def execution_value(
-    trade: Trade, source: int, promise: int, owner: str | None = None, pair: str | None = None
-) -> bytes:
-    """The value of an execution record."""
-    parts = [
-        _HEADER.pack(FORMAT, b"E", source, promise),
-        _EXECUTION.pack(
-            trade.timestamp,
-            trade.quantity,
-            trade.price,
-            trade.notional,
-            _SIDE_CODES[trade.side],
-            _LEVEL_CODES[trade.risk_level],
-        ),
-    ]
-    for text in (
-        trade.trade_id,
-        trade.user_id,
-        trade.customer_id,
-        trade.symbol,
-        trade.exchange,
-        trade.order_type,
-        trade.counterparty_user_id,
-        trade.order_id,
-        owner,
-        pair,
-    ):
-        if text is None:
-            parts.append(_LENGTH.pack(_NONE))
-        else:
-            data = text.encode()
-            parts.append(_LENGTH.pack(len(data)))
-            parts.append(data)
-    return b"".join(parts)
-
-
-def marker_value(source: int, promise: int) -> bytes:
-    """The value of a progress marker."""
-    return _HEADER.pack(FORMAT, b"P", source, promise)
-
-
-def idle_marker_value(source: int, end: int) -> bytes:
-    """The value of an idle marker: every trade of partition ``source`` before offset ``end`` is
-    applied (the field of a progress marker's promise holds the end)."""
-    return _HEADER.pack(FORMAT, b"I", source, end)
-
-
 def decode(value: bytes | None) -> Execution | Marker:
     """Read a repartition record; :class:`RepartitionError` when it is not one."""
     try:
         if value and value[0] == FORMAT:
-            return _unpack(value)
+            return read_record(value)
         return _decode_json(value)
-    except RepartitionError:
-        raise
+    except ExecutionRecordError as exc:
+        raise RepartitionError(f"not a repartition record: {exc}") from exc
     except Exception as exc:
         raise RepartitionError(f"not a repartition record: {type(exc).__name__}: {exc}") from exc
-
-
-def _unpack(value: bytes) -> Execution | Marker:
-    _format, kind, source, promise = _HEADER.unpack_from(value)
-    if kind == b"P":
-        _exact(value, _HEADER.size)
-        return Marker(source, promise)
-    if kind == b"I":
-        _exact(value, _HEADER.size)
-        return Marker(source, None, promise)
-    if kind != b"E":
-        raise RepartitionError(f"not a repartition record: unknown kind {kind!r}")
-    at = _HEADER.size
-    timestamp, quantity, price, notional, side, level = _EXECUTION.unpack_from(value, at)
-    at += _EXECUTION.size
-    texts: list[str | None] = []
-    for _ in range(10):
-        (length,) = _LENGTH.unpack_from(value, at)
-        at += _LENGTH.size
-        if length == _NONE:
-            texts.append(None)
-            continue
-        end = at + length
-        if end > len(value):
-            raise RepartitionError("not a repartition record: truncated")
-        texts.append(value[at:end].decode())
-        at = end
-    _exact(value, at)
-    trade_id, user_id, customer_id, symbol, exchange, order_type, counterparty, order_id, owner, pair = texts
-    if None in (trade_id, user_id, customer_id, symbol, exchange, order_type):
-        raise RepartitionError("not a repartition record: a required trade field is missing")
-    # The agent built these fields from a validated trade: no validation again.
-    trade = Trade(
-        trade_id=cast(str, trade_id),
-        user_id=cast(str, user_id),
-        customer_id=cast(str, customer_id),
-        symbol=cast(str, symbol),
-        side=_SIDES[side],
-        quantity=quantity,
-        price=price,
-        notional=notional,
-        timestamp=timestamp,
-        exchange=cast(str, exchange),
-        order_type=cast(str, order_type),
-        risk_level=_LEVELS[level],
-        counterparty_user_id=counterparty,
-        order_id=order_id,
-    )
-    return Execution(trade, source, promise, owner, pair)
 
 
 def document(record: Execution | Marker) -> dict[str, Any]:
@@ -220,11 +119,6 @@ def document(record: Execution | Marker) -> dict[str, Any]:
         found["owner"] = record.owner
         found["pair"] = record.pair
     return found
-
-
-def _exact(value: bytes, length: int) -> None:
-    if len(value) != length:
-        raise RepartitionError(f"not a repartition record: {len(value)} bytes where {length} were expected")
 
 
 def _decode_json(value: bytes | None) -> Execution | Marker:
