@@ -21,7 +21,12 @@
    the raw loop: its first output) to the N-th output: trades/s = N / elapsed. Not from the first
    output: the engine holds trades back at first (the other input's end, the market context of
    their minute), then sends a burst, and a window from its first output flattered it 2-5 times.
-   The engine's resident memory (VmRSS) is read from /proc before it stops.
+   The engine's resident memory (VmRSS) is read from /proc before it stops, and every stage's CPU
+   time (all its processes and threads, from ``/proc/<pid>/stat``) over the same window, per
+   output: *CPU vs passthrough* is the passthrough agent's CPU per trade over the path's, the
+   records one core does on the path for each one it does through the passthrough agent. On this
+   shared machine it moves far less than the rates, which the broker and other tenants' work on the
+   same cores move by a fifth from one run to the next.
 3. Scaling (first loop only; ``--no-scaling`` leaves it out): the same pre-produced trades consumed
    by two engine workers in one consumer group (the 6-partition topics split between them; topics
    of their own, as every engine stage), timed as the one worker is: from the moment both say they
@@ -181,6 +186,9 @@ class Outcome:
     trades: int
     #: the worker's memory at the end (the engine only)
     rss: Memory | None = None
+    #: the stage's CPU time (all its processes and threads) per output over the same window, in
+    #: microseconds: unlike the rate, hardly moved by what else runs on the machine's cores
+    cpu_us: float | None = None
 
 
 @dataclass
@@ -193,6 +201,8 @@ class FlowOutcome:
     #: trades and order events per second over the window of the analyzed trades
     rate: float
     rss: Memory | None = None
+    #: the worker's CPU time per trade or order event over that window, in microseconds
+    cpu_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -369,22 +379,22 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
             await _trades_topics(base, catalog, args)
             for loop in loops:
                 for path, out in outputs.items():
-                    rate, stage = await _measure(
+                    rate, cpu, stage = await _measure(
                         base, out, args.trades, f"{path}[{loop}]", launch(path, path, loop)
                     )
-                    results.append(Outcome(loop, path, rate, args.trades, None))
+                    results.append(Outcome(loop, path, rate, args.trades, None, cpu))
                     _stop(stage)
                 engine = await _trades_topics(
                     replace(base, worker_topic_suffix=f"-bench-{token}-{loop}"), catalog, args
                 )
-                one_worker, stage = await _measure(
+                one_worker, cpu, stage = await _measure(
                     engine,
                     topic_names(engine).analyzed_trades,
                     args.trades,
                     f"engine[{loop}]",
                     launch("engine", "engine", loop, engine),
                 )
-                results.append(Outcome(loop, "engine", one_worker, args.trades, stage[0].memory()))
+                results.append(Outcome(loop, "engine", one_worker, args.trades, stage[0].memory(), cpu))
                 _stop(stage)
                 if not args.no_scaling and loop == loops[0]:
                     pair = await _trades_topics(
@@ -395,7 +405,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                     def both(workers: list[Callable[[], list[Child]]] = workers) -> list[Child]:
                         return [child for start in workers for child in start()]
 
-                    two_workers, stage = await _measure(
+                    two_workers, _cpu, stage = await _measure(
                         pair, topic_names(pair).analyzed_trades, args.trades, f"two-workers[{loop}]", both
                     )
                     scaling = Scaling(
@@ -410,7 +420,7 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                     flow_trades, flow_orders = await _preproduce_flow(
                         flow, catalog, simulator.profiles(), flow_events, args.order_flow_trades
                     )
-                    rate, stage = await _measure(
+                    rate, cpu, stage = await _measure(
                         flow,
                         topic_names(flow).analyzed_trades,
                         flow_trades,
@@ -418,7 +428,11 @@ async def _run(args: argparse.Namespace, settings: Settings, loops: tuple[str, .
                         launch("order-flow", "engine", loop, flow),
                     )
                     events_rate = rate * (flow_trades + flow_orders) / flow_trades
-                    flows.append(FlowOutcome(loop, flow_trades, flow_orders, events_rate, stage[0].memory()))
+                    # The CPU per trade (the outputs counted) spread over every event.
+                    flow_cpu = None if cpu is None else cpu * flow_trades / (flow_trades + flow_orders)
+                    flows.append(
+                        FlowOutcome(loop, flow_trades, flow_orders, events_rate, stage[0].memory(), flow_cpu)
+                    )
                     # Latency, with that worker caught up: the simulator goes on, stamped with send times.
                     url = f"http://127.0.0.1:{stage[0].port}"
                     for trades_per_s in args.rates:
@@ -474,7 +488,7 @@ async def _recovery(
         for number, trade in enumerate(stream)
     )
     await _preproduce(settings, catalog, trades, users, names.trades)
-    _rate, stage = await _measure(
+    _rate, _cpu, stage = await _measure(
         settings,
         names.analyzed_trades,
         users,
@@ -523,13 +537,16 @@ def _report(
     print(f"detection core: {CORE_BUILD}")
     print(f"throughput: {args.trades:,} pre-produced trades, {args.users:,} users, one worker")
     print(
-        f"{'loop':<8} {'path':<40} {'trades':>8} {'trades/s':>10} {'vs passthrough':>15} {'worker RSS':>11}"
+        f"{'loop':<8} {'path':<40} {'trades':>8} {'trades/s':>10} {'vs passthrough':>15} {'worker RSS':>11} "
+        f"{'CPU us/trade':>12} {'CPU vs passthrough':>18}"
     )
     for outcome in results:
         passthrough = _passthrough(results, outcome.loop)
+        cpu_passthrough = _passthrough_cpu(results, outcome.loop)
         print(
             f"{outcome.loop:<8} {labels[outcome.path]:<40} {outcome.trades:>8,} {outcome.rate:>10,.0f} "
-            f"{outcome.rate / passthrough:>14.0%} {_mib(outcome.rss):>11}"
+            f"{outcome.rate / passthrough:>14.0%} {_mib(outcome.rss):>11} {_cpu(outcome.cpu_us):>12} "
+            f"{cpu_ratio(cpu_passthrough, outcome.cpu_us):>18}"
         )
     if scaling is not None:
         print()
@@ -547,12 +564,16 @@ def _report(
             f"order flow: a simulator run of {flows[0].trades:,} trades and {flows[0].order_events:,} "
             "order events, full engine, one worker"
         )
-        print(f"{'loop':<8} {'events/s':>10} {'trades/s':>10} {'vs passthrough':>15} {'worker RSS':>11}")
+        print(
+            f"{'loop':<8} {'events/s':>10} {'trades/s':>10} {'vs passthrough':>15} {'worker RSS':>11} "
+            f"{'CPU us/event':>12} {'CPU vs passthrough':>18}"
+        )
         for row in flows:
             trades_rate = row.rate * row.trades / (row.trades + row.order_events)
             print(
                 f"{row.loop:<8} {row.rate:>10,.0f} {trades_rate:>10,.0f} "
-                f"{row.rate / _passthrough(results, row.loop):>14.0%} {_mib(row.rss):>11}"
+                f"{row.rate / _passthrough(results, row.loop):>14.0%} {_mib(row.rss):>11} "
+                f"{_cpu(row.cpu_us):>12} {cpu_ratio(_passthrough_cpu(results, row.loop), row.cpu_us):>18}"
             )
     if latencies:
         print()
@@ -575,6 +596,22 @@ def _report(
 
 def _passthrough(results: list[Outcome], loop: str) -> float:
     return next(r.rate for r in results if r.loop == loop and r.path == "passthrough")
+
+
+def _passthrough_cpu(results: list[Outcome], loop: str) -> float | None:
+    return next(r.cpu_us for r in results if r.loop == loop and r.path == "passthrough")
+
+
+def _cpu(us: float | None) -> str:
+    return "-" if us is None else f"{us:,.0f}"
+
+
+def cpu_ratio(passthrough_us: float | None, us: float | None) -> str:
+    """How many records a core does on this path for each one the passthrough agent does on it
+    (passthrough CPU per record over this path's), as a percentage; "-" when either is unknown."""
+    if passthrough_us is None or not us:
+        return "-"
+    return f"{passthrough_us / us:.0%}"
 
 
 def _mib(rss: Memory | None) -> str:
@@ -884,17 +921,19 @@ async def _output_consumer(settings: Settings, topic: str) -> AIOKafkaConsumer:
 
 async def _measure(
     settings: Settings, topic: str, count: int, label: str, launch: Callable[[], list[Child]]
-) -> tuple[float, list[Child]]:
+) -> tuple[float, float | None, list[Child]]:
     """Launch a stage's processes, wait for ``count`` new records on ``topic``; trades/s from the
-    moment the workers are ready (a raw stage: its first output) to the last arrival. The log also
-    gives the rate from the first output and over the middle half (from the arrival of the first
-    quarter to that of the third), to show start-up bursts."""
+    moment the workers are ready (a raw stage: its first output) to the last arrival, the stage's
+    CPU microseconds per output over that window (None when a process has exited), and the stage.
+    The log also gives the rate from the first output and over the middle half (from the arrival of
+    the first quarter to that of the third), to show start-up bursts."""
     consumer = await _output_consumer(settings, topic)
     try:
         child = launch()
         seen = 0
         first = last = 0.0
         ready: float | None = None
+        cpu_at_start = cpu_at_last = None
         #: (outputs seen, arrival time) as the first and the third quarter were reached
         quarters: list[tuple[int, float]] = []
         loop = asyncio.get_running_loop()
@@ -906,13 +945,17 @@ async def _measure(
             received = sum(len(records) for records in batches.values())
             if ready is None and all(one.ready() for one in child):
                 ready = time.perf_counter()
+                cpu_at_start = _cpu_seconds(child)
                 _say(f"{label}: ready")
             if received:
                 if seen == 0:
                     first = time.perf_counter()
+                    if ready is None:
+                        cpu_at_start = _cpu_seconds(child)
                     _say(f"{label}: first output")
                 seen += received
                 last = time.perf_counter()
+                cpu_at_last = _cpu_seconds(child)
                 stalled_at = now + STALL_S
                 if seen >= count * (len(quarters) * 2 + 1) / 4 and len(quarters) < 2:
                     quarters.append((seen, last))
@@ -931,11 +974,26 @@ async def _measure(
     middle = from_first
     if len(quarters) == 2 and quarters[1][1] > quarters[0][1]:
         middle = (quarters[1][0] - quarters[0][0]) / (quarters[1][1] - quarters[0][1])
+    cpu = None
+    if cpu_at_start is not None and cpu_at_last is not None:
+        cpu = (cpu_at_last - cpu_at_start) * 1e6 / count
     _say(
         f"{label}: {count:,} outputs, {rate:,.0f} trades/s from ready ({first - start:.1f} s to the first "
-        f"output); {from_first:,.0f}/s from the first output, {middle:,.0f}/s over the middle half"
+        f"output); {from_first:,.0f}/s from the first output, {middle:,.0f}/s over the middle half; "
+        + ("CPU unknown" if cpu is None else f"CPU {cpu:,.0f} us per output")
     )
-    return rate, child
+    return rate, cpu, child
+
+
+def _cpu_seconds(stage: list[Child]) -> float | None:
+    """The CPU seconds of all ``stage``'s processes so far (None when one has exited)."""
+    total = 0.0
+    for child in stage:
+        seconds = child.cpu_seconds()
+        if seconds is None:
+            return None
+        total += seconds
+    return total
 
 
 async def _latency(

@@ -130,11 +130,25 @@ def test_cpu_seconds_are_read_from_proc_stat() -> None:
 
 def test_a_stages_cpu_seconds_are_unknown_once_it_has_exited(tmp_path: Path) -> None:
     child = bench_e2e.Child(["sleep", "30"], {}, tmp_path / "sleep.log", None)
+    other = bench_e2e.Child(["sleep", "30"], {}, tmp_path / "other.log", None)
     try:
         assert child.cpu_seconds() is not None
+        assert bench_e2e._cpu_seconds([child, other]) is not None
     finally:
         child.stop()
     assert child.cpu_seconds() is None
+    # A stage with one process gone has no CPU figure, rather than a partial one.
+    assert bench_e2e._cpu_seconds([child, other]) is None
+    other.stop()
+
+
+def test_the_cpu_ratio_is_records_per_core_against_the_passthrough_agent() -> None:
+    # The passthrough agent spends 200 us per record, the engine 80: 2.5 times the records per core.
+    assert bench_e2e.cpu_ratio(200.0, 80.0) == "250%"
+    assert bench_e2e.cpu_ratio(200.0, 400.0) == "50%"
+    assert bench_e2e.cpu_ratio(None, 80.0) == "-"
+    assert bench_e2e.cpu_ratio(200.0, None) == "-"
+    assert bench_e2e.cpu_ratio(200.0, 0.0) == "-"
 
 
 async def test_state_written_reads_the_user_agents_sums_from_a_workers_metrics() -> None:
