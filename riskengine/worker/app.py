@@ -121,6 +121,7 @@ class RiskApp(TransportApp):
     def __init__(self, context: WorkerContext) -> None:
         super().__init__(context.settings.worker_app_id, **app_options(context.settings))
         self.context = context
+        self.fetch_wait_ms = context.settings.worker_fetch_wait_ms
         self.user_state = UserStateTable(self, context.settings)
         self.market_state = StateTable(
             self, context.settings, MARKET_TABLE_NAME, "per-symbol market state (riskengine.core.market)"

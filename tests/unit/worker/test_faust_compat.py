@@ -13,6 +13,7 @@ import inspect
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -117,6 +118,54 @@ def test_faust_still_seeks_through_perform_seek_after_a_rebalance():
     assert source.index("perform_seek") < source.index("flow_control.resume"), (
         "Faust now clears the agents' queues before seeking: re-check faust_compat.Consumer.perform_seek"
     )
+
+
+@pytest.mark.parametrize("wait_ms", [0, 10])
+async def test_fetches_are_held_for_more_records_while_rounds_bring_some_and_long_polls_after_one_without(
+    app, monkeypatch, wait_ms
+):
+    app.fetch_wait_ms = wait_ms
+    consumer: Any = app.consumer
+    fetcher = SimpleNamespace(_fetch_min_bytes=1, _fetch_max_wait_ms=1500)
+    monkeypatch.setattr(consumer._thread, "_consumer", SimpleNamespace(_fetcher=fetcher))
+    tp = faust.types.TP("unrouted", 0)
+    # Two rounds with records, one that timed out, one empty, one with records again.
+    rounds: list[tuple[Any, Any]] = [
+        ({tp: []}, None),
+        ({tp: []}, None),
+        (None, None),
+        ({}, None),
+        ({tp: []}, None),
+    ]
+    seen: list[tuple[int, int]] = []
+
+    async def next_records(wait_s: float) -> tuple[Any, Any]:
+        seen.append((fetcher._fetch_min_bytes, fetcher._fetch_max_wait_ms))
+        if len(seen) > len(rounds):
+            consumer._stopped.set()
+            return None, None
+        return rounds[len(seen) - 1]
+
+    monkeypatch.setattr(consumer, "_wait_next_records", next_records)
+    await consumer._drain_messages(SimpleNamespace(_stopped=asyncio.Event()))
+    held, long_poll = (faust_compat.FETCH_MIN_BYTES, wait_ms), (1, 1500)
+    # What each round's fetches went out with: set after the round before.
+    if wait_ms:
+        assert seen == [long_poll, held, held, long_poll, long_poll, held]
+    else:
+        assert seen == [long_poll] * 6
+
+
+def test_aiokafka_reads_the_fetch_settings_as_it_builds_each_request():
+    from aiokafka.consumer.fetcher import Fetcher
+
+    reach = next(r for r in SURFACE if r.attribute == "_fetch_min_bytes")
+    assert "self._fetcher = Fetcher(" in inspect.getsource(AIOKafkaConsumer.start), _upgrade_hint(reach)
+    source = inspect.getsource(Fetcher._get_actions_per_node)
+    assert "self._fetch_max_wait_ms," in source and "self._fetch_min_bytes," in source, _upgrade_hint(reach)
+    init = inspect.getsource(Fetcher.__init__)
+    assert "self._fetch_min_bytes = fetch_min_bytes" in init, _upgrade_hint(reach)
+    assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in init, _upgrade_hint(reach)
 
 
 async def test_the_aiokafka_consumer_has_the_client_the_metadata_refresh_uses():
