@@ -145,13 +145,21 @@ def read_record(value: bytes) -> Execution | Marker:
         end = at + length
         if end > size:
             raise ExecutionRecordError("truncated")
-        texts.append(value[at:end].decode())
+        try:
+            texts.append(value[at:end].decode())
+        except UnicodeDecodeError as exc:
+            raise ExecutionRecordError(f"a string is not UTF-8: {exc.reason}") from exc
         at = end
     _exact(size, at)
     trade_id, user_id, customer_id, symbol, exchange, order_type = texts[:6]
-    if trade_id is None or user_id is None or customer_id is None or symbol is None:
-        raise ExecutionRecordError("a required trade field is missing")
-    if exchange is None or order_type is None:
+    if (
+        trade_id is None
+        or user_id is None
+        or customer_id is None
+        or symbol is None
+        or exchange is None
+        or order_type is None
+    ):
         raise ExecutionRecordError("a required trade field is missing")
     # The user agent built these fields from a validated trade: no validation again.
     trade = Trade(

@@ -74,6 +74,10 @@ def test_codes_out_of_range_and_missing_required_fields_are_refused_by_name():
     rest = execution_value(TRADE, 1, 2)[14 + 34 + 2 + 3 :]
     with pytest.raises(ExecutionRecordError, match="required"):
         read_record(header + b"\xff\xff" + rest)
+    # the pair (the last string) with a byte that is no UTF-8
+    broken = execution_value(TRADE, 1, 2, "o", "p")
+    with pytest.raises(ExecutionRecordError, match="not UTF-8"):
+        read_record(broken[:-1] + b"\xff")
     with pytest.raises(ExecutionRecordError, match="unknown kind"):
         read_record(struct.pack("<Bciq", FORMAT, b"Z", 1, 2))
 
