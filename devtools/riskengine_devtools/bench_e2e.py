@@ -933,7 +933,7 @@ async def _measure(
         seen = 0
         first = last = 0.0
         ready: float | None = None
-        cpu_at_start = cpu_at_last = None
+        cpu_at_start = None
         #: (outputs seen, arrival time) as the first and the third quarter were reached
         quarters: list[tuple[int, float]] = []
         loop = asyncio.get_running_loop()
@@ -955,7 +955,6 @@ async def _measure(
                     _say(f"{label}: first output")
                 seen += received
                 last = time.perf_counter()
-                cpu_at_last = _cpu_seconds(child)
                 stalled_at = now + STALL_S
                 if seen >= count * (len(quarters) * 2 + 1) / 4 and len(quarters) < 2:
                     quarters.append((seen, last))
@@ -966,6 +965,8 @@ async def _measure(
             if now > progress_at and seen:
                 _say(f"{label}: {seen:,}/{count:,} outputs, {seen / max(last - first, 1e-9):,.0f}/s so far")
                 progress_at = now + 5.0
+        # The loop ends at the last arrival: the stage's CPU now is its CPU then.
+        cpu_at_last = _cpu_seconds(child)
     finally:
         await consumer.stop()
     from_first = (count - 1) / (last - first)
