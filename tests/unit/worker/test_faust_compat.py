@@ -18,7 +18,7 @@ from typing import Any
 
 import faust
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import IllegalStateError
 
 from riskengine.settings import Settings
@@ -217,17 +217,60 @@ def test_no_module_but_faust_compat_reaches_into_private_attributes_of_other_pac
     )
 
 
-def test_a_partition_that_stops_fetching_still_hands_out_what_was_fetched():
-    # stop_fetching relies on on_buffer_full moving the partition to _buffered_partitions, and on
-    # getmany yielding the records of those; pause_partitions would drop them (see faust_compat).
-    from faust.transport.consumer import Consumer
+def _unconnected_fetcher(consumer: Any, monkeypatch: pytest.MonkeyPatch, tps: list[Any]) -> AIOKafkaConsumer:
+    """A real aiokafka consumer (never started) assigned ``tps``, as the consumer thread's, with this
+    test's event loop as that thread's."""
+    kafka = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    kafka.assign([TopicPartition(tp.topic, tp.partition) for tp in tps])
+    monkeypatch.setattr(consumer._thread, "_consumer", kafka)
+    monkeypatch.setattr(consumer._thread, "thread_loop", asyncio.get_running_loop())
+    return kafka
 
-    reach = next(r for r in SURFACE if r.attribute == "_buffered_partitions")
-    full = inspect.getsource(Consumer.on_buffer_full)
-    drop = inspect.getsource(Consumer.on_buffer_drop)
-    assert "discard(tp)" in full and "_buffered_partitions.add(tp)" in full, _upgrade_hint(reach)
-    assert "add(tp)" in drop and "_buffered_partitions" in drop, _upgrade_hint(reach)
-    assert "tp in self._buffered_partitions" in inspect.getsource(Consumer.getmany), _upgrade_hint(reach)
+
+def _paused(kafka: AIOKafkaConsumer) -> set[tuple[str, int]]:
+    return {(tp.topic, tp.partition) for tp in kafka.paused()}
+
+
+async def test_a_partition_that_stops_fetching_is_paused_in_aiokafka_and_still_drained(app, monkeypatch):
+    consumer: Any = app.consumer
+    trades, orders = faust.types.TP("trades", 0), faust.types.TP("orders", 0)
+    kafka = _unconnected_fetcher(consumer, monkeypatch, [trades, orders])
+    consumer._set_active_tps({trades, orders})
+    faust_compat.stop_fetching(consumer, [trades, faust.types.TP("not-assigned", 3)])
+    await asyncio.sleep(0)  # the consumer thread's turn
+    assert _paused(kafka) == {("trades", 0)}
+    # Still in the set getmany drains: what was fetched before the pause is handed out.
+    assert consumer._get_active_partitions() == {trades, orders}
+    faust_compat.resume_fetching(consumer, [trades])
+    await asyncio.sleep(0)
+    assert _paused(kafka) == set()
+    await kafka.stop()
+
+
+async def test_a_changelog_partition_faust_pauses_is_paused_in_aiokafka_too(app, monkeypatch):
+    table = app.Table("user-state", partitions=2)
+    consumer: Any = app.consumer
+    changelog, trades = faust.types.TP(table.changelog_topic.get_topic_name(), 1), faust.types.TP("trades", 1)
+    kafka = _unconnected_fetcher(consumer, monkeypatch, [changelog, trades])
+    consumer.pause_partitions({changelog, trades})
+    await asyncio.sleep(0)
+    assert _paused(kafka) == {(changelog.topic, 1)}  # an input keeps Faust's own pause
+    assert not consumer._get_active_partitions() & {changelog, trades}
+    consumer.resume_partitions({changelog})
+    await asyncio.sleep(0)
+    assert _paused(kafka) == set()
+    await kafka.stop()
+
+
+def test_aiokafka_sends_no_fetch_to_a_broker_while_a_partitions_fetched_records_wait_undrained():
+    # Why fetch_partitions pauses what Faust stops draining. Should this change, the pause may no
+    # longer be needed (it does no harm).
+    from aiokafka.consumer.fetcher import Fetcher
+
+    actions = inspect.getsource(Fetcher._get_actions_per_node)
+    assert "if tp in self._records:" in actions and "backoff_by_nodes[node_id].append(backoff)" in actions
+    assert "if node_id in backoff_by_nodes:" in actions
+    assert inspect.signature(Fetcher.__init__).parameters["prefetch_backoff"].default == 0.1
 
 
 def test_a_rebalance_calls_the_hooks_before_the_revocation_waits_for_acks(app):
