@@ -1207,9 +1207,14 @@ class UserAgent:
         return {partition: end for (_topic, partition), end in found.items()}
 
     def _forget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Faust resumes every assigned partition after a rebalance; the holds start afresh.
+        # The holds start afresh. A new assignment starts unpaused in the fetcher, but a batch
+        # analyzed as the partitions moved may have paused one of them there after it: resumed here
+        # (on_partitions_assigned comes after the new assignment), or by the next batch's analysis
+        # (the pause came after this).
         self.analysis.forget_states()
         self.positions.forget()
+        if self._paused:
+            resume_fetching(self.app.consumer, self._paused)
         self._paused.clear()
 
     def _wake(self) -> None:

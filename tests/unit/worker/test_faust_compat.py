@@ -18,13 +18,14 @@ from typing import Any
 
 import faust
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import IllegalStateError
 
 from riskengine.settings import Settings
 from riskengine.worker import faust_compat
 from riskengine.worker.faust_compat import SURFACE, Reach
 from riskengine.worker.tables.user_state import PartitionNotHeld, UserStateTable
+from tests.unit.worker.worker_fakes import paused_partitions, unconnected_fetcher
 
 REPO = Path(__file__).resolve().parents[3]
 #: Underscore names that are public by convention (namedtuple API, argparse's annotation type).
@@ -217,33 +218,19 @@ def test_no_module_but_faust_compat_reaches_into_private_attributes_of_other_pac
     )
 
 
-def _unconnected_fetcher(consumer: Any, monkeypatch: pytest.MonkeyPatch, tps: list[Any]) -> AIOKafkaConsumer:
-    """A real aiokafka consumer (never started) assigned ``tps``, as the consumer thread's, with this
-    test's event loop as that thread's."""
-    kafka = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
-    kafka.assign([TopicPartition(tp.topic, tp.partition) for tp in tps])
-    monkeypatch.setattr(consumer._thread, "_consumer", kafka)
-    monkeypatch.setattr(consumer._thread, "thread_loop", asyncio.get_running_loop())
-    return kafka
-
-
-def _paused(kafka: AIOKafkaConsumer) -> set[tuple[str, int]]:
-    return {(tp.topic, tp.partition) for tp in kafka.paused()}
-
-
 async def test_a_partition_that_stops_fetching_is_paused_in_aiokafka_and_still_drained(app, monkeypatch):
     consumer: Any = app.consumer
     trades, orders = faust.types.TP("trades", 0), faust.types.TP("orders", 0)
-    kafka = _unconnected_fetcher(consumer, monkeypatch, [trades, orders])
+    kafka = unconnected_fetcher(consumer, monkeypatch, [trades, orders])
     consumer._set_active_tps({trades, orders})
     faust_compat.stop_fetching(consumer, [trades, faust.types.TP("not-assigned", 3)])
     await asyncio.sleep(0)  # the consumer thread's turn
-    assert _paused(kafka) == {("trades", 0)}
+    assert paused_partitions(kafka) == {("trades", 0)}
     # Still in the set getmany drains: what was fetched before the pause is handed out.
     assert consumer._get_active_partitions() == {trades, orders}
     faust_compat.resume_fetching(consumer, [trades])
     await asyncio.sleep(0)
-    assert _paused(kafka) == set()
+    assert paused_partitions(kafka) == set()
     await kafka.stop()
 
 
@@ -251,14 +238,14 @@ async def test_a_changelog_partition_faust_pauses_is_paused_in_aiokafka_too(app,
     table = app.Table("user-state", partitions=2)
     consumer: Any = app.consumer
     changelog, trades = faust.types.TP(table.changelog_topic.get_topic_name(), 1), faust.types.TP("trades", 1)
-    kafka = _unconnected_fetcher(consumer, monkeypatch, [changelog, trades])
+    kafka = unconnected_fetcher(consumer, monkeypatch, [changelog, trades])
     consumer.pause_partitions({changelog, trades})
     await asyncio.sleep(0)
-    assert _paused(kafka) == {(changelog.topic, 1)}  # an input keeps Faust's own pause
+    assert paused_partitions(kafka) == {(changelog.topic, 1)}  # an input keeps Faust's own pause
     assert not consumer._get_active_partitions() & {changelog, trades}
     consumer.resume_partitions({changelog})
     await asyncio.sleep(0)
-    assert _paused(kafka) == set()
+    assert paused_partitions(kafka) == set()
     await kafka.stop()
 
 

@@ -39,11 +39,12 @@ from riskengine.worker.agents import user_agent
 from riskengine.worker.agents.user_agent import InputPositions, UserAnalysis
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryFailed, DeliveryProgress, Fence
 from riskengine.worker.context import WorkerContext
+from riskengine.worker.faust_compat import TransportApp, stop_fetching
 from riskengine.worker.metrics import Metrics
 from riskengine.worker.pipeline import BatchPipeline
 from riskengine.worker.repartition import CLOCK_KEY, IDLE_AFTER_S, Marker, unframe
 from riskengine.worker.repartition import decode as decode_repartitioned
-from riskengine.worker.tables.user_state import ALERT, ANALYZED, JOURNAL_KEY, decode_envelope
+from riskengine.worker.tables.user_state import ALERT, ANALYZED, JOURNAL_KEY, UserStateTable, decode_envelope
 from tests.unit.core.builders import MINUTE, SECOND, order, run_flow, trade
 from tests.unit.worker.worker_fakes import (
     FakeEvent,
@@ -52,6 +53,8 @@ from tests.unit.worker.worker_fakes import (
     FakeStore,
     FakeStream,
     Journal,
+    paused_partitions,
+    unconnected_fetcher,
 )
 
 CHANGELOG = "riskengine-user-state-changelog"
@@ -990,3 +993,22 @@ async def test_an_idle_marker_carries_the_offset_its_trades_partition_is_applied
         (topic, target) for topic in (names.market_events, names.pair_events) for target in range(partitions)
     }
     assert {decode_repartitioned(record[3]) for record in records} == {Marker(0, None, 3)}
+
+
+async def test_a_rebalance_resumes_in_the_fetcher_the_inputs_the_agent_paused(tmp_path, monkeypatch):
+    # A batch analyzed as the partitions moved may pause an input in the new assignment just before
+    # the agent forgets its pauses: nothing would resume it until the next rebalance.
+    app = TransportApp("user-agent-test", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    context = worker_context()
+    agent = user_agent.UserAgent(app, context, UserStateTable(app, context.settings))
+    ahead = TP(context.names.orders, 2)
+    kafka = unconnected_fetcher(app.consumer, monkeypatch, [ahead, TP(context.names.trades, 2)])
+    stop_fetching(app.consumer, [ahead])  # what the agent's analysis does for an input running ahead
+    agent._paused.add(ahead)
+    await asyncio.sleep(0)  # the consumer thread's turn
+    assert paused_partitions(kafka) == {(ahead.topic, 2)}
+    agent._forget(app, signal=app.on_partitions_assigned)
+    await asyncio.sleep(0)
+    assert paused_partitions(kafka) == set()
+    assert not agent._paused
+    await kafka.stop()

@@ -1,4 +1,5 @@
-"""In-process fakes for the worker's commit protocol: a broker and its producer, a state store, a stream.
+"""In-process fakes for the worker's commit protocol: a broker and its producer, a state store, a stream;
+and an unconnected aiokafka consumer standing in for the one on Faust's consumer thread.
 
 They keep one shared :class:`Journal` of what became durable when, so a test can check the order of
 the protocol's steps. The producer's acknowledgements can be immediate, held back and released in
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from riskengine.worker.commit import Headers
@@ -216,3 +219,18 @@ class FakeTradeEnds:
         self.asked.append(list(partitions))
         found = {partition: self.ends.get(partition, 0) for partition in partitions}
         return {partition: end for partition, end in found.items() if end is not None}
+
+
+def unconnected_fetcher(consumer: Any, monkeypatch: pytest.MonkeyPatch, tps: list[Any]) -> AIOKafkaConsumer:
+    """A real aiokafka consumer (never started) assigned ``tps``, as the one on Faust's consumer
+    thread behind ``consumer``, with the running event loop as that thread's."""
+    kafka = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1")
+    kafka.assign([TopicPartition(tp.topic, tp.partition) for tp in tps])
+    monkeypatch.setattr(consumer._thread, "_consumer", kafka)
+    monkeypatch.setattr(consumer._thread, "thread_loop", asyncio.get_running_loop())
+    return kafka
+
+
+def paused_partitions(kafka: AIOKafkaConsumer) -> set[tuple[str, int]]:
+    """(topic, partition) of what ``kafka``'s fetcher has paused."""
+    return {(tp.topic, tp.partition) for tp in kafka.paused()}
