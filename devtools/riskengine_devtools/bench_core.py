@@ -61,6 +61,7 @@ from riskengine.core import (
 )
 from riskengine.core.event_order import merge_in_event_time
 from riskengine.settings import Settings
+from riskengine_devtools.bench_analysis import add_parser as add_analysis_parser
 
 #: (symbol, starting price, share of trades)
 SYMBOLS = (
@@ -312,6 +313,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "state sizes",
     )
     core.set_defaults(handler=bench_core)
+    add_analysis_parser(targets)
 
 
 def run_flow(

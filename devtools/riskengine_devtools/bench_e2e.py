@@ -116,6 +116,8 @@ LOOPS = ("aio", "uvloop")
 STALL_S = 90.0
 #: What a Faust worker logs once recovered and about to consume (mode's "[^Worker]: Ready").
 READY_MARKER = b"Worker]: Ready"
+#: What an engine worker logs at start-up about its detection core and where riskengine came from.
+CORE_MARKER = b"detection core: "
 
 
 def output_topic(path: str, settings: Settings) -> str:
@@ -819,6 +821,18 @@ class Child:
         except OSError:
             return False
 
+    def detection_core(self) -> str | None:
+        """What the stage's worker logged about its detection core and code folder (None: nothing)."""
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return None
+        at = data.find(CORE_MARKER)
+        if at < 0:
+            return None
+        end = data.find(b"\n", at)
+        return data[at + len(CORE_MARKER) : end if end >= 0 else len(data)].decode(errors="replace").strip()
+
     def check(self, label: str) -> None:
         """Raise StageFailed with the log tail if the process has exited."""
         if self.process.poll() is not None:
@@ -946,7 +960,10 @@ async def _measure(
             if ready is None and all(one.ready() for one in child):
                 ready = time.perf_counter()
                 cpu_at_start = _cpu_seconds(child)
-                _say(f"{label}: ready")
+                # Which build each worker runs: an interpreted core, or another checkout's code (Faust
+                # imports the app with the working directory first on sys.path), reads as a regression.
+                cores = sorted({core for one in child if (core := one.detection_core()) is not None})
+                _say(f"{label}: ready" + (f" (detection core: {' | '.join(cores)})" if cores else ""))
             if received:
                 if seen == 0:
                     first = time.perf_counter()

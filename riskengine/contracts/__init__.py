@@ -4,7 +4,6 @@
 - :mod:`.topics`: every topic's name, layout and creation; which contract travels on which topic;
 - :mod:`.avro_codec`: the Confluent wire format through a schema registry (decode errors are
   typed, for the dead-letter headers);
-- :mod:`.analyzed_writer`: the hot-path writer of ``RiskAnalyzedTrade`` bodies;
 - :mod:`.reference_record`: the versioned ``RiskReference`` record (sanctions, countries,
   markets) to and from the core's reference data, validated by the core.
 """

@@ -33,7 +33,6 @@ from schema_registry.client import AsyncSchemaRegistryClient
 from schema_registry.client.errors import ClientError
 from schema_registry.client.schema import AvroSchema
 
-from riskengine.contracts.analyzed_writer import analyzed_body
 from riskengine.contracts.schema_files import expanded_schema, parsed_schema
 from riskengine.contracts.topics import RECORD_TOPICS, compatibility, record_subjects
 from riskengine.core import (
@@ -47,6 +46,7 @@ from riskengine.core import (
     read_order_event,
     read_trade,
 )
+from riskengine.core.analyzed_writer import analyzed_body
 from riskengine.errors import ContractError, EventRejected, FatalError
 from riskengine.settings import Settings
 
@@ -272,17 +272,20 @@ class SchemaCache:
             raise ValueError(f"record does not fit contract {name}: {exc!r}") from exc
         return out.getvalue()
 
-    def encode_analyzed(self, analyzed: RiskAnalyzedTrade, trade_value: bytes | None = None) -> bytes:
-        """Encode ``analyzed`` as a ``RiskAnalyzedTrade`` (see :mod:`riskengine.contracts.analyzed_writer`).
+    def encode_analyzed(
+        self, analyzed: RiskAnalyzedTrade, trade_value: bytes | None = None, processed_at: int | None = None
+    ) -> bytes:
+        """Encode ``analyzed`` as a ``RiskAnalyzedTrade`` (see :mod:`riskengine.core.analyzed_writer`).
 
         ``trade_value``: the wire-format message the trade was decoded from; when its writer schema is
-        this process's ``CryptoTrade``, its body becomes ``originalTrade`` as it is.
+        this process's ``CryptoTrade``, its body becomes ``originalTrade`` as it is. ``processed_at``,
+        when given, is written in place of ``analyzed.processed_at``.
         """
         original = None
         if trade_value is not None and self._own_schema(trade_value, "CryptoTrade"):
             original = trade_value[_HEADER.size :]
         header = _HEADER.pack(MAGIC_BYTE, self._writer_ids["RiskAnalyzedTrade"])
-        return header + analyzed_body(analyzed, original)
+        return header + analyzed_body(analyzed, original, processed_at)
 
     def decode(self, payload: bytes | None, name: str) -> dict[str, Any]:
         """Decode a wire-format value into a record shaped by this process's version of ``name``."""

@@ -28,10 +28,12 @@ in the environment, made on first access by the package's ``__getattr__``; impor
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import faust
 
+import riskengine
 from riskengine.connections import ssl_context
 from riskengine.contracts.topics import ensure_topics, topic_specs
 from riskengine.core import BUILD as CORE_BUILD
@@ -137,7 +139,8 @@ class RiskApp(TransportApp):
         """Create the topics, fill the schema catalog and load the reference data before consuming."""
         await super().on_first_start()
         context = self.context
-        log.info("detection core: %s", CORE_BUILD)
+        # Where the code came from, too: two checkouts on one machine are easily mixed up.
+        log.info("detection core: %s; riskengine from %s", CORE_BUILD, Path(riskengine.__file__).parent)
         created = await ensure_topics(context.settings, topic_specs(context.settings))
         log.info("topics: %s", ", ".join(f"{name} {state}" for name, state in created.items()))
         ids = await context.catalog.register()

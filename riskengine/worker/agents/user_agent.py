@@ -357,6 +357,9 @@ class UserAnalysis:
         self._applied_through: dict[int, int] = {}
         #: (other input, partition, fetch time) read to its end, known in this analysis pass
         self._lags: dict[tuple[int, int, int], bool] = {}
+        #: partition -> :meth:`_undelivered` of both inputs, while events are applied (nothing is
+        #: delivered meanwhile: applying them does not wait for anything)
+        self._undelivered_now: dict[int, tuple[int | None, int | None]] = {}
 
     def forget_states(self) -> None:
         """Drop the decoded states and the held events (at every rebalance).
@@ -430,7 +433,10 @@ class UserAnalysis:
             source = self._sources.get(message.topic, TRADES)
             item: Trade | OrderEvent | EventRejected
             try:
-                item = await self._decode(message, source, now_ms)
+                try:
+                    item = self._decode_known(message, source, now_ms)
+                except UnknownSchemaId:
+                    item = await self._decode(message, source, now_ms)
             except EventRejected as rejected:
                 item = rejected
             partition_queues = queues.get(message.partition)
@@ -440,6 +446,7 @@ class UserAnalysis:
         done: list[tuple[Any, Any]] = []
         held = 0
         self._journals_changed.clear()
+        self._undelivered_now.clear()
         for partition, (trades, orders) in queues.items():
             while trades or orders:
                 queue = self._next_queue(partition, trades, orders, now)
@@ -462,6 +469,7 @@ class UserAnalysis:
                     unacked = self._unacked[partition] = deque()
                 unacked.append((event, stream, key, self._applied_count))
             held += len(trades) + len(orders)
+        self._undelivered_now.clear()
         self._unacked_count += len(done)
         if done:
             self._applied_at = now
@@ -596,13 +604,19 @@ class UserAnalysis:
 
     async def _decode(self, message: Any, source: int, now_ms: int) -> Trade | OrderEvent:
         """The event ``message`` holds; EventRejected when it cannot be processed (or is dated more
-        than the rules allow ahead of ``now_ms``, the worker's clock)."""
+        than the rules allow ahead of ``now_ms``, the worker's clock). A writer schema this worker
+        has not seen is fetched first."""
         try:
-            try:
-                item = self._decode_value(message.value, source)
-            except UnknownSchemaId as unknown:
-                await self._fetch_schema(unknown)
-                item = self._decode_value(message.value, source)
+            return self._decode_known(message, source, now_ms)
+        except UnknownSchemaId as unknown:
+            await self._fetch_schema(unknown)
+            return self._decode_known(message, source, now_ms)
+
+    def _decode_known(self, message: Any, source: int, now_ms: int) -> Trade | OrderEvent:
+        """:meth:`_decode` with the schemas known: UnknownSchemaId for a writer schema not among them
+        (most events decode here, without a coroutine of their own)."""
+        try:
+            item = self._decode_value(message.value, source)
         except EventRejected:
             raise
         except Exception as exc:  # An unexpected decoder failure is one event's dead letter too.
@@ -700,9 +714,10 @@ class UserAnalysis:
                 market = self.reference.markets.for_trade(item.symbol, item.timestamp, lateness)
                 evaluation = self._run(user.state, item, market)
                 if not replayed:
-                    analyzed = evaluation.analyzed._replace(processed_at=processed_at)
-                    outputs.append((ANALYZED, self.catalog.encode_analyzed(analyzed, message.value)))
-                    alert_records = [alert.to_record() for alert in evaluation.alerts]
+                    encoded = self.catalog.encode_analyzed(evaluation.analyzed, message.value, processed_at)
+                    outputs.append((ANALYZED, encoded))
+                    if evaluation.alerts:
+                        alert_records = [alert.to_record() for alert in evaluation.alerts]
                     batch.analyzed += 1
                     batch.event_times.append(item.timestamp)
                     self._trade_seconds.observe(time.perf_counter() - started)
@@ -711,12 +726,14 @@ class UserAnalysis:
             else:
                 outcome = self._run(user.state, item)
                 if not replayed:
-                    alert_records = [alert.to_record() for alert in outcome.alerts]
+                    if outcome.alerts:
+                        alert_records = [alert.to_record() for alert in outcome.alerts]
                     if outcome.issue is not None:
                         self.metrics.order_issues[outcome.issue] += 1
                     if outcome.late:
                         self.metrics.late_order_events += 1
-            outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
+            if alert_records:
+                outputs.extend((ALERT, self.catalog.encode("RiskAlert", record)) for record in alert_records)
         except Exception:
             # The core updates the state in place: rebuild it as it was before this event.
             user.state = self._rebuilt(user)
@@ -738,11 +755,11 @@ class UserAnalysis:
         offsets = list(user.offsets)
         offsets[source] = offset
         user.offsets = (offsets[0], offsets[1])
-        undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))
         entry = Pending(source, offset, tuple(outputs)) if outputs else None
-        user.pending = with_pending(user.pending, entry, undelivered)
+        user.pending = with_pending(user.pending, entry, self._undelivered_in(partition))
         self._changed(key, user)
-        batch.outputs.extend(self._records(partition, key, outputs))
+        if outputs:
+            batch.outputs.extend(self._records(partition, key, outputs))
         for record in alert_records:
             self.metrics.alerts_by_pattern[record["patternType"]] += 1
             self.metrics.recent_alerts.append(record)
@@ -844,6 +861,14 @@ class UserAnalysis:
         user.stored_at = self._now
         user.since.clear()
         batch.changelog[(user.partition, key)] = user.stored
+
+    def _undelivered_in(self, partition: int) -> tuple[int | None, int | None]:
+        """:meth:`_undelivered` of both inputs of ``partition``, asked once per batch's application."""
+        undelivered = self._undelivered_now.get(partition)
+        if undelivered is None:
+            undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))
+            self._undelivered_now[partition] = undelivered
+        return undelivered
 
     def _undelivered(self, source: int, partition: int) -> int | None:
         delivered = self.progress.delivered(self._topics[source], partition)

@@ -199,6 +199,14 @@ def with_pending(
     ``undelivered`` is, per source, the lowest offset whose outputs may not have been acknowledged
     yet (None: unknown, keep all). Outputs below it reached the broker, so they are never sent again.
     """
+    for pending in previous:
+        limit = undelivered[pending.source]
+        if limit is not None and pending.offset < limit:
+            break
+    else:
+        # Nothing to drop (what almost every event finds): no list, and no copy without an entry.
+        added = previous if entry is None else (*previous, entry)
+        return added if len(added) <= MAX_PENDING else added[-MAX_PENDING:]
     kept = [p for p in previous if undelivered[p.source] is None or p.offset >= (undelivered[p.source] or 0)]
     if entry is not None:
         kept.append(entry)

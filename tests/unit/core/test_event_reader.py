@@ -36,7 +36,7 @@ from riskengine.core.event_reader import ORDER_EVENT_TYPES, RISK_LEVELS, SIDES
 from riskengine.core.models import MAX_ID_LENGTH, MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from riskengine.producer.events import EventKind
 from riskengine.producer.simulator import SimulationConfig, Simulator
-from tests.unit.contracts.test_analyzed_writer import TRADE_SCHEMA, fastavro_body
+from tests.unit.core.test_analyzed_writer import TRADE_SCHEMA, fastavro_body
 
 ORDER_SCHEMA = fastavro.parse_schema(expanded_schema("OrderEvent"))
 #: A wire-format header (magic byte, schema id 7): the readers start after it.

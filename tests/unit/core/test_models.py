@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import math
 import re
 from typing import Any
@@ -9,8 +11,25 @@ from typing import Any
 import pytest
 
 from riskengine.contracts.schema_files import validate_record
-from riskengine.core import InvalidProfile, InvalidTrade, Side, ahead_of_clock, parse_profile, parse_trade
-from riskengine.core.models import MAX_NOTIONAL, MAX_PRICE, MAX_QUANTITY
+from riskengine.core import (
+    InvalidProfile,
+    InvalidTrade,
+    Side,
+    ahead_of_clock,
+    native,
+    parse_profile,
+    parse_trade,
+)
+from riskengine.core.execution_record import Execution
+from riskengine.core.models import (
+    MAX_NOTIONAL,
+    MAX_PRICE,
+    MAX_QUANTITY,
+    OrderEvent,
+    OrderEventType,
+    RiskLevel,
+    Trade,
+)
 
 from .builders import SECOND, profile, reference, run, trade
 
@@ -185,3 +204,53 @@ def test_an_event_far_ahead_of_the_clock_is_named_with_the_rule():
     assert ahead_of_clock(1_000_300_000, 1_000_000_000, 300_000) is None
     reason = ahead_of_clock(1_000_300_001, 1_000_000_000, 300_000)
     assert reason is not None and "event.max.future.skew.seconds" in reason
+
+
+#: a distinct value for every field (the compiled __init__ checks their types)
+WRITTEN_OUT_INITS: dict[type, dict[str, Any]] = {
+    Trade: dict(
+        zip(
+            [f.name for f in dataclasses.fields(Trade)],
+            ["t", "u", "c", "BTC-USD", Side.SELL, 2.0, 3.0, 6.0, 4, "x", "LIMIT", RiskLevel.HIGH, "cp", "o"],
+            strict=True,
+        )
+    ),
+    OrderEvent: dict(
+        zip(
+            [f.name for f in dataclasses.fields(OrderEvent)],
+            ["e", "o", "u", "BTC-USD", Side.SELL, OrderEventType.CANCELLED, 2.0, 3.0, 1.0, 4, "x"],
+            strict=True,
+        )
+    ),
+    Execution: {"trade": trade(SECOND), "source": 2, "promise": 3, "owner": "a", "pair": "a|b"},
+}
+
+
+@pytest.mark.parametrize("cls", list(WRITTEN_OUT_INITS), ids=lambda cls: cls.__name__)
+def test_a_written_out_init_takes_exactly_the_fields_and_sets_each(cls: type) -> None:
+    # Trade, OrderEvent and Execution write their __init__ out (so that it runs compiled): it must
+    # stay the one dataclass would generate, field for field and default for default.
+    fields = dataclasses.fields(cls)
+    # From the source: a compiled __init__ has no signature to inspect.
+    module = cls.__module__.removeprefix("riskengine.core.")
+    source = ast.parse((native.PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    (init,) = (
+        node
+        for klass in source.body
+        if isinstance(klass, ast.ClassDef) and klass.name == cls.__name__
+        for node in klass.body
+        if isinstance(node, ast.FunctionDef) and node.name == "__init__"
+    )
+    assert [arg.arg for arg in init.args.args[1:]] == [f.name for f in fields]
+    defaults = [ast.literal_eval(default) for default in init.args.defaults]
+    assert defaults == [f.default for f in fields if f.default is not dataclasses.MISSING]
+    assert len(defaults) == sum(1 for f in fields if f.default is not dataclasses.MISSING)
+    values = WRITTEN_OUT_INITS[cls]
+    made = cls(**values)
+    assert {name: getattr(made, name) for name in values} == values
+    assert made == cls(**values)
+    assert hash(made) == hash(cls(**values))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, fields[0].name, None)
+    last = fields[-1].name  # dataclasses.replace goes through the __init__ too
+    assert getattr(dataclasses.replace(made, **{last: None}), last) is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +21,14 @@ from riskengine.core import (
     evaluate_order,
     evaluate_trade,
 )
-from riskengine.core.order_book import MAX_ISSUES, MAX_ORDER_EVENTS, MAX_ORDERS, MAX_SYMBOLS, SIZE_HISTORY
+from riskengine.core.order_book import (
+    MAX_ISSUES,
+    MAX_ORDER_EVENTS,
+    MAX_ORDERS,
+    MAX_SYMBOLS,
+    SIZE_HISTORY,
+    _median,
+)
 
 from .builders import T0
 
@@ -146,3 +155,10 @@ def test_a_state_through_its_encoding_behaves_like_the_one_in_memory(items, cut)
     for item in items[cut:]:
         assert apply(restored, item) == apply(kept, item)
     assert encode_state(restored) == encode_state(kept)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(min_value=1e-9, max_value=1e12), min_size=1, max_size=SIZE_HISTORY))
+def test_the_spoofing_baseline_median_is_the_standard_librarys(sizes: list[float]) -> None:
+    # The order book's own median (compiled) must give statistics.median's float, bit for bit.
+    assert _median(sizes) == float(statistics.median(sizes))

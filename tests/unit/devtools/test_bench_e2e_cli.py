@@ -86,6 +86,21 @@ def test_a_stage_is_ready_once_its_faust_worker_says_so(tmp_path: Path) -> None:
     assert not child("[2026-12-03 07:05:46,993] [32030] [INFO] [^Worker]: Starting... ").ready()
 
 
+def test_a_stage_names_the_detection_core_its_worker_logged(tmp_path: Path) -> None:
+    said = (
+        "[2026-12-05 00:34:22,629] [15719] [INFO] detection core: compiled (mypyc 2.4.1, opt_level 3); "
+        "riskengine from /tmp/base/riskengine"
+    )
+    one = bench_e2e.Child(
+        ["sh", "-c", f"echo 'starting'; echo '{said}'; echo '[^Worker]: Ready'"], {}, tmp_path / "w.log", None
+    )
+    one.process.wait(10)
+    assert one.detection_core() == "compiled (mypyc 2.4.1, opt_level 3); riskengine from /tmp/base/riskengine"
+    quiet = bench_e2e.Child(["sh", "-c", "echo '[^Worker]: Ready'"], {}, tmp_path / "p.log", None)
+    quiet.process.wait(10)
+    assert quiet.detection_core() is None
+
+
 def test_state_bytes_per_event_is_the_difference_of_two_readings() -> None:
     assert bench_e2e.per_event((1_000.0, 10.0), (41_000.0, 30.0)) == 2_000.0
     # Unknown when a reading is missing or no event was batched in between.

@@ -22,18 +22,14 @@ from typing import Any
 
 import pytest
 
-from riskengine.core.market_feed import kafka_partition
-from riskengine.producer.events import EventKind
 from riskengine.producer.simulator import SimulationConfig, Simulator
 from riskengine.worker.agents.user_agent import UserAnalysis
 from riskengine.worker.agents.watermarked_agent import MARKET, PAIRS, WatermarkedAnalysis
 from riskengine.worker.commit import Batch, CommitProtocol, DeliveryProgress, Fence, Record
-from riskengine.worker.repartition import idle_marker_value
 from riskengine.worker.tables.user_state import JOURNAL_KEY
+from riskengine_devtools.bench_analysis import keyed_events, simulator_events
 from tests.unit.worker.test_user_agent import Inputs, worker_context
 from tests.unit.worker.worker_fakes import (
-    FakeEvent,
-    FakeMessage,
     FakeProducer,
     FakeStore,
     FakeStream,
@@ -60,7 +56,7 @@ def _digest(records: list[Record]) -> tuple[str, int]:
 
 
 async def _user_outputs(
-    events: list[FakeEvent], checkpoint_interval: float
+    events: list[Any], checkpoint_interval: float
 ) -> tuple[list[Record], list[Record], int]:
     """The per-user analysis over ``events`` in batches: (outputs for users, repartitioned records,
     output journals written)."""
@@ -94,19 +90,7 @@ async def _keyed_outputs(core: Any, topic: str, records: list[Record]) -> list[R
     store = FakeStore(Journal(), set(range(PARTITIONS)), f"{core.name}-changelog")
     analysis = WatermarkedAnalysis(core, context, store, PARTITIONS, FakeTradeEnds())
     stream = FakeStream(Journal())
-    offsets: dict[int, int] = {}
-    events = []
-    idle = [
-        (topic, target, None, idle_marker_value(source, 0), None)
-        for source in range(PARTITIONS)
-        for target in range(PARTITIONS)
-    ]
-    for record_topic, partition, key, value, _headers in [*records, *idle]:
-        if record_topic != topic:
-            continue
-        offset = offsets.get(partition, 0)
-        offsets[partition] = offset + 1
-        events.append((FakeEvent(FakeMessage(topic, partition, offset, key, value)), stream))
+    events = [(event, stream) for event in keyed_events(topic, records)]
     outputs: list[Record] = []
     for start in range(0, len(events), BATCH):
         batch = Batch(events=events[start : start + BATCH])
@@ -115,19 +99,9 @@ async def _keyed_outputs(core: Any, topic: str, records: list[Record]) -> list[R
     return outputs
 
 
-def _run_events(context: Any) -> list[FakeEvent]:
+def _run_events(context: Any) -> list[Any]:
     simulator = Simulator(SimulationConfig(seed=11, start_ms=int(NOW_S * 1000) - 6 * 3_600_000, users=300))
-    offsets: dict[tuple[str, int], int] = {}
-    events = []
-    for event in simulator.events(1_500):
-        topic = "crypto-trades" if event.kind is EventKind.TRADE else "crypto-orders"
-        key = event.user_id.encode()
-        partition = kafka_partition(key, PARTITIONS)
-        offset = offsets.get((topic, partition), 0)
-        offsets[(topic, partition)] = offset + 1
-        value = context.catalog.encode(event.kind.record_name, event.record)
-        events.append(FakeEvent(FakeMessage(topic, partition, offset, key, value)))
-    return events
+    return simulator_events(context, simulator, 1_500)
 
 
 @pytest.mark.parametrize("checkpoint_interval", [0.0, 1.0], ids=["every-batch", "journal"])

@@ -1,6 +1,7 @@
 """The state table's envelope: round trip, the migrations from older layouts, pending pruning; the
 partitions' output journals."""
 
+import random
 import struct
 
 import pytest
@@ -96,6 +97,24 @@ def test_pending_drops_delivered_entries_per_source_and_is_bounded():
     assert with_pending(entries, None, undelivered=(None, None)) == entries
     many = tuple(Pending(TRADES, n, ()) for n in range(MAX_PENDING + 10))
     assert len(with_pending(many, Pending(TRADES, 999, ()), undelivered=(None, None))) == MAX_PENDING
+
+
+def test_pending_keeps_exactly_the_undelivered_entries_whatever_is_dropped():
+    # with_pending skips its copy when nothing is dropped: both ways must give the definition.
+    rng = random.Random(7)
+    for _ in range(2_000):
+        previous = tuple(
+            Pending(rng.choice((TRADES, ORDERS)), rng.randrange(20), ())
+            for _ in range(rng.choice((0, 1, 3, MAX_PENDING - 1, MAX_PENDING, MAX_PENDING + 2)))
+        )
+        entry = rng.choice((None, Pending(TRADES, 20, ((ANALYZED, b"a"),))))
+        undelivered = (rng.choice((None, 0, 5, 19)), rng.choice((None, 0, 5, 19)))
+        expected = [
+            p for p in previous if undelivered[p.source] is None or p.offset >= (undelivered[p.source] or 0)
+        ]
+        if entry is not None:
+            expected.append(entry)
+        assert with_pending(previous, entry, undelivered) == tuple(expected[-MAX_PENDING:])
 
 
 def a_journal() -> OutputJournal:

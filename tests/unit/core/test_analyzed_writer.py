@@ -9,7 +9,6 @@ import fastavro
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from riskengine.contracts.analyzed_writer import analyzed_body, trade_body
 from riskengine.contracts.avro_codec import SchemaCache
 from riskengine.contracts.schema_files import expanded_schema
 from riskengine.core import (
@@ -27,6 +26,7 @@ from riskengine.core import (
     VolumeAnalysis,
     evaluate_trade,
 )
+from riskengine.core.analyzed_writer import analyzed_body, trade_body
 from riskengine_devtools.bench_core import build_stream
 
 ANALYZED_SCHEMA = fastavro.parse_schema(expanded_schema("RiskAnalyzedTrade"))
@@ -66,6 +66,12 @@ def test_the_cores_analyzed_trades_encode_exactly_as_fastavro_does():
     for item in analyzed:
         assert analyzed_body(item) == fastavro_body(ANALYZED_SCHEMA, item.to_record())
         assert trade_body(item.trade) == fastavro_body(TRADE_SCHEMA, item.trade.to_record())
+
+
+def test_the_enums_it_writes_follow_the_contracts_symbol_order():
+    # The writer numbers Side, RiskLevel and PatternType by the core's declaration order.
+    for enum, name in ((Side, "Side"), (RiskLevel, "RiskLevel"), (PatternType, "PatternType")):
+        assert [member.value for member in enum] == expanded_schema(name)["symbols"]
 
 
 texts = st.text(min_size=1, max_size=40).filter(lambda text: text.strip() == text)
@@ -124,6 +130,13 @@ analyzed_values = st.builds(
 @given(analyzed_values)
 def test_any_analyzed_trade_encodes_exactly_as_fastavro_does(analyzed):
     assert analyzed_body(analyzed) == fastavro_body(ANALYZED_SCHEMA, analyzed.to_record())
+
+
+@settings(max_examples=100, deadline=None)
+@given(analyzed_values, longs)
+def test_a_processed_at_given_is_written_as_if_the_record_held_it(analyzed, processed_at):
+    stamped = analyzed._replace(processed_at=processed_at)
+    assert analyzed_body(analyzed, None, processed_at) == fastavro_body(ANALYZED_SCHEMA, stamped.to_record())
 
 
 def catalog(trade_id: int) -> SchemaCache:

@@ -3,15 +3,19 @@
 Every trade produces one analyzed trade, so its encoding is on the hot path. fastavro needs the
 record as nested dicts (``to_record``) and dispatches on the schema for every field: about 25 µs
 per analyzed trade, as much as the whole detection core. This writer is specialised to
-``schemas/riskengine.RiskAnalyzedTrade.avsc`` and takes about a third of that:
+``schemas/riskengine.RiskAnalyzedTrade.avsc`` and takes about a third of that interpreted; it lives
+in the core so that it runs compiled with it (``make native``), like the event reader
+(:mod:`.event_reader`), and takes the enums' symbol order from the core's models, which follow the
+contract's:
 
 - ``originalTrade`` is the incoming message's own Avro body when the trade was written with this
   process's ``CryptoTrade`` schema (Avro encodes a record as the concatenation of its fields, so the
   bytes are the same as re-encoding the decoded trade); otherwise the trade is encoded here;
 - the fixed runs of doubles are packed with one ``struct`` call each.
 
-Everything else (alerts, profiles, rules) goes through fastavro.
-``tests/unit/contracts/test_analyzed_writer.py`` checks this writer byte for byte against fastavro and
+Everything else (alerts, profiles, rules) goes through fastavro
+(:mod:`riskengine.contracts.avro_codec`, which adds the wire-format header).
+``tests/unit/core/test_analyzed_writer.py`` checks this writer byte for byte against fastavro and
 the schema files, so a contract change that this module does not follow fails there.
 """
 
@@ -19,9 +23,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from enum import StrEnum
 
-from riskengine.contracts.schema_files import expanded_schema
-from riskengine.core import RiskAnalyzedTrade, Trade
+from .models import PatternType, RiskAnalyzedTrade, RiskLevel, Side, Trade
 
 _DOUBLE = struct.Struct("<d").pack
 _TWO_DOUBLES = struct.Struct("<2d").pack
@@ -35,10 +39,9 @@ _NULL_BRANCH, _SECOND_BRANCH = b"\x00", b"\x02"
 _EMPTY_BLOCK = b"\x00"
 
 
-def _symbol_indexes(enum_name: str) -> dict[str, bytes]:
-    """Each symbol of ``enum_name`` (as declared in the schemas) -> its encoded index."""
-    symbols = expanded_schema(enum_name)["symbols"]
-    return {symbol: _long(index) for index, symbol in enumerate(symbols)}
+def _symbol_indexes(enum: type[StrEnum]) -> dict[str, bytes]:
+    """Each symbol of ``enum`` (declared in the contract's order) -> its encoded index."""
+    return {str(symbol): _long(index) for index, symbol in enumerate(enum)}
 
 
 def _long(value: int) -> bytes:
@@ -74,9 +77,9 @@ def _strings(values: Iterable[str]) -> bytes:
     return _block([_string(value) for value in values])
 
 
-_SIDES = _symbol_indexes("Side")
-_RISK_LEVELS = _symbol_indexes("RiskLevel")
-_PATTERNS = _symbol_indexes("PatternType")
+_SIDES = _symbol_indexes(Side)
+_RISK_LEVELS = _symbol_indexes(RiskLevel)
+_PATTERNS = _symbol_indexes(PatternType)
 
 
 def _patterns(values: Iterable[str]) -> bytes:
@@ -104,14 +107,19 @@ def trade_body(trade: Trade) -> bytes:
     )
 
 
-def analyzed_body(analyzed: RiskAnalyzedTrade, original_trade: bytes | None = None) -> bytes:
-    """The Avro body of ``analyzed``; ``original_trade``: the trade's own ``CryptoTrade`` body, if known."""
+def analyzed_body(
+    analyzed: RiskAnalyzedTrade, original_trade: bytes | None = None, processed_at: int | None = None
+) -> bytes:
+    """The Avro body of ``analyzed``; ``original_trade``: the trade's own ``CryptoTrade`` body, if known;
+    ``processed_at``: written in place of ``analyzed.processed_at`` when given (the worker stamps it
+    here rather than copying the record)."""
     volume = analyzed.volume
     behavioral = analyzed.behavioral
     impact = analyzed.market_impact
     breakdown = analyzed.breakdown
     reference_price = impact.reference_price
-    processed_at = analyzed.processed_at
+    if processed_at is None:
+        processed_at = analyzed.processed_at
     return b"".join(
         (
             trade_body(analyzed.trade) if original_trade is None else original_trade,
