@@ -14,11 +14,12 @@ from riskengine.contracts.schema_files import expanded_schema
 from riskengine.contracts.topics import RECORD_TOPICS
 from riskengine.settings import Settings
 from riskengine.worker.agents.user_agent import UserAnalysis
-from riskengine.worker.commit import DeliveryProgress
+from riskengine.worker.commit import Batch, DeliveryProgress
 from riskengine.worker.context import WorkerContext
 from riskengine.worker.tables.user_state import TRADES
 from tests.unit.core.builders import T0, trade
-from tests.unit.worker.worker_fakes import FakeMessage
+from tests.unit.worker.test_user_agent import Inputs
+from tests.unit.worker.worker_fakes import FakeEvent, FakeMessage, FakeStore, FakeStream, Journal
 
 NEW_ID = 999
 
@@ -119,3 +120,25 @@ def test_the_worker_remembers_not_found_ids_in_a_bounded_expiring_set():
     analysis, _registry = an_analysis("up")
     assert isinstance(analysis._unknown_ids, avro_codec.NotFoundIds)
     assert analysis._unknown_ids.capacity == avro_codec.NOT_FOUND_CAPACITY
+
+
+@pytest.mark.parametrize(("registry_says", "dead_letters"), [("up", 0), ("missing", 2)])
+async def test_a_batch_fetches_the_schema_of_an_event_no_schema_known_here_decodes(
+    registry_says: str, dead_letters: int
+) -> None:
+    # Most events decode without a coroutine of their own; one written with an unknown schema
+    # must still make the batch fetch it (once), or become a dead letter when it does not exist.
+    analysis, registry = an_analysis(registry_says)
+    analysis.user_state = FakeStore(Journal(), {0})
+    analysis.inputs = Inputs()
+    # No market agent here: every market partition is past any trade (no context is awaited).
+    analysis.reference.markets.progress.update({partition: 2**62 for partition in range(6)})
+    stream = FakeStream(Journal())
+    batch = Batch(events=[(FakeEvent(written_by_a_newer_producer(n)), stream) for n in range(2)])
+    await analysis.analyze(batch)
+    topics = [record[0] for record in batch.outputs]
+    names = analysis.names
+    assert topics.count(names.trades_dlq) == dead_letters
+    assert topics.count(names.analyzed_trades) == 2 - dead_letters
+    # Found: fetched once for both; missing: remembered after the first 404.
+    assert registry.calls == 1
