@@ -357,8 +357,8 @@ class UserAnalysis:
         self._applied_through: dict[int, int] = {}
         #: (other input, partition, fetch time) read to its end, known in this analysis pass
         self._lags: dict[tuple[int, int, int], bool] = {}
-        #: partition -> :meth:`_undelivered` of both inputs, while events are applied (nothing is
-        #: delivered meanwhile: applying them does not wait for anything)
+        #: partition -> :meth:`_undelivered` of both inputs, while a batch is applied and checkpointed
+        #: (nothing is delivered meanwhile: neither waits for anything)
         self._undelivered_now: dict[int, tuple[int | None, int | None]] = {}
 
     def forget_states(self) -> None:
@@ -469,12 +469,12 @@ class UserAnalysis:
                     unacked = self._unacked[partition] = deque()
                 unacked.append((event, stream, key, self._applied_count))
             held += len(trades) + len(orders)
-        self._undelivered_now.clear()
         self._unacked_count += len(done)
         if done:
             self._applied_at = now
         ran_out = not done and now - self._applied_at >= RAN_OUT_AFTER_S
         batch.acks = self._checkpoint(batch, now, everyone=ran_out or self._unacked_count >= MAX_UNACKED)
+        self._undelivered_now.clear()
         self._announce(batch, now)
         batch.events = done
         self.metrics.held_events = held
@@ -510,8 +510,7 @@ class UserAnalysis:
             journals = {}
             for partition in sorted(self._journals_changed):
                 journal = self._journals[partition]
-                undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))
-                journal.prune(undelivered, dirty)
+                journal.prune(self._undelivered_in(partition), dirty)
                 journals[(partition, JOURNAL_KEY)] = encode_journal(journal)
             if any(len(value) > MAX_JOURNAL_BYTES for value in journals.values()):
                 for key, user in dirty.items():
@@ -863,7 +862,7 @@ class UserAnalysis:
         batch.changelog[(user.partition, key)] = user.stored
 
     def _undelivered_in(self, partition: int) -> tuple[int | None, int | None]:
-        """:meth:`_undelivered` of both inputs of ``partition``, asked once per batch's application."""
+        """:meth:`_undelivered` of both inputs of ``partition``, asked once per batch."""
         undelivered = self._undelivered_now.get(partition)
         if undelivered is None:
             undelivered = (self._undelivered(TRADES, partition), self._undelivered(ORDERS, partition))

@@ -17,8 +17,6 @@ import pytest
 from faust.types import TP
 
 from riskengine.contracts.avro_codec import RegistryError, SchemaCatalog
-from riskengine.contracts.schema_files import expanded_schema
-from riskengine.contracts.topics import RECORD_TOPICS
 from riskengine.core import (
     DEFAULT_RULES,
     EMPTY_REFERENCE,
@@ -45,6 +43,7 @@ from riskengine.worker.pipeline import BatchPipeline
 from riskengine.worker.repartition import CLOCK_KEY, IDLE_AFTER_S, Marker, unframe
 from riskengine.worker.repartition import decode as decode_repartitioned
 from riskengine.worker.tables.user_state import ALERT, ANALYZED, JOURNAL_KEY, UserStateTable, decode_envelope
+from riskengine_devtools import bench_analysis
 from tests.unit.core.builders import MINUTE, SECOND, order, run_flow, trade
 from tests.unit.worker.worker_fakes import (
     FakeEvent,
@@ -69,13 +68,8 @@ def worker_context(checkpoint_interval: float | None = None) -> WorkerContext:
         if checkpoint_interval is None
         else {"RISKENGINE_WORKER_CHECKPOINT_INTERVAL": str(checkpoint_interval)}
     )
-    context = WorkerContext.from_settings(Settings.from_env(environ))
-    for schema_id, name in enumerate(RECORD_TOPICS, start=1):
-        context.catalog.add(schema_id, expanded_schema(name), writes=name)
     # No market agent here: every market partition is past any trade (no context is awaited).
-    markets = context.reference.markets
-    markets.progress.update({partition: 2**62 for partition in range(context.settings.topic_partitions)})
-    return context
+    return bench_analysis.worker_context(Settings.from_env(environ), [])
 
 
 def wash_trades(user: str, start: int = 0) -> list[Trade]:
