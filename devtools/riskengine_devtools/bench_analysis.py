@@ -47,8 +47,9 @@ from riskengine.worker.repartition import Execution, decode, idle_marker_value
 
 #: The worker's partition count (every topic).
 PARTITIONS = 6
-#: How far back the run starts: every event is past, none ahead of the worker's clock.
-RUN_AGE_MS = 6 * 3_600_000
+#: When the run starts (2026-01-01 UTC): every event is past, none ahead of the worker's clock, and
+#: every invocation gets the same events (the simulator's ids depend on its start).
+RUN_START_MS = 1_767_225_600_000
 
 
 @dataclass(frozen=True)
@@ -147,18 +148,31 @@ def worker_context(settings: Settings, profiles: list[dict[str, Any]]) -> Worker
     return context
 
 
-def simulator_events(context: WorkerContext, simulator: Simulator, trades: int) -> list[Event]:
-    """The run's events as the worker consumes them, Avro-encoded, offsets counted per partition."""
+def simulator_events(
+    context: WorkerContext, simulator: Simulator, trades: int, rate: int | None = None
+) -> list[Event]:
+    """The run's events as the worker consumes them, Avro-encoded, offsets counted per partition.
+
+    With ``rate`` (trades/s), each event is stamped as ``bench-e2e``'s latency phase stamps it
+    (the time it is due at that rate from the simulator's start, an order event with the trade
+    after it); else it keeps the simulator's own time.
+    """
     names = context.names
     offsets: dict[tuple[str, int], int] = {}
     events = []
+    start_ms = simulator.config.start_ms
+    stamped = 0
     for event in simulator.events(trades):
         topic = names.trades if event.kind is EventKind.TRADE else names.orders
         key = event.user_id.encode()
         partition = kafka_partition(key, PARTITIONS)
         offset = offsets.get((topic, partition), 0)
         offsets[(topic, partition)] = offset + 1
-        value = context.catalog.encode(event.kind.record_name, event.record)
+        record = event.record
+        if rate is not None:
+            record = dict(record, timestamp=start_ms + stamped * 1000 // rate)
+            stamped += event.kind is EventKind.TRADE
+        value = context.catalog.encode(event.kind.record_name, record)
         events.append(Event(Message(topic, partition, offset, key, value)))
     return events
 
@@ -255,10 +269,9 @@ async def keyed_pass(
 
 async def one_pass(settings: Settings, args: argparse.Namespace) -> tuple[Pass, int]:
     """A pass from empty states; (its figures, the run's events)."""
-    now_ms = int(time.time() * 1000)
-    simulator = Simulator(SimulationConfig(seed=args.seed, start_ms=now_ms - RUN_AGE_MS, users=args.users))
+    simulator = Simulator(SimulationConfig(seed=args.seed, start_ms=RUN_START_MS, users=args.users))
     context = worker_context(settings, simulator.profiles())
-    events = simulator_events(context, simulator, args.trades)
+    events = simulator_events(context, simulator, args.trades, args.rate)
     # As a worker freezes what it holds (its start-up objects, then its survivors every 10 s).
     gc.collect()
     gc.freeze()
@@ -278,10 +291,14 @@ async def one_pass(settings: Settings, args: argparse.Namespace) -> tuple[Pass, 
 
 def bench_analysis(args: argparse.Namespace, settings: Settings) -> int:
     """Run ``--passes`` passes and print the best one's CPU time per trade and per event."""
-    if args.trades < 1 or args.users < 1 or args.batch < 1 or args.passes < 1:
-        raise SystemExit("riskengine bench analysis: --trades, --users, --batch and --passes must be >= 1")
+    sizes = (args.trades, args.users, args.batch, args.passes, 1 if args.rate is None else args.rate)
+    if min(sizes) < 1:
+        raise SystemExit(
+            "riskengine bench analysis: --trades, --users, --batch, --passes and --rate must be >= 1"
+        )
     print(
         f"bench analysis: {args.trades:,} simulator trades of {args.users:,} users (seed {args.seed}), "
+        f"{'simulator time' if args.rate is None else f'stamped at {args.rate:,} trades/s'}, "
         f"batches of {args.batch:,}, checkpoint interval {settings.worker_checkpoint_interval:g} s, "
         f"core {BUILD}",
         flush=True,
@@ -327,5 +344,11 @@ def add_parser(targets: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--users", type=int, default=500, help="users (default 500)")
     parser.add_argument("--seed", type=int, default=11, help="simulator seed (default 11)")
     parser.add_argument("--batch", type=int, default=500, help="events per batch (default 500)")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        help="stamp the events as bench-e2e's latency phase does at this many trades/s "
+        "(default: the simulator's time, about 10 trades/s)",
+    )
     parser.add_argument("--passes", type=int, default=3, help="passes; the best is reported (default 3)")
     parser.set_defaults(handler=bench_analysis)

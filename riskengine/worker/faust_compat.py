@@ -50,7 +50,9 @@ The reaches:
   each through ``wait_first`` (a task and two futures), a channel queue, a stream step and an ack,
   about 200 us per event. The agents' topics (:attr:`TransportApp.batch_routes`) get each fetched
   partition's records as one list instead, in offset order, with the same read-offset, gap and
-  commit bookkeeping; other topics keep Faust's per-record path.
+  commit bookkeeping, each record as a :class:`BatchMessage` (what Faust's consumer reads of a
+  tracked message, without the rest of its ``ConsumerMessage``); other topics keep Faust's
+  per-record path (``_to_message``).
 - ``faust.transport.consumer.ThreadDelegateConsumer._thread`` and its ``_consumer``: the
   aiokafka consumer behind Faust's, for ``last_poll_timestamp`` (public there): when a fetch
   response last brought a partition's end, so the per-user agent can tell an end fetched after an
@@ -81,7 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableSet
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -346,8 +348,36 @@ def recovering(app: faust.App) -> bool:
 # -- the batch path ---------------------------------------------------------------------------
 
 
+class BatchMessage:
+    """A fetched record as the batch path hands it out, tracked and acked in Faust's consumer.
+
+    It holds what the agents read (topic, partition, offset, key, value) and what Faust's consumer
+    reads of a message it tracks: ``tp``, ``offset``, ``topic`` and ``acked`` in ``Consumer.ack``,
+    ``acked`` when the revocation's ``wait_empty`` cleans its set, ``refcount`` in that wait's
+    report; weak references for that set. Faust's ``ConsumerMessage`` sets about twenty attributes
+    per record (about 1 us, 3 % of a worker's CPU at 5,000 trades/s) for the per-record stream's
+    bookkeeping, which the batch path does not use.
+    """
+
+    __slots__ = ("__weakref__", "acked", "key", "offset", "partition", "refcount", "topic", "tp", "value")
+
+    def __init__(self, tp: Any, record: Any) -> None:
+        self.tp = tp
+        self.topic: str = record.topic
+        self.partition: int = record.partition
+        self.offset: int = record.offset
+        self.key: bytes | None = record.key
+        self.value: bytes | None = record.value
+        self.acked = False
+        self.refcount = 0
+
+    def __repr__(self) -> str:
+        return f"<BatchMessage {self.topic}/{self.partition}@{self.offset}{' acked' if self.acked else ''}>"
+
+
 class Delivery:
-    """One record handed to a batch route: Faust's message, where the agents read it (``.message``)."""
+    """One record handed to a batch route: its :class:`BatchMessage`, where the agents read it
+    (``.message``)."""
 
     __slots__ = ("message",)
 
@@ -587,8 +617,8 @@ class Consumer(driver.Consumer):
 
     async def _deliver_list(self, tp: Any, fetched: list[Any], route: BatchRoute, generation: int) -> None:
         read_offset = self._read_offset.get(tp)
-        to_message = self._to_message
-        unacked = self._unacked_messages
+        # Faust types the set as holding its Messages; it reads only what a BatchMessage has.
+        unacked: MutableSet[Any] = self._unacked_messages
         events: list[Delivery] = []
         for record in fetched:
             offset = record.offset
@@ -596,8 +626,7 @@ class Consumer(driver.Consumer):
                 continue
             if read_offset and offset - read_offset > 1:
                 await self._add_gap(tp, read_offset + 1, offset)
-            message = to_message(tp, record)
-            message.tracked = True
+            message = BatchMessage(tp, record)
             unacked.add(message)
             events.append(Delivery(message))
             read_offset = offset

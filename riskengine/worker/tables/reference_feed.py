@@ -164,22 +164,30 @@ class ProfileView(Mapping[str, UserProfile]):
         self._table = table
         self._catalog = catalog
         self._on_invalid = on_invalid
-        self._cache: dict[str, tuple[bytes, UserProfile | None]] = {}
+        #: userId -> (the raw value decoded, its profile, the table key): several lookups per trade
+        self._cache: dict[str, tuple[bytes, UserProfile | None, bytes]] = {}
 
     def _lookup(self, user_id: str) -> UserProfile | None:
-        raw = self._table.get(user_id.encode())
-        if raw is None:
-            return None
         cached = self._cache.get(user_id)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
+        if cached is not None:
+            # The same value object, or an equal one, was decoded before: no key to encode.
+            raw = self._table.get(cached[2])
+            if raw is cached[0] or raw == cached[0]:
+                return cached[1]
+            key = cached[2]
+        else:
+            key = user_id.encode()
+            raw = self._table.get(key)
+        if raw is None:
+            self._cache.pop(user_id, None)
+            return None
         profile: UserProfile | None
         try:
             profile = parse_profile(self._catalog.decode(raw, "UserProfile"))
         except (DecodeError, InvalidProfile) as exc:
             self._on_invalid(user_id, exc)
             profile = None
-        self._cache[user_id] = (raw, profile)
+        self._cache[user_id] = (raw, profile, key)
         return profile
 
     def __getitem__(self, user_id: str) -> UserProfile:
@@ -188,8 +196,16 @@ class ProfileView(Mapping[str, UserProfile]):
             raise KeyError(user_id)
         return profile
 
-    def get(self, user_id: str, default: Any = None) -> Any:  # Mapping.get, without the KeyError cost
+    # Mapping.get, without the KeyError cost; _lookup's hit written out (the core asks several
+    # times per trade: the user, the counterparty, their links).
+    def get(self, user_id: str, default: Any = None) -> Any:
         """The profile of ``user_id`` or ``default``."""
+        cached = self._cache.get(user_id)
+        if cached is not None:
+            raw = self._table.get(cached[2])
+            if raw is cached[0]:
+                profile = cached[1]
+                return default if profile is None else profile
         profile = self._lookup(user_id)
         return default if profile is None else profile
 

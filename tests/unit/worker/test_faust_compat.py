@@ -10,6 +10,7 @@ import ast
 import asyncio
 import importlib
 import inspect
+import re
 from dataclasses import replace
 from importlib.metadata import version
 from pathlib import Path
@@ -370,6 +371,29 @@ async def test_the_batch_path_hands_a_partitions_records_to_its_route_with_faust
     message = next(m for m in consumer._unacked_messages if m.offset == 5)
     assert acks.ack(faust_compat.Delivery(message)) and not acks.ack(faust_compat.Delivery(message))
     assert consumer._acked[tp] == [5] and message not in consumer._unacked_messages
+    # The others acked too, the revocation's wait finds nothing left to wait for.
+    for other in list(consumer._unacked_messages):
+        assert isinstance(other, faust_compat.BatchMessage) and acks.ack(faust_compat.Delivery(other))
+    consumer._clean_unacked_messages()
+    assert not consumer._unacked_messages and sorted(consumer._acked[tp]) == [5, 6, 9]
+    assert repr(message) == "<BatchMessage crypto-trades/0@5 acked>"
+
+
+def test_what_faust_reads_of_a_tracked_message_a_batch_message_has():
+    # Consumer.ack, the revocation's wait_empty and its cleaning of the set are all of Faust that
+    # touches the batch path's messages (the streams that read more never see them).
+    from faust.transport.consumer import Consumer
+
+    reach = next(r for r in SURFACE if r.attribute == "_drain_messages")
+    read: set[str] = set()
+    for method, name in (
+        (Consumer.ack, "message"),
+        (Consumer.wait_empty, "m"),
+        (Consumer._clean_unacked_messages, "message"),
+    ):
+        read |= set(re.findall(rf"\b{name}\.(\w+)", inspect.getsource(method)))
+    assert read == {"acked", "tp", "offset", "topic", "refcount"}, _upgrade_hint(reach)
+    assert read <= set(faust_compat.BatchMessage.__slots__), _upgrade_hint(reach)
 
 
 async def test_records_handed_out_as_a_rebalance_starts_are_let_go_not_delivered(app):

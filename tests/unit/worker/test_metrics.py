@@ -11,10 +11,19 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from riskengine.core import BUILD
-from riskengine.worker.metrics import EVENT_TIME_LAG_BUCKETS, Metrics, exposition
+from riskengine.worker.metrics import (
+    EVENT_TIME_LAG_BUCKETS,
+    TRADE_SECONDS_BUCKETS,
+    EventHistogram,
+    Metrics,
+    exposition,
+)
 from riskengine.worker.pipeline import BatchPipeline
 from riskengine.worker.web_views import prometheus_text, stats_document
 from tests.unit.worker.test_user_agent import Worker, events_of, input_trades
@@ -127,6 +136,46 @@ def test_event_time_lag_is_now_minus_the_trade_timestamp():
     assert sample(lag, "riskengine_event_time_lag_seconds_bucket", le="2.5") == 2
     assert sample(lag, "riskengine_event_time_lag_seconds_bucket", le="5.0") == 3
     assert abs(sample(lag, "riskengine_event_time_lag_seconds_sum") - 3.04) < 1e-9
+
+
+class Exposed:
+    """A registry collector of one EventHistogram."""
+
+    def __init__(self, histogram: EventHistogram) -> None:
+        self.histogram = histogram
+
+    def collect(self) -> Any:
+        return self.histogram.collect()
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([*TRADE_SECONDS_BUCKETS, 0.0, -1.0, 1e300, float("inf")]),
+            st.floats(min_value=-1.0, max_value=1.0),
+        ),
+        max_size=60,
+    )
+)
+def test_an_event_histogram_is_exposed_as_prometheus_clients_histogram_is(values: list[float]) -> None:
+    """Same buckets (a value on a bound counts in it), count, sum and names; only _created's time
+    differs."""
+    theirs = CollectorRegistry()
+    ours = CollectorRegistry()
+    histogram = Histogram("x_seconds", "What x takes", buckets=TRADE_SECONDS_BUCKETS, registry=theirs)
+    event_histogram = EventHistogram("x_seconds", "What x takes", TRADE_SECONDS_BUCKETS)
+    ours.register(Exposed(event_histogram))
+    for value in values:
+        histogram.observe(value)
+        event_histogram.observe(value)
+
+    def text(registry: CollectorRegistry) -> list[str]:
+        lines = generate_latest(registry).decode().splitlines()
+        return [line for line in lines if not line.startswith("x_seconds_created ")]
+
+    assert text(ours) == text(theirs)
+    lines = generate_latest(ours).decode().splitlines()
+    assert len([line for line in lines if line.startswith("x_seconds_created ")]) == 1
 
 
 def stats_of(metrics: Metrics) -> dict[str, Any]:

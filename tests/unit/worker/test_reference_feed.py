@@ -218,3 +218,34 @@ def test_stats_and_metrics_report_the_reference_version_and_the_ignored_messages
     assert samples["riskengine_reference_version"] == 4
     assert samples["riskengine_reference_rejected_total"] == 1
     assert samples["riskengine_reference_ignored_stale_total"] == 1
+
+
+# -- profiles ------------------------------------------------------------------------------------
+
+
+def test_profiles_follow_every_update_and_an_invalid_value_counts_once() -> None:
+    """The view caches decoded profiles (the core asks several times per trade): a changed value is
+    seen at once, an equal one sent again is not decoded again, a tombstone removes the profile."""
+    metrics = Metrics()
+    reference_feed = ReferenceFeed(Settings(), TOPICS, CATALOG, metrics)
+    profiles = reference_feed.profiles
+    assert profiles.get("u-1") is None and profiles.get("u-1", "none") == "none"
+    deliver(reference_feed, TOPICS.user_profiles, Record(b"u-1", profile("u-1", "KP")))
+    assert profiles.get("u-1").country == "KP" and profiles["u-1"].country == "KP"
+    deliver(reference_feed, TOPICS.user_profiles, Record(b"u-1", profile("u-1", "IR")))
+    assert profiles.get("u-1").country == "IR", "a changed value is decoded again"
+    assert profiles["u-1"].country == "IR"
+
+    invalid = b"\x00\x00\x00\x00\x01" + b"\xff" * 3
+    deliver(reference_feed, TOPICS.user_profiles, Record(b"u-2", invalid))
+    assert profiles.get("u-2") is None and "u-2" not in profiles
+    # The same bytes again (a new object): remembered as invalid, not reported again.
+    deliver(reference_feed, TOPICS.user_profiles, Record(b"u-2", bytes(bytearray(invalid))))
+    assert profiles.get("u-2", "none") == "none"
+    assert metrics.invalid_profiles == 1
+
+    deliver(reference_feed, TOPICS.user_profiles, Record(b"u-1", None))
+    assert profiles.get("u-1") is None and "u-1" not in profiles
+    deliver(reference_feed, TOPICS.user_profiles, Record(b"u-1", profile("u-1", "DE")))
+    assert profiles.get("u-1").country == "DE", "a profile sent after its tombstone"
+    assert sorted(profiles) == ["u-1", "u-2"] and len(profiles) == 2

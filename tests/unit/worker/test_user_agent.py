@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import struct
 import time
 from collections.abc import Sequence
@@ -310,6 +311,16 @@ async def test_a_batch_whose_journal_would_be_too_large_writes_the_states_instea
     written = {key for _p, key in large.changelog}
     assert JOURNAL_KEY not in written and {b"u-1", b"u-2", b"u-3"} <= written
     assert sorted(where(e.message) for e, _s in large.to_ack()) == sorted(where(e.message) for e in taken[4:])
+
+
+def test_the_largest_journal_is_one_record_the_producer_and_the_broker_take():
+    """A journal is one changelog record: with its key, headers and batch framing it must stay under
+    the producer's max_request_size and the broker's message.max.bytes (1,048,588 by default)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer_limit = inspect.signature(AIOKafkaProducer).parameters["max_request_size"].default
+    framing = 64 * 1024
+    assert user_agent.MAX_JOURNAL_BYTES + framing <= min(producer_limit, 1_048_588)
 
 
 async def test_an_unreadable_journal_is_logged_and_scoring_goes_on(caplog):
