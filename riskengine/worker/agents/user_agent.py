@@ -453,7 +453,8 @@ class UserAnalysis:
         metrics = self.metrics
         taken = [0, 0]  # events taken per source, counted in
         for partition, (trades, orders) in queues.items():
-            # The last event taken from each input (its offset is the position /stats shows).
+            # The last event taken from each input: its offset is the position /stats shows, and the
+            # last trade's is how far the trades partition is applied.
             last_trade = last_order = None
             while trades or orders:
                 queue = self._next_queue(partition, trades, orders, now)
@@ -470,7 +471,6 @@ class UserAnalysis:
                     key = self._apply(event.message, source, item, processed_at, batch)
                 if source == TRADES:
                     last_trade = event.message
-                    self._applied_through[partition] = last_trade.offset + 1
                 else:
                     last_order = event.message
                 done.append((event, stream))
@@ -478,6 +478,8 @@ class UserAnalysis:
                 if unacked is None:
                     unacked = self._unacked[partition] = deque()
                 unacked.append((event, stream, key, self._applied_count))
+            if last_trade is not None:
+                self._applied_through[partition] = last_trade.offset + 1
             for message in (last_trade, last_order):
                 if message is not None:
                     metrics.positions[(message.topic, message.partition)] = message.offset
